@@ -1,0 +1,50 @@
+//! `rinha-bench`: the instrument. Each subcommand lives in its own module of the library;
+//! this file only parses the command line and turns errors into exit codes.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use rinha_bench::{drivers, floor, lbs, processor, rinha, stack};
+
+#[derive(Parser)]
+#[command(name = "rinha-bench", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a payment-processor emulator (RINHA-2025.md section 3).
+    Processor(processor::Args),
+    /// Run the contest's load test, second by second, and print the score sheet.
+    Rinha(rinha::Args),
+    /// Measure the latency the instrument itself adds (a trivial responder under the same load).
+    Floor(floor::Args),
+    /// Start the local stack (two processors, two backends, the load balancer) until Ctrl-C.
+    Stack(stack::Args),
+    /// Compare rinha-lb with HAProxy (tcp, http) and nginx stream under the same load.
+    Lbs(lbs::Args),
+    /// Compare the io_uring and epoll drivers on the same stack.
+    Drivers(drivers::Args),
+}
+
+fn main() -> ExitCode {
+    rinha_bench::logging::init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Processor(args) => processor::run(args),
+        Command::Rinha(args) => rinha::run(args),
+        Command::Floor(args) => floor::run(args),
+        Command::Stack(args) => stack::run(args),
+        Command::Lbs(args) => lbs::run(args),
+        Command::Drivers(args) => drivers::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("rinha-bench: {err:#}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! The Rinha de Backend 2025 payment intermediary (placeholder: see issue 3).

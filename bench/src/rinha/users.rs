@@ -1,7 +1,8 @@
 //! The payments scenario: virtual users ramping linearly from 1 to `max` over the duration (k6's
 //! `ramping-vus`). Each user owns one keep-alive connection and loops `POST /payments` with a
 //! fresh UUID v4 and amount 19.90, then sleeps 1 s. At the end of the duration no new iteration
-//! starts; requests in flight finish (bounded by the client timeout), as k6's graceful stop does.
+//! starts, and the iterations under way run to their end (request, bounded by the client
+//! timeout, then the 1 s sleep), as k6's graceful stop lets them: the teardown comes after.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -38,8 +39,8 @@ impl Ramp {
     }
 }
 
-/// Runs the scenario until `start + ramp.duration`, then waits for every user to finish its
-/// request in flight. `active` always holds the current number of users.
+/// Runs the scenario until `start + ramp.duration`, then waits for every user to finish the
+/// iteration under way. `active` always holds the current number of users.
 pub async fn run_users(
     target: Endpoint,
     ramp: Ramp,
@@ -76,8 +77,7 @@ async fn user(target: Endpoint, end: Instant, recorder: Arc<Recorder>) {
         ));
         let (outcome, elapsed) = post_payment(&target, &mut conn, body).await;
         recorder.post(outcome, elapsed);
-        let wake = (Instant::now() + THINK_TIME).min(end);
-        tokio::time::sleep_until(wake.into()).await;
+        tokio::time::sleep(THINK_TIME).await;
     }
 }
 

@@ -48,7 +48,10 @@ fn opts(rinha: PathBuf, lb: PathBuf) -> StackOpts {
 async fn closed(port: u16) -> bool {
     let deadline = Instant::now() + Duration::from_secs(5);
     while Instant::now() < deadline {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
             return true;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -59,7 +62,11 @@ async fn closed(port: u16) -> bool {
 #[tokio::test]
 async fn a_backend_that_exits_is_named_with_its_log_and_everything_stops() {
     let dir = temp_dir("exits");
-    let rinha = script(&dir, "rinha", "echo \"no luck: LISTEN=$LISTEN PEERS=$PEERS\" >&2; exit 3");
+    let rinha = script(
+        &dir,
+        "rinha",
+        "echo \"no luck: LISTEN=$LISTEN PEERS=$PEERS\" >&2; exit 3",
+    );
     let lb = script(&dir, "lb", "exit 1");
     let opts = opts(rinha, lb);
     let err = Stack::start(&opts).await.expect_err("the backend exits");
@@ -77,15 +84,25 @@ async fn a_backend_that_exits_is_named_with_its_log_and_everything_stops() {
 #[tokio::test]
 async fn a_part_that_never_listens_is_reported_after_the_timeout() {
     let dir = temp_dir("silent");
-    let rinha = script(&dir, "rinha", "echo starting but never listening >&2; exec sleep 30");
+    let rinha = script(
+        &dir,
+        "rinha",
+        "echo starting but never listening >&2; exec sleep 30",
+    );
     let lb = script(&dir, "lb", "exit 1");
     let opts = opts(rinha, lb);
     let began = Instant::now();
     let err = Stack::start(&opts).await.expect_err("never up");
     let text = err.to_string();
     assert!(matches!(err, StackError::NotUp { .. }), "{text}");
-    assert!(text.contains("backend-1") && text.contains("starting but never listening"), "{text}");
-    assert!(began.elapsed() < Duration::from_secs(10), "bounded by --up-timeout");
+    assert!(
+        text.contains("backend-1") && text.contains("starting but never listening"),
+        "{text}"
+    );
+    assert!(
+        began.elapsed() < Duration::from_secs(10),
+        "bounded by --up-timeout"
+    );
 }
 
 #[tokio::test]
@@ -100,7 +117,10 @@ async fn a_busy_port_is_refused_before_anything_starts() {
 
 #[tokio::test]
 async fn a_missing_binary_names_the_flag() {
-    let mut opts = opts(PathBuf::from("/nonexistent/rinha"), PathBuf::from("/bin/true"));
+    let mut opts = opts(
+        PathBuf::from("/nonexistent/rinha"),
+        PathBuf::from("/bin/true"),
+    );
     opts.no_build = true;
     let err = Stack::start(&opts).await.expect_err("missing");
     assert!(err.to_string().contains("--rinha-bin"), "{err}");

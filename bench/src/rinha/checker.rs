@@ -24,8 +24,10 @@ pub fn period(duration: Duration) -> Duration {
 /// One consistency check.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Check {
-    /// Seconds into the run.
+    /// Seconds into the run when the three calls were sent.
     pub at_secs: f64,
+    /// How long the slowest of the three took to answer, in ms.
+    pub took_ms: f64,
     /// The window asked, as the query string.
     pub window: String,
     /// Backend default + fallback totalRequests (None if the call failed).
@@ -52,13 +54,15 @@ pub async fn run_checker(
     while period * n < duration {
         tokio::time::sleep_until((start + period * n).into()).await;
         n += 1;
+        let sent = std::time::Instant::now();
+        let at_secs = start.elapsed().as_secs_f64();
         let window = Window::before(chrono::Utc::now(), WINDOW_FROM, WINDOW_TO);
         let (b, d, f) = tokio::join!(
             backend.summary(window, Some(recorder)),
             default.summary(window, Some(recorder)),
             fallback.summary(window, Some(recorder)),
         );
-        let at_secs = start.elapsed().as_secs_f64();
+        let took_ms = sent.elapsed().as_secs_f64() * 1000.0;
         let backend_total = b.as_ref().ok().map(|s| s.total_requests());
         let processors_total = match (&d, &f) {
             (Ok(d), Ok(f)) => Some(d.total_requests + f.total_requests),
@@ -74,6 +78,7 @@ pub async fn run_checker(
         .collect();
         checks.push(Check {
             at_secs,
+            took_ms,
             window: window.query(),
             backend: backend_total,
             processors: processors_total,

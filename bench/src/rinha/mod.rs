@@ -10,6 +10,8 @@ pub mod calls;
 pub mod chart;
 pub mod checker;
 pub mod client;
+pub mod drain;
+pub mod progress;
 pub mod recorder;
 pub mod report;
 pub mod score;
@@ -37,10 +39,10 @@ pub struct Args {
     /// The backend (load balancer) to test; without it the local stack is started.
     #[arg(long, env = "RINHA_TARGET")]
     pub target: Option<String>,
-    /// The default processor (with --target); default http://127.0.0.1:<default-port>.
+    /// The default processor (with --target); default http://127.0.0.1:DEFAULT_PORT.
     #[arg(long)]
     pub default: Option<String>,
-    /// The fallback processor (with --target); default http://127.0.0.1:<fallback-port>.
+    /// The fallback processor (with --target); default http://127.0.0.1:FALLBACK_PORT.
     #[arg(long)]
     pub fallback: Option<String>,
     /// Virtual users at the end of the ramp (MAX_REQUESTS of the official script).
@@ -252,7 +254,7 @@ async fn run_against(args: &Args, t: &Targets) -> anyhow::Result<Report> {
         &mut stage_fallback,
         &recorder,
     );
-    let progress = report::progress(
+    let progress = progress::progress(
         !args.quiet,
         processor(&t.default, &args.token),
         processor(&t.fallback, &args.token),
@@ -305,7 +307,7 @@ async fn run_against(args: &Args, t: &Targets) -> anyhow::Result<Report> {
     stages::reset(&mut fallback).await;
     let drain = match args.drain {
         Some(secs) => Some(
-            report::drain(
+            drain::drain(
                 secs,
                 &mut backend,
                 &mut default,

@@ -1,19 +1,16 @@
-//! What a run reports: the live progress line (stderr, once a second), the score table, the
-//! JSON results file (the official fields, then ours under `"bench"`), the strict verdict, and
-//! the drain that re-reads every summary over all time.
+//! What a run reports: the score table, the JSON results file (the official fields, and ours
+//! under `"bench"`) and the strict verdict.
 
 use std::fmt::Write as _;
-use std::io::{IsTerminal, Write as _};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Duration;
 
 use hdrhistogram::Histogram;
 
-use super::calls::{cents, Backend, BackendSummary, Processor, ProcessorSummary, Window};
+use super::calls::{cents, BackendSummary, ProcessorSummary};
 use super::checker::Check;
-use super::recorder::{PostCounts, Recorder, Snapshot};
+use super::drain::Drain;
+use super::recorder::Snapshot;
 use super::score::Score;
-use super::stages::{self, Applied, Stage};
+use super::stages::{Applied, Stage};
 
 /// The summaries read at teardown.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -22,16 +19,6 @@ pub struct Teardown {
     pub backend: BackendSummary,
     pub default: ProcessorSummary,
     pub fallback: ProcessorSummary,
-}
-
-/// The all-time summaries read after `--drain` seconds, and what disagrees.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct Drain {
-    pub secs: u64,
-    pub backend: Option<BackendSummary>,
-    pub default: Option<ProcessorSummary>,
-    pub fallback: Option<ProcessorSummary>,
-    pub problems: Vec<String>,
 }
 
 /// Everything a run measured.
@@ -249,8 +236,9 @@ impl Report {
         for check in &self.checks {
             let _ = writeln!(
                 w,
-                "check at {:>5.1} s: backend {:?} processors {:?} -> {} inconsistencies{}",
+                "check at {:>5.1} s ({:>6.1} ms): backend {:?} processors {:?} -> {} inconsistencies{}",
                 check.at_secs,
+                check.took_ms,
                 check.backend,
                 check.processors,
                 check.inconsistencies,
@@ -287,7 +275,7 @@ impl Report {
         out
     }
 
-    /// The results file: the official fields first, then ours under `"bench"`.
+    /// The results file: the official fields, and ours under `"bench"`.
     pub fn json(&self) -> serde_json::Result<String> {
         let s = &self.score;
         let t = &self.teardown;
@@ -361,197 +349,5 @@ impl Report {
             }
         });
         serde_json::to_string_pretty(&value)
-    }
-}
-
-/// Prints the progress line once a second until `done`: elapsed, users, requests in the last
-/// second, running p99, queue lag (successful POSTs - payments the processors hold) and stage.
-/// The processors are asked through their own connections and those calls are not scored.
-pub async fn progress(
-    enabled: bool,
-    mut default: Processor,
-    mut fallback: Processor,
-    recorder: &Recorder,
-    active: &AtomicU64,
-    done: &AtomicBool,
-    schedule: &[Stage],
-) {
-    if !enabled {
-        return;
-    }
-    let tty = std::io::stderr().is_terminal();
-    let start = recorder.start();
-    let mut tick = tokio::time::interval_at(
-        (start + Duration::from_secs(1)).into(),
-        Duration::from_secs(1),
-    );
-    while !done.load(Ordering::Relaxed) {
-        tick.tick().await;
-        let elapsed = start.elapsed();
-        let second = elapsed.as_secs() as usize;
-        let posts = recorder.counts();
-        let (d, f) = tokio::join!(
-            default.summary(Window::ALL, None),
-            fallback.summary(Window::ALL, None)
-        );
-        let lag = match (d, f) {
-            (Ok(d), Ok(f)) => format!(
-                "{}",
-                posts.success as i64 - (d.total_requests + f.total_requests) as i64
-            ),
-            _ => "?".to_string(),
-        };
-        let line = format!(
-            "{:>5.1}s users {:>4} req/s {:>4} p99 {:>7.2}ms ok {:>6} failed {:>4} queue-lag {:>5} stage {}",
-            elapsed.as_secs_f64(),
-            active.load(Ordering::Relaxed),
-            recorder.requests_in(second.saturating_sub(1)),
-            recorder.running_p99_ms(),
-            posts.success,
-            posts.failed(),
-            lag,
-            stages::stage_at(schedule, elapsed),
-        );
-        let mut err = std::io::stderr().lock();
-        let _ = if tty {
-            write!(err, "\r{line}\x1b[K")
-        } else {
-            writeln!(err, "{line}")
-        };
-        let _ = err.flush();
-    }
-    if tty {
-        eprintln!();
-    }
-}
-
-/// Waits `secs`, then reads every summary over all time and lists what disagrees: the backend
-/// against each processor, and the backend's total against the POSTs (fewer than succeeded =
-/// missing; more than were sent = counted twice).
-pub async fn drain(
-    secs: u64,
-    backend: &mut Backend,
-    default: &mut Processor,
-    fallback: &mut Processor,
-    posts: PostCounts,
-) -> Drain {
-    tokio::time::sleep(Duration::from_secs(secs)).await;
-    let (b, d, f) = tokio::join!(
-        backend.summary(Window::ALL, None),
-        default.summary(Window::ALL, None),
-        fallback.summary(Window::ALL, None),
-    );
-    let mut problems = Vec::new();
-    for (who, e) in [
-        ("backend", b.as_ref().err()),
-        ("default processor", d.as_ref().err()),
-        ("fallback processor", f.as_ref().err()),
-    ] {
-        if let Some(e) = e {
-            problems.push(format!("{who} summary failed: {e}"));
-        }
-    }
-    let (b, d, f) = (b.ok(), d.ok(), f.ok());
-    if let (Some(b), Some(d), Some(f)) = (b, d, f) {
-        problems.extend(drain_problems(&b, &d, &f, posts));
-    }
-    Drain {
-        secs,
-        backend: b,
-        default: d,
-        fallback: f,
-        problems,
-    }
-}
-
-/// The comparisons of [`drain`].
-pub fn drain_problems(
-    b: &BackendSummary,
-    d: &ProcessorSummary,
-    f: &ProcessorSummary,
-    posts: PostCounts,
-) -> Vec<String> {
-    let mut problems = Vec::new();
-    for (name, side, p) in [("default", &b.default, d), ("fallback", &b.fallback, f)] {
-        if side.total_requests != p.total_requests
-            || cents(side.total_amount) != cents(p.total_amount)
-        {
-            problems.push(format!(
-                "{name}: backend counts {} payments ({:.2}), the processor holds {} ({:.2})",
-                side.total_requests, side.total_amount, p.total_requests, p.total_amount
-            ));
-        }
-    }
-    let recorded = b.total_requests();
-    if recorded < posts.success {
-        problems.push(format!(
-            "{} payments missing: {} POSTs succeeded, the backend reports {recorded}",
-            posts.success - recorded,
-            posts.success
-        ));
-    }
-    let held = d.total_requests + f.total_requests;
-    if recorded.max(held) > posts.total() {
-        problems.push(format!(
-            "payments counted twice: {} POSTs were sent, the backend reports {recorded}, the processors hold {held}",
-            posts.total()
-        ));
-    }
-    problems
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::rinha::calls::Side;
-
-    fn summary(n: u64) -> ProcessorSummary {
-        ProcessorSummary {
-            total_requests: n,
-            total_amount: n as f64 * 19.9,
-            ..Default::default()
-        }
-    }
-
-    fn backend(d: u64, f: u64) -> BackendSummary {
-        let side = |n: u64| Side {
-            total_requests: n,
-            total_amount: n as f64 * 19.9,
-        };
-        BackendSummary {
-            default: side(d),
-            fallback: side(f),
-        }
-    }
-
-    fn posts(success: u64, timeout: u64) -> PostCounts {
-        PostCounts {
-            success,
-            timeout,
-            ..Default::default()
-        }
-    }
-
-    #[test]
-    fn drain_accepts_a_consistent_run_with_late_timeouts() {
-        // 2 timed-out POSTs were processed after all: allowed.
-        assert!(
-            drain_problems(&backend(90, 12), &summary(90), &summary(12), posts(100, 5)).is_empty()
-        );
-    }
-
-    #[test]
-    fn drain_catches_missing_double_and_disagreement() {
-        let p = drain_problems(&backend(90, 5), &summary(90), &summary(5), posts(100, 0));
-        assert!(p.iter().any(|p| p.contains("5 payments missing")), "{p:?}");
-        let p = drain_problems(
-            &backend(100, 100),
-            &summary(100),
-            &summary(100),
-            posts(100, 0),
-        );
-        assert!(p.iter().any(|p| p.contains("counted twice")), "{p:?}");
-        let p = drain_problems(&backend(100, 0), &summary(99), &summary(0), posts(100, 0));
-        assert!(p.iter().any(|p| p.starts_with("default:")), "{p:?}");
     }
 }

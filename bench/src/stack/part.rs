@@ -116,7 +116,7 @@ impl Part {
         }
     }
 
-    /// SIGTERM, then SIGKILL after [`STOP_GRACE`].
+    /// SIGTERM, then SIGKILL after `STOP_GRACE`.
     pub async fn stop(mut self) {
         if let Some(pid) = self.child.id() {
             // SAFETY: plain syscall on the pid of our own, not yet reaped, child.

@@ -31,6 +31,10 @@ pub enum ClientError {
     },
     #[error("HTTP error: {0}")]
     Http(#[from] hyper::Error),
+    /// The kept-alive connection was gone before the request was written: safe to resend on a
+    /// fresh one (as Go's and k6's clients do).
+    #[error("connection closed before the request was sent: {0}")]
+    NotSent(hyper::Error),
     #[error("building the request: {0}")]
     Request(#[from] hyper::http::Error),
     #[error("no answer within {0:?}")]
@@ -148,7 +152,7 @@ impl Connection {
             builder = builder.header(*name, *value);
         }
         let request = builder.body(Full::new(body.unwrap_or_default()))?;
-        self.sender.ready().await?;
+        self.sender.ready().await.map_err(ClientError::NotSent)?;
         let started = Instant::now();
         let response = self.sender.send_request(request).await?;
         let status = response.status();
@@ -194,11 +198,21 @@ impl HostClient {
     ) -> Result<Answer, ClientError> {
         let timeout = self.timeout;
         let result = tokio::time::timeout(timeout, async {
+            let reused = matches!(&self.conn, Some(c) if !c.is_closed());
             let conn = match self.conn.take() {
                 Some(conn) if !conn.is_closed() => self.conn.insert(conn),
                 _ => self.conn.insert(Connection::open(&self.endpoint).await?),
             };
-            conn.exchange(method, path, headers, body).await
+            match conn
+                .exchange(method.clone(), path, headers, body.clone())
+                .await
+            {
+                Err(ClientError::NotSent(_)) if reused => {
+                    let conn = self.conn.insert(Connection::open(&self.endpoint).await?);
+                    conn.exchange(method, path, headers, body).await
+                }
+                other => other,
+            }
         })
         .await
         .unwrap_or(Err(ClientError::Timeout(timeout)));

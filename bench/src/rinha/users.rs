@@ -12,7 +12,7 @@ use bytes::Bytes;
 use hyper::Method;
 use tokio::task::JoinSet;
 
-use super::client::{Connection, Endpoint, REQUEST_TIMEOUT};
+use super::client::{ClientError, Connection, Endpoint, REQUEST_TIMEOUT};
 use super::recorder::{PostOutcome, Recorder};
 
 /// The pause between two iterations of a user.
@@ -90,11 +90,22 @@ async fn post_payment(
 ) -> (PostOutcome, Duration) {
     let began = Instant::now();
     let exchange = async {
+        let reused = matches!(conn, Some(c) if !c.is_closed());
         let c = match conn.take() {
             Some(c) if !c.is_closed() => conn.insert(c),
             _ => conn.insert(Connection::open(target).await?),
         };
-        c.exchange(Method::POST, "/payments", &[], Some(body)).await
+        match c
+            .exchange(Method::POST, "/payments", &[], Some(body.clone()))
+            .await
+        {
+            // The server closed the idle connection: nothing was sent, resend on a fresh one.
+            Err(ClientError::NotSent(_)) if reused => {
+                let c = conn.insert(Connection::open(target).await?);
+                c.exchange(Method::POST, "/payments", &[], Some(body)).await
+            }
+            other => other,
+        }
     };
     match tokio::time::timeout(REQUEST_TIMEOUT, exchange).await {
         Ok(Ok(answer)) if answer.status.is_success() => (PostOutcome::Success, answer.elapsed),

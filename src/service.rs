@@ -118,6 +118,9 @@ async fn purge(core: &Core, include_peers: bool, conn: Connection, out: &mut Vec
 
 /// `from`/`to` of a summary query, normalised to whole milliseconds (records are stamped
 /// in milliseconds, so an inclusive bound rounds inwards). `None` if a value is malformed.
+///
+/// Like the processors' admin summary (RINHA-2025.md section 3), if either bound is missing
+/// the window is unbounded on both sides: we must agree with them for the same query.
 pub fn parse_window(query: &[u8]) -> Option<Window> {
     let bound = |key: &[u8]| -> Result<Option<i64>, ()> {
         match query_param(query, key) {
@@ -130,8 +133,10 @@ pub fn parse_window(query: &[u8]) -> Option<Window> {
             }
         }
     };
-    let from = bound(b"from").ok()?;
-    let to = bound(b"to").ok()?;
+    let (from, to) = match (bound(b"from").ok()?, bound(b"to").ok()?) {
+        (Some(f), Some(t)) => (Some(f), Some(t)),
+        _ => (None, None),
+    };
     Some(Window {
         from_us: from.map(|f| f + (1000 - f.rem_euclid(1000)) % 1000),
         to_us: to.map(|t| t - t.rem_euclid(1000)),
@@ -149,8 +154,12 @@ mod tests {
             parse_window(b"from=2025-07-15T12:34:56.000Z&to=2025-07-15T12:34:57.5005Z").unwrap();
         assert_eq!(w.from_us, Some(1_752_582_896_000_000));
         assert_eq!(w.to_us, Some(1_752_582_897_500_000));
-        let w = parse_window(b"from=1970-01-01T00:00:00.0001Z").unwrap();
+        let w = parse_window(b"from=1970-01-01T00:00:00.0001Z&to=1970-01-01T00:00:01Z").unwrap();
         assert_eq!(w.from_us, Some(1000));
+        assert_eq!(
+            parse_window(b"to=2025-07-15T12:34:56Z"),
+            Some(Window::default())
+        );
         assert_eq!(parse_window(b"from=yesterday"), None);
         assert!(parse_window(b"to=2025-07-15T12%3A34%3A56%2B00%3A00").is_some());
     }

@@ -225,3 +225,126 @@ impl Shard {
         self.records.borrow_mut().clear();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::rc::Rc;
+
+    fn rt<F: std::future::Future<Output = ()>>(f: F) {
+        monoio::start::<monoio::time::TimeDriver<monoio::LegacyDriver>, _>(f)
+    }
+
+    const P: Processor = Processor::Default;
+
+    #[test]
+    fn window_sums_are_inclusive() {
+        let s = Shard::new();
+        for (t, c) in [(1000, 100), (2000, 200), (3000, 300)] {
+            let a = s.begin_attempt(t, P);
+            s.record(a, t, c, P);
+        }
+        let a = s.begin_attempt(2000, Processor::Fallback);
+        s.record(a, 2000, 50, Processor::Fallback);
+        let w = Window {
+            from_us: Some(2000),
+            to_us: Some(3000),
+        };
+        assert_eq!(
+            s.window(w),
+            Totals {
+                requests: [2, 1],
+                cents: [500, 50]
+            }
+        );
+        assert_eq!(s.window(Window::default()).requests, [3, 1]);
+        s.purge();
+        assert_eq!(s.window(Window::default()), Totals::default());
+    }
+
+    #[test]
+    fn old_in_flight_attempts_are_awaited_and_counted() {
+        rt(async {
+            let s = Rc::new(Shard::new());
+            s.observe_latency(P, Duration::from_millis(20));
+            let a = s.begin_attempt(5_000, P);
+            // Older than the estimate: the processor holds it already.
+            monoio::time::sleep(Duration::from_millis(30)).await;
+            let s2 = s.clone();
+            monoio::spawn(async move {
+                monoio::time::sleep(Duration::from_millis(40)).await;
+                s2.record(a, 5_000, 700, P);
+            });
+            let t = s
+                .summary(Window::default(), Duration::from_millis(500))
+                .await;
+            assert_eq!(t.requests[0], 1);
+            assert_eq!(t.cents[0], 700);
+        });
+    }
+
+    #[test]
+    fn young_in_flight_attempts_are_not_counted_even_if_they_land() {
+        rt(async {
+            let s = Rc::new(Shard::new());
+            s.observe_latency(P, Duration::from_millis(3000));
+            // An old one that must be awaited keeps the summary waiting while the young lands.
+            s.observe_latency(Processor::Fallback, Duration::from_millis(1));
+            let old = s.begin_attempt(1_000, Processor::Fallback);
+            let young = s.begin_attempt(2_000, P);
+            monoio::time::sleep(Duration::from_millis(20)).await;
+            let s2 = s.clone();
+            monoio::spawn(async move {
+                monoio::time::sleep(Duration::from_millis(10)).await;
+                s2.record(young, 2_000, 100, P);
+                monoio::time::sleep(Duration::from_millis(20)).await;
+                s2.record(old, 1_000, 10, Processor::Fallback);
+            });
+            let t = s
+                .summary(Window::default(), Duration::from_millis(500))
+                .await;
+            assert_eq!(
+                t,
+                Totals {
+                    requests: [0, 1],
+                    cents: [0, 10]
+                }
+            );
+            // Asked again after it landed, it counts.
+            assert_eq!(
+                s.summary(Window::default(), Duration::ZERO).await.requests,
+                [1, 1]
+            );
+        });
+    }
+
+    #[test]
+    fn the_wait_is_bounded_and_unresolved_attempts_are_left_out() {
+        rt(async {
+            let s = Shard::new();
+            let _a = s.begin_attempt(1_000, P);
+            let t0 = Instant::now();
+            let t = s
+                .summary(Window::default(), Duration::from_millis(50))
+                .await;
+            assert!(t0.elapsed() < Duration::from_millis(200));
+            assert_eq!(t, Totals::default());
+            assert_eq!(s.in_flight_len(), 1);
+        });
+    }
+
+    #[test]
+    fn attempts_outside_the_window_are_not_awaited() {
+        rt(async {
+            let s = Shard::new();
+            let _a = s.begin_attempt(1_000, P);
+            let t0 = Instant::now();
+            let w = Window {
+                from_us: Some(2_000),
+                to_us: Some(3_000),
+            };
+            s.summary(w, Duration::from_millis(300)).await;
+            assert!(t0.elapsed() < Duration::from_millis(100));
+        });
+    }
+}

@@ -12,7 +12,8 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use rinha::journal::{Journal, Processor, SyncMode};
+use rinha::journal::record::{self, Event};
+use rinha::journal::{Confirmed, Journal, Processor, SyncMode};
 use uuid::Uuid;
 
 /// Payments written to one file before it is recreated.
@@ -74,5 +75,42 @@ fn per_payment(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, per_payment);
+/// The CPU part alone: encoding and checksumming the three records into the buffer, with
+/// no syscall. The difference to `journal_per_payment/none` is the `write`.
+fn encode_only(c: &mut Criterion) {
+    let mut buf = Vec::with_capacity(128 * 3 * record::MAX_RECORD_LEN);
+    let mut next_id = 0u128;
+    c.bench_function("journal_encode_per_payment", |b| {
+        b.iter(|| {
+            // Clear as a commit would, every 128 payments.
+            if buf.len() >= 128 * 106 {
+                buf.clear();
+            }
+            next_id += 1;
+            let id = black_box(Uuid::from_u128(next_id));
+            let at = 1_752_582_896_000_000;
+            record::encode(&mut buf, &Event::Accepted { id, cents: 1990 });
+            let processor = Processor::Default;
+            record::encode(
+                &mut buf,
+                &Event::Attempt {
+                    id,
+                    processor,
+                    requested_at_us: at,
+                },
+            );
+            record::encode(
+                &mut buf,
+                &Event::Confirmed(Confirmed {
+                    id,
+                    processor,
+                    requested_at_us: at,
+                    cents: 1990,
+                }),
+            );
+        });
+    });
+}
+
+criterion_group!(benches, per_payment, encode_only);
 criterion_main!(benches);

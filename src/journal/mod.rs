@@ -15,6 +15,21 @@
 //! - [`dir`]: the directory: file names, [`replay_dir`] and [`rebalance`] when the number of
 //!   cores changes between runs.
 //!
+//! # Use
+//! ```text
+//! at start, once:  journal::rebalance(dir, workers)?        // if the core count shrank
+//! per core:        let (mut j, replay) = Journal::open(dir, core, sync)?;
+//!                  replay.confirmed -> the shard; replay.unsettled -> the queue (a pinned
+//!                  one is looked up at its processor before any re-send)
+//! per read batch:  j.accepted(..) for each payment; j.commit()?; then answer
+//! per processing:  j.attempt(..) before sending; j.confirmed(..) / j.dropped(..) after;
+//!                  j.commit()? once per batch
+//! purge:           j.purged(); j.commit()?
+//! when quiet:      j.maybe_compact()?
+//! ```
+//! A commit error means those records are not durable: answer them with an error, and stop
+//! accepting once the journal reports [`JournalError::Poisoned`].
+//!
 //! # File format
 //! A file starts with the 8-byte magic `RNHJRNL1` (the `1` is the format version), then
 //! records, all integers little-endian:

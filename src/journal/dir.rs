@@ -143,11 +143,13 @@ pub fn replay_dir(dir: &Path) -> Result<Replay, JournalError> {
 /// point is finished by the next call.
 pub fn rebalance(dir: &Path, cores: usize) -> Result<bool, JournalError> {
     let cores = cores.max(1);
-    let leftover = list(dir)?.rebalance;
-    let (state, existing) = merged_state(dir)?;
-    if leftover.is_none() && existing.iter().all(|(core, _)| *core < cores) {
+    let listing = list(dir)?;
+    // Growing needs no rewrite: the new cores start with empty journals.
+    if listing.rebalance.is_none() && listing.cores.iter().all(|(core, _)| *core < cores) {
         return Ok(false);
     }
+    let leftover = listing.rebalance;
+    let (state, existing) = merged_state(dir)?;
     let copy = dir.join(REBALANCE_FILE);
     if leftover.is_none() {
         let tmp = dir.join(format!("{REBALANCE_FILE}.tmp"));

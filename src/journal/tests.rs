@@ -225,6 +225,42 @@ fn torn_tail_at_every_offset_replays_to_the_state_before_it() {
     }
 }
 
+/// A crash can cut a multi-record batch anywhere: every cut of the whole file replays to
+/// the model of the records that are whole before the cut.
+#[test]
+fn a_cut_anywhere_replays_to_the_whole_records_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = super::dir::journal_path(dir.path(), 0);
+    let (mut j, _) = Journal::open(dir.path(), 0, SyncMode::None).unwrap();
+    let mut events = Vec::new();
+    for n in 0..4 {
+        events.extend(payment(n, n as u64 + 1));
+    }
+    events.insert(5, Event::Purged);
+    events.insert(9, Event::Dropped { id: id(3) });
+    events.iter().for_each(|e| write(&mut j, e));
+    j.commit().unwrap();
+    drop(j);
+    let full = std::fs::read(&path).unwrap();
+    // Offsets where each record ends.
+    let mut ends = vec![8usize];
+    for e in &events {
+        let mut one = Vec::new();
+        super::record::encode(&mut one, e);
+        ends.push(ends.last().unwrap() + one.len());
+    }
+    assert_eq!(*ends.last().unwrap(), full.len());
+    for cut in 8..=full.len() {
+        std::fs::write(&path, &full[..cut]).unwrap();
+        let whole = ends.iter().filter(|&&end| end <= cut).count() - 1;
+        assert_eq!(
+            sorted(reopen(dir.path())),
+            model(&events[..whole]),
+            "cut at {cut}"
+        );
+    }
+}
+
 #[test]
 fn corruption_in_the_middle_is_an_error_naming_the_offset() {
     let dir = tempfile::tempdir().unwrap();

@@ -94,7 +94,9 @@ impl Journal {
             sync,
             len,
             compact_threshold: DEFAULT_COMPACT_THRESHOLD,
-            live_len: len,
+            // Unknown until the first compaction: a file already past the threshold at
+            // start is compacted at the first quiet moment.
+            live_len: 0,
             poisoned: false,
         };
         Ok((journal, scan.state.to_replay()))

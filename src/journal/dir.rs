@@ -90,11 +90,14 @@ struct Listing {
     cores: Vec<(usize, PathBuf)>,
     /// The rebalance copy, if a rebalance was interrupted.
     rebalance: Option<PathBuf>,
+    /// Temp files of interrupted compactions or rebalances: never read, only removed.
+    temps: Vec<PathBuf>,
 }
 
 fn list(dir: &Path) -> Result<Listing, JournalError> {
     let mut cores = Vec::new();
     let mut rebalance = None;
+    let mut temps = Vec::new();
     let entries = match fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Listing::default()),
@@ -108,15 +111,23 @@ fn list(dir: &Path) -> Result<Listing, JournalError> {
             cores.push((core, entry.path()));
         } else if name == REBALANCE_FILE {
             rebalance = Some(entry.path());
+        } else if name.ends_with(".journal.tmp") {
+            temps.push(entry.path());
         }
     }
     cores.sort();
-    Ok(Listing { cores, rebalance })
+    Ok(Listing {
+        cores,
+        rebalance,
+        temps,
+    })
 }
 
 /// Merged live state of every journal in `dir`, read only (a torn tail is ignored, not cut).
 fn merged_state(dir: &Path) -> Result<(LiveState, Vec<(usize, PathBuf)>), JournalError> {
-    let Listing { cores, rebalance } = list(dir)?;
+    let Listing {
+        cores, rebalance, ..
+    } = list(dir)?;
     let mut state = LiveState::default();
     for path in cores.iter().map(|(_, p)| p).chain(rebalance.iter()) {
         let bytes = fs::read(path).map_err(JournalError::io(path))?;
@@ -144,6 +155,9 @@ pub fn replay_dir(dir: &Path) -> Result<Replay, JournalError> {
 pub fn rebalance(dir: &Path, cores: usize) -> Result<bool, JournalError> {
     let cores = cores.max(1);
     let listing = list(dir)?;
+    for tmp in &listing.temps {
+        remove_if_exists(tmp)?;
+    }
     // Growing needs no rewrite: the new cores start with empty journals.
     if listing.rebalance.is_none() && listing.cores.iter().all(|(core, _)| *core < cores) {
         return Ok(false);
@@ -208,6 +222,10 @@ mod tests {
         }
     }
 
+    fn share_of(state: &LiveState, core: usize) -> LiveState {
+        state.filtered(|id| core_for(id, 2) == core)
+    }
+
     #[test]
     fn names_parse_strictly() {
         assert_eq!(core_of_name("core-12.journal"), Some(12));
@@ -261,12 +279,15 @@ mod tests {
         write_state(&dir.path().join(REBALANCE_FILE), &state).unwrap();
         fs::remove_file(journal_path(dir.path(), 2)).unwrap();
         assert_eq!(sorted(replay_dir(dir.path()).unwrap()), before);
+        // Crash while the next new file was being written.
+        write_state(&tmp_path(dir.path(), 1), &share_of(&state, 1)).unwrap();
         // Crash after one new file replaced an old one.
-        let share = state.filtered(|id| core_for(id, 2) == 0);
-        write_state(&journal_path(dir.path(), 0), &share).unwrap();
+        write_state(&journal_path(dir.path(), 0), &share_of(&state, 0)).unwrap();
         assert_eq!(sorted(replay_dir(dir.path()).unwrap()), before);
         assert!(rebalance(dir.path(), 2).unwrap());
-        assert!(list(dir.path()).unwrap().rebalance.is_none());
+        let listing = list(dir.path()).unwrap();
+        assert!(listing.rebalance.is_none());
+        assert!(listing.temps.is_empty());
         assert_eq!(sorted(replay_dir(dir.path()).unwrap()), before);
     }
 }

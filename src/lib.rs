@@ -1,1 +1,38 @@
-//! The Rinha de Backend 2025 payment intermediary (placeholder: see issue 3).
+//! `rinha`: the Rinha de Backend 2025 payment intermediary, thread-per-core on monoio.
+//!
+//! # Layout
+//! - [`config`]: the one configuration struct (env vars and flags), validated at start.
+//! - [`runtime`]: one monoio runtime per core (io_uring or epoll) plus the router thread.
+//! - [`listener`]: where connections are accepted (TCP with SO_REUSEPORT, or a unix socket).
+//! - [`conn`]: one connection: read, answer every pipelined request, write.
+//! - [`http`]: request framing, answers, and the small client for processors and peers.
+//! - [`service`]: what each request means; `POST /payments` is the hot path.
+//! - [`payment`]: the payment body and exact decimal -> cents.
+//! - [`queue`]: the per-core payment queue.
+//! - [`worker`]: the per-core senders: policy, retries, unknown outcomes, recording.
+//! - [`processor`]: the processors as a core sees them: client and circuit breaker.
+//! - [`store`]: the per-core shard of processed payments and the in-flight rule.
+//! - [`router`]: summaries and purges across shards and peers.
+//! - [`time`]: timestamps; [`shutdown`]: signals.
+//! - [`journal`]: the per-core append-only journal (durability, replay, compaction).
+//!
+//! A payment's life: [`conn`] reads it, [`service`] validates it and calls
+//! [`queue::Queue::accept`] (the intake seam) and answers 202; a [`worker`] sender sends it
+//! and calls [`store::Shard::record`] (the outcome seam) once a processor holds it.
+
+pub mod config;
+pub mod conn;
+pub mod core;
+pub mod http;
+pub mod journal;
+pub mod listener;
+pub mod payment;
+pub mod processor;
+pub mod queue;
+pub mod router;
+pub mod runtime;
+pub mod service;
+pub mod shutdown;
+pub mod store;
+pub mod time;
+pub mod worker;

@@ -57,6 +57,43 @@ async fn health_answers_one_call_per_window_queues_two_and_refuses_the_rest() {
     }
 }
 
+#[tokio::test]
+async fn a_health_caller_that_hangs_up_leaves_the_line() {
+    let mut config = Config::for_tests(5);
+    config.health_window = Duration::from_secs(1);
+    let processor = spawn(config).unwrap();
+    let started = Instant::now();
+    let addr = processor.addr;
+    assert_eq!(
+        call(addr, "GET", "/payments/service-health", &[], "")
+            .await
+            .status,
+        200
+    );
+    let mut leaving = Client::connect(addr).await;
+    leaving
+        .send("GET", "/payments/service-health", &[], "")
+        .await;
+    let waiting = tokio::spawn(async move {
+        let response = call(addr, "GET", "/payments/service-health", &[], "").await;
+        (response.status, started.elapsed())
+    });
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    drop(leaving);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The line holds one caller again, so this one fits in it instead of getting 429.
+    let response = call(addr, "GET", "/payments/service-health", &[], "").await;
+    assert_eq!(response.status, 200);
+    let answered = started.elapsed();
+    let (status, first_answered) = waiting.await.unwrap();
+    assert_eq!(status, 200);
+    assert!(
+        first_answered < Duration::from_millis(1400),
+        "{first_answered:?}"
+    );
+    assert!(answered >= Duration::from_millis(1950), "{answered:?}");
+}
+
 /// Posts `count` payments at once, each on its own connection; returns the status and
 /// when the answer came, measured from `since`.
 async fn post_many(

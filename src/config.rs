@@ -1,0 +1,314 @@
+//! The one configuration struct of `rinha`: every setting is an env var and a `--flag`
+//! (names in docs/architecture.md), parsed and validated once at start. Nothing reads the
+//! environment after this.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+/// Where a server listens or a peer is reached: a unix socket path or a TCP address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `unix:/path.sock`
+    Unix(PathBuf),
+    /// `host:port`, kept as text: resolved when bound or connected.
+    Tcp(String),
+}
+
+impl Endpoint {
+    /// Parses `unix:/path` or `host:port`.
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        let text = text.trim();
+        if let Some(path) = text.strip_prefix("unix:") {
+            if path.is_empty() {
+                return Err(ConfigError::Endpoint(text.to_owned()));
+            }
+            return Ok(Endpoint::Unix(PathBuf::from(path)));
+        }
+        match text.rsplit_once(':') {
+            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {
+                Ok(Endpoint::Tcp(text.to_owned()))
+            }
+            _ => Err(ConfigError::Endpoint(text.to_owned())),
+        }
+    }
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Endpoint::Unix(p) => write!(f, "unix:{}", p.display()),
+            Endpoint::Tcp(a) => f.write_str(a),
+        }
+    }
+}
+
+/// Which io driver the runtimes use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum IoDriver {
+    /// io_uring, failing at start if it is unavailable.
+    Uring,
+    /// epoll (monoio's legacy driver).
+    Epoll,
+    /// io_uring when the kernel allows it, else epoll (the log says which).
+    Auto,
+}
+
+/// A processor's base URL, `http://host:port` (no TLS, no path).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessorUrl {
+    /// `host:port`, resolved at start and again after connect errors.
+    pub authority: String,
+}
+
+impl ProcessorUrl {
+    /// Parses `http://host:port` (the port defaults to 80).
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        let rest = text
+            .trim()
+            .strip_prefix("http://")
+            .ok_or_else(|| ConfigError::Url(text.to_owned()))?;
+        let rest = rest.trim_end_matches('/');
+        if rest.is_empty() || rest.contains('/') {
+            return Err(ConfigError::Url(text.to_owned()));
+        }
+        let authority = if rest
+            .rsplit_once(':')
+            .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+        {
+            rest.to_owned()
+        } else {
+            format!("{rest}:80")
+        };
+        Ok(ProcessorUrl { authority })
+    }
+
+    /// Resolves the authority to its first socket address (a blocking call: only at start and
+    /// after connect errors, never on the request path).
+    pub fn resolve(&self) -> std::io::Result<SocketAddr> {
+        self.authority
+            .to_socket_addrs()?
+            .next()
+            .ok_or_else(|| std::io::Error::other(format!("{} resolves to nothing", self.authority)))
+    }
+}
+
+impl std::fmt::Display for ProcessorUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "http://{}", self.authority)
+    }
+}
+
+/// A configuration value that does not make sense.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// Not `unix:/path` nor `host:port`.
+    #[error("bad endpoint {0:?}: expected unix:/path.sock or host:port")]
+    Endpoint(String),
+    /// Not `http://host[:port]`.
+    #[error("bad processor URL {0:?}: expected http://host:port")]
+    Url(String),
+    /// A number out of its range.
+    #[error("{0} must be {1}")]
+    Range(&'static str, &'static str),
+}
+
+/// Command line and environment of `rinha`.
+#[derive(Debug, Parser)]
+#[command(
+    name = "rinha",
+    version,
+    about = "Rinha de Backend 2025 payment intermediary"
+)]
+pub struct Args {
+    /// `unix:/path.sock` or `host:port`.
+    #[arg(long, env = "LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: String,
+    /// Default processor base URL.
+    #[arg(
+        long,
+        env = "PROCESSOR_DEFAULT_URL",
+        default_value = "http://payment-processor-default:8080"
+    )]
+    pub processor_default_url: String,
+    /// Fallback processor base URL.
+    #[arg(
+        long,
+        env = "PROCESSOR_FALLBACK_URL",
+        default_value = "http://payment-processor-fallback:8080"
+    )]
+    pub processor_fallback_url: String,
+    /// Comma list of other instances whose shards join the summary.
+    #[arg(long, env = "PEERS", default_value = "")]
+    pub peers: String,
+    /// Runtimes (threads), one per core; default: CPUs the process may use.
+    #[arg(long, env = "WORKERS")]
+    pub workers: Option<usize>,
+    /// io driver.
+    #[arg(long, env = "IO_DRIVER", value_enum, default_value = "auto")]
+    pub io_driver: IoDriver,
+    /// Send to the fallback a payment that has waited this long (when it is healthy); off if unset.
+    #[arg(long, env = "FALLBACK_AFTER_MS")]
+    pub fallback_after_ms: Option<u64>,
+    /// Journal directory (issue 7); unset = memory only.
+    #[arg(long, env = "DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// `none` or `batch`.
+    #[arg(long, env = "JOURNAL_SYNC", default_value = "none")]
+    pub journal_sync: String,
+    /// If set, `POST /purge-payments` needs header `X-Purge-Token` with this value.
+    #[arg(long, env = "PURGE_TOKEN")]
+    pub purge_token: Option<String>,
+    /// Payments each core may hold queued before intake answers 503 (~100 bytes each).
+    #[arg(long, env = "QUEUE_CAPACITY", default_value_t = 1_000_000)]
+    pub queue_capacity: usize,
+    /// Concurrent senders to the processors per core.
+    #[arg(long, env = "SENDERS", default_value_t = 64)]
+    pub senders: usize,
+    /// How long one processor call may take before its outcome is called unknown.
+    #[arg(long, env = "PROCESSOR_TIMEOUT_MS", default_value_t = 6000)]
+    pub processor_timeout_ms: u64,
+    /// How long a shutdown may spend draining the queue.
+    #[arg(long, env = "SHUTDOWN_GRACE_MS", default_value_t = 5000)]
+    pub shutdown_grace_ms: u64,
+    /// How long a summary waits for a peer.
+    #[arg(long, env = "PEER_TIMEOUT_MS", default_value_t = 1000)]
+    pub peer_timeout_ms: u64,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: Endpoint,
+    pub default_url: ProcessorUrl,
+    pub fallback_url: ProcessorUrl,
+    pub peers: Vec<Endpoint>,
+    pub workers: usize,
+    pub io_driver: IoDriver,
+    pub fallback_after: Option<Duration>,
+    pub data_dir: Option<PathBuf>,
+    pub purge_token: Option<String>,
+    pub queue_capacity: usize,
+    pub senders: usize,
+    pub processor_timeout: Duration,
+    pub shutdown_grace: Duration,
+    pub peer_timeout: Duration,
+}
+
+impl Config {
+    /// Validates the parsed arguments.
+    pub fn from_args(args: Args) -> Result<Self, ConfigError> {
+        let peers = args
+            .peers
+            .split(',')
+            .filter(|p| !p.trim().is_empty())
+            .map(Endpoint::parse)
+            .collect::<Result<Vec<_>, _>>()?;
+        let workers = match args.workers {
+            Some(0) => return Err(ConfigError::Range("WORKERS", "at least 1")),
+            Some(n) if n > 256 => return Err(ConfigError::Range("WORKERS", "at most 256")),
+            Some(n) => n,
+            None => available_cpus(),
+        };
+        if args.senders == 0 || args.senders > 4096 {
+            return Err(ConfigError::Range("SENDERS", "between 1 and 4096"));
+        }
+        if args.queue_capacity == 0 {
+            return Err(ConfigError::Range("QUEUE_CAPACITY", "at least 1"));
+        }
+        if args.processor_timeout_ms < 10 {
+            return Err(ConfigError::Range("PROCESSOR_TIMEOUT_MS", "at least 10"));
+        }
+        if args.peer_timeout_ms == 0 {
+            return Err(ConfigError::Range("PEER_TIMEOUT_MS", "at least 1"));
+        }
+        if args.journal_sync != "none" && args.journal_sync != "batch" {
+            return Err(ConfigError::Range("JOURNAL_SYNC", "none or batch"));
+        }
+        Ok(Config {
+            listen: Endpoint::parse(&args.listen)?,
+            default_url: ProcessorUrl::parse(&args.processor_default_url)?,
+            fallback_url: ProcessorUrl::parse(&args.processor_fallback_url)?,
+            peers,
+            workers,
+            io_driver: args.io_driver,
+            fallback_after: args.fallback_after_ms.map(Duration::from_millis),
+            data_dir: args.data_dir,
+            purge_token: args.purge_token.filter(|t| !t.is_empty()),
+            queue_capacity: args.queue_capacity,
+            senders: args.senders,
+            processor_timeout: Duration::from_millis(args.processor_timeout_ms),
+            shutdown_grace: Duration::from_millis(args.shutdown_grace_ms),
+            peer_timeout: Duration::from_millis(args.peer_timeout_ms),
+        })
+    }
+}
+
+/// CPUs this process may use: the affinity mask, capped by a cgroup v2 CPU quota (rounded up),
+/// so a container limited to 0.75 CPU runs one runtime, not one per host core.
+pub fn available_cpus() -> usize {
+    let affinity = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let quota = std::fs::read_to_string("/sys/fs/cgroup/cpu.max")
+        .ok()
+        .and_then(|s| cgroup_quota(&s));
+    quota.map_or(affinity, |q| q.min(affinity)).max(1)
+}
+
+/// Parses cgroup v2 `cpu.max` ("max 100000" or "150000 100000") into whole CPUs, rounded up.
+fn cgroup_quota(text: &str) -> Option<usize> {
+    let mut it = text.split_whitespace();
+    let quota: u64 = it.next()?.parse().ok()?;
+    let period: u64 = it.next()?.parse().ok()?;
+    if period == 0 {
+        return None;
+    }
+    Some(quota.div_ceil(period) as usize)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints() {
+        assert_eq!(
+            Endpoint::parse("unix:/tmp/a.sock").unwrap(),
+            Endpoint::Unix("/tmp/a.sock".into())
+        );
+        assert_eq!(
+            Endpoint::parse("127.0.0.1:80").unwrap(),
+            Endpoint::Tcp("127.0.0.1:80".into())
+        );
+        assert!(Endpoint::parse("nope").is_err());
+        assert!(Endpoint::parse("unix:").is_err());
+        assert!(Endpoint::parse("host:99999").is_err());
+    }
+
+    #[test]
+    fn urls() {
+        assert_eq!(
+            ProcessorUrl::parse("http://a:8080").unwrap().authority,
+            "a:8080"
+        );
+        assert_eq!(ProcessorUrl::parse("http://a/").unwrap().authority, "a:80");
+        assert!(ProcessorUrl::parse("https://a:1").is_err());
+        assert!(ProcessorUrl::parse("http://a:1/path").is_err());
+    }
+
+    #[test]
+    fn quota() {
+        assert_eq!(cgroup_quota("max 100000"), None);
+        assert_eq!(cgroup_quota("150000 100000\n"), Some(2));
+        assert_eq!(cgroup_quota("50000 100000"), Some(1));
+    }
+
+    #[test]
+    fn validation() {
+        let args = Args::parse_from(["rinha", "--workers", "0"]);
+        assert!(Config::from_args(args).is_err());
+        let args = Args::parse_from(["rinha", "--peers", "unix:/a, 127.0.0.1:1"]);
+        assert_eq!(Config::from_args(args).unwrap().peers.len(), 2);
+    }
+}

@@ -1,0 +1,90 @@
+//! Everything one core owns: its queue, its store shard, its view of the two processors,
+//! and the channel to the summary router. Built inside the core's runtime and shared by
+//! that runtime's tasks through `Rc`; nothing here crosses threads except the channels.
+
+use std::cell::Cell;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::processor::breaker::Breaker;
+use crate::processor::client::ProcessorClient;
+use crate::processor::Processor;
+use crate::queue::Queue;
+use crate::router::RouterHandle;
+use crate::store::Shard;
+
+/// One processor as this core sees it.
+#[derive(Debug)]
+pub struct Upstream {
+    pub client: ProcessorClient,
+    pub breaker: Breaker,
+}
+
+/// One core's state.
+#[derive(Debug)]
+pub struct Core {
+    pub id: usize,
+    pub config: Arc<Config>,
+    pub queue: Queue,
+    pub shard: Shard,
+    upstreams: [Upstream; 2],
+    pub router: RouterHandle,
+    shutting_down: Cell<bool>,
+    /// Payments a sender holds right now (taken from the queue, not yet settled).
+    busy: Cell<usize>,
+}
+
+impl Core {
+    pub fn new(
+        id: usize,
+        config: Arc<Config>,
+        resolved: [Option<SocketAddr>; 2],
+        router: RouterHandle,
+    ) -> Self {
+        let upstreams = [
+            Upstream {
+                client: ProcessorClient::new(config.default_url.clone(), resolved[0]),
+                breaker: Breaker::new(),
+            },
+            Upstream {
+                client: ProcessorClient::new(config.fallback_url.clone(), resolved[1]),
+                breaker: Breaker::new(),
+            },
+        ];
+        Core {
+            id,
+            queue: Queue::new(config.queue_capacity),
+            shard: Shard::new(),
+            upstreams,
+            router,
+            config,
+            shutting_down: Cell::new(false),
+            busy: Cell::new(0),
+        }
+    }
+
+    pub fn upstream(&self, p: Processor) -> &Upstream {
+        &self.upstreams[p.index()]
+    }
+
+    pub fn shutting_down(&self) -> bool {
+        self.shutting_down.get()
+    }
+
+    /// A sender took a payment (`true`) or settled it (`false`).
+    pub fn set_busy(&self, taken: bool) {
+        let n = self.busy.get();
+        self.busy
+            .set(if taken { n + 1 } else { n.saturating_sub(1) });
+    }
+
+    /// Payments accepted and not settled yet: queued or in a sender's hands.
+    pub fn pending(&self) -> usize {
+        self.queue.len() + self.busy.get()
+    }
+
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.set(true);
+    }
+}

@@ -1,0 +1,304 @@
+//! The `POST /payments` body: `{"correlationId": "<uuid>", "amount": <number>}`, validated
+//! into a [`NewPayment`] with the amount as integer cents.
+//!
+//! The amount is taken as the exact decimal text of the JSON number (serde_json's
+//! `RawValue`, zero-copy) and rounded half-to-even to cents like .NET `decimal.Round`,
+//! never through `f64`: `0.125` is 12 cents, `0.135` is 14, `1.99e1` is 1990.
+//!
+//! serde_json vs sonic-rs on this exact body (`benches/payment_body.rs`, both zero-copy with
+//! the raw number text, release, this 2-core machine): see the figures in that bench's doc;
+//! serde_json was kept (no slower, already a dependency, no SIMD build flags needed).
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use uuid::Uuid;
+
+/// Amounts above this many cents (ten billion) are refused as absurd: sums stay far from
+/// overflow and no real payment is that large.
+pub const MAX_CENTS: u64 = 1_000_000_000_000;
+
+/// A validated payment as accepted at intake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NewPayment {
+    /// The client's correlation id.
+    pub id: Uuid,
+    /// The amount in cents, rounded half-to-even.
+    pub cents: u64,
+}
+
+/// Why a body was refused; each maps to a short JSON reason in a 400.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PaymentError {
+    #[error("body is not a JSON object with correlationId and amount")]
+    Json,
+    #[error("correlationId is not a UUID")]
+    CorrelationId,
+    #[error("amount is not a number")]
+    AmountNotNumber,
+    #[error("amount must be greater than zero")]
+    AmountNotPositive,
+    #[error("amount is too large")]
+    AmountTooLarge,
+}
+
+impl PaymentError {
+    /// The JSON body of the 400 answer.
+    pub fn json(self) -> &'static [u8] {
+        match self {
+            PaymentError::Json => {
+                br#"{"error":"body must be {\"correlationId\":uuid,\"amount\":number}"}"#
+            }
+            PaymentError::CorrelationId => br#"{"error":"correlationId is not a UUID"}"#,
+            PaymentError::AmountNotNumber => br#"{"error":"amount is not a number"}"#,
+            PaymentError::AmountNotPositive => {
+                br#"{"error":"amount must be at least 0.01 after rounding"}"#
+            }
+            PaymentError::AmountTooLarge => br#"{"error":"amount is too large"}"#,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct Body<'a> {
+    #[serde(rename = "correlationId", borrow)]
+    correlation_id: &'a str,
+    #[serde(borrow)]
+    amount: &'a RawValue,
+}
+
+/// Parses and validates a payment body.
+pub fn parse(body: &[u8]) -> Result<NewPayment, PaymentError> {
+    let body: Body<'_> = serde_json::from_slice(body).map_err(|_| PaymentError::Json)?;
+    let id = Uuid::try_parse(body.correlation_id).map_err(|_| PaymentError::CorrelationId)?;
+    let cents = decimal_to_cents(body.amount.get().as_bytes())?;
+    Ok(NewPayment { id, cents })
+}
+
+/// Converts the text of a JSON number to cents, rounding half-to-even.
+///
+/// Accepts `-?digits(.digits)?([eE][+-]?digits)?`; refuses anything <= 0 after rounding and
+/// anything above [`MAX_CENTS`].
+pub fn decimal_to_cents(text: &[u8]) -> Result<u64, PaymentError> {
+    let (negative, rest) = match text.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, text),
+    };
+    let mantissa_end = rest
+        .iter()
+        .position(|&b| b == b'e' || b == b'E')
+        .unwrap_or(rest.len());
+    let (mantissa, exp_part) = rest.split_at(mantissa_end);
+    let (int_part, frac_part) = match mantissa.iter().position(|&b| b == b'.') {
+        Some(dot) => (&mantissa[..dot], &mantissa[dot + 1..]),
+        None => (mantissa, &mantissa[mantissa.len()..]),
+    };
+    let all_digits = |s: &[u8]| s.iter().all(u8::is_ascii_digit);
+    if int_part.is_empty()
+        || !all_digits(int_part)
+        || !all_digits(frac_part)
+        || (mantissa.len() > int_part.len() && frac_part.is_empty())
+    {
+        return Err(PaymentError::AmountNotNumber);
+    }
+    let exponent: i64 = if exp_part.is_empty() {
+        0
+    } else {
+        let e = &exp_part[1..];
+        let (sign, digits) = match e.split_first() {
+            Some((b'+', d)) => (1, d),
+            Some((b'-', d)) => (-1, d),
+            _ => (1, e),
+        };
+        if digits.is_empty() || !all_digits(digits) {
+            return Err(PaymentError::AmountNotNumber);
+        }
+        // Saturate: an exponent beyond +-10^6 only ever means zero or too large.
+        let mut v: i64 = 0;
+        for &d in digits {
+            v = (v * 10 + i64::from(d - b'0')).min(1_000_000);
+        }
+        sign * v
+    };
+    // value = D x 10^(exponent - frac_len); cents = value x 100.
+    let digits = int_part.iter().chain(frac_part.iter()).copied();
+    let shift = exponent - frac_part.len() as i64 + 2;
+    let significant = int_part.iter().chain(frac_part).any(|&d| d != b'0');
+    if !significant {
+        return Err(PaymentError::AmountNotPositive);
+    }
+    if negative {
+        return Err(PaymentError::AmountNotPositive);
+    }
+    let total = int_part.len() + frac_part.len();
+    // Number of leading digits that form the integer part of the cents.
+    let keep = total as i64 + shift.min(0);
+    let mut cents: u64 = 0;
+    let mut dropped_first: u8 = 0;
+    let mut dropped_rest_nonzero = false;
+    for (i, d) in digits.enumerate() {
+        let d = d - b'0';
+        if (i as i64) < keep {
+            cents = cents
+                .checked_mul(10)
+                .and_then(|c| c.checked_add(u64::from(d)))
+                .filter(|&c| c <= MAX_CENTS)
+                .ok_or(PaymentError::AmountTooLarge)?;
+        } else if i as i64 == keep {
+            dropped_first = d;
+        } else if d != 0 {
+            dropped_rest_nonzero = true;
+        }
+    }
+    if keep < 0 {
+        // Every digit lies two or more places below the cent: the value is under half a cent.
+        return Err(PaymentError::AmountNotPositive);
+    }
+    for _ in 0..shift.max(0) {
+        cents = cents
+            .checked_mul(10)
+            .filter(|&c| c <= MAX_CENTS)
+            .ok_or(PaymentError::AmountTooLarge)?;
+    }
+    let round_up =
+        dropped_first > 5 || (dropped_first == 5 && (dropped_rest_nonzero || cents % 2 == 1));
+    if round_up {
+        cents += 1;
+    }
+    if cents == 0 {
+        return Err(PaymentError::AmountNotPositive);
+    }
+    if cents > MAX_CENTS {
+        return Err(PaymentError::AmountTooLarge);
+    }
+    Ok(cents)
+}
+
+/// Writes `cents` as a decimal amount with two places (`1990` -> `19.90`).
+pub fn write_amount(out: &mut Vec<u8>, cents: u128) {
+    let mut buf = itoa_buf(cents / 100);
+    out.append(&mut buf);
+    let frac = (cents % 100) as u8;
+    out.extend_from_slice(&[b'.', b'0' + frac / 10, b'0' + frac % 10]);
+}
+
+fn itoa_buf(mut v: u128) -> Vec<u8> {
+    let mut tmp = [0u8; 40];
+    let mut i = tmp.len();
+    loop {
+        i -= 1;
+        tmp[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    tmp[i..].to_vec()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn c(s: &str) -> Result<u64, PaymentError> {
+        decimal_to_cents(s.as_bytes())
+    }
+
+    #[test]
+    fn rounding_half_to_even() {
+        assert_eq!(c("19.90"), Ok(1990));
+        assert_eq!(c("19.9"), Ok(1990));
+        assert_eq!(c("19"), Ok(1900));
+        assert_eq!(c("0.125"), Ok(12));
+        assert_eq!(c("0.135"), Ok(14));
+        assert_eq!(c("0.1251"), Ok(13));
+        assert_eq!(c("0.005"), Err(PaymentError::AmountNotPositive));
+        assert_eq!(c("0.0051"), Ok(1));
+        assert_eq!(c("0.015"), Ok(2));
+        assert_eq!(c("1.99e1"), Ok(1990));
+        assert_eq!(c("1990E-2"), Ok(1990));
+        assert_eq!(c("1990e-4"), Ok(20));
+        assert_eq!(c("1e+2"), Ok(10000));
+        assert_eq!(
+            c("0.00000000000000000000000000000000001"),
+            Err(PaymentError::AmountNotPositive)
+        );
+        assert_eq!(c("000019.90"), Ok(1990));
+    }
+
+    #[test]
+    fn refusals() {
+        assert_eq!(c("0"), Err(PaymentError::AmountNotPositive));
+        assert_eq!(c("-1"), Err(PaymentError::AmountNotPositive));
+        assert_eq!(c("0.00"), Err(PaymentError::AmountNotPositive));
+        assert_eq!(c("1e999999999999"), Err(PaymentError::AmountTooLarge));
+        assert_eq!(c("1e-999999999999"), Err(PaymentError::AmountNotPositive));
+        assert_eq!(c("99999999999999999999"), Err(PaymentError::AmountTooLarge));
+        assert_eq!(c("\"19.90\""), Err(PaymentError::AmountNotNumber));
+        assert_eq!(c("null"), Err(PaymentError::AmountNotNumber));
+        assert_eq!(c("1."), Err(PaymentError::AmountNotNumber));
+        assert_eq!(c(".5"), Err(PaymentError::AmountNotNumber));
+        assert_eq!(c("1e"), Err(PaymentError::AmountNotNumber));
+        assert_eq!(c(""), Err(PaymentError::AmountNotNumber));
+    }
+
+    #[test]
+    fn bodies() {
+        let ok = br#"{"correlationId":"4a7901b8-7d26-4d9d-aa19-4dc1c7cf60b3","amount":19.90}"#;
+        assert_eq!(parse(ok).unwrap().cents, 1990);
+        let spaced = br#" { "amount" : 1.5 , "correlationId" : "4a7901b8-7d26-4d9d-aa19-4dc1c7cf60b3", "x": [1] } "#;
+        assert_eq!(parse(spaced).unwrap().cents, 150);
+        assert_eq!(parse(b"{}"), Err(PaymentError::Json));
+        assert_eq!(parse(b""), Err(PaymentError::Json));
+        assert_eq!(
+            parse(br#"{"correlationId":"nope","amount":1}"#),
+            Err(PaymentError::CorrelationId)
+        );
+        assert_eq!(
+            parse(br#"{"correlationId":"4a7901b8-7d26-4d9d-aa19-4dc1c7cf60b3","amount":"1"}"#),
+            Err(PaymentError::AmountNotNumber)
+        );
+        assert_eq!(
+            parse(br#"{"correlationId":"4a7901b8-7d26-4d9d-aa19-4dc1c7cf60b3","amount":-2}"#),
+            Err(PaymentError::AmountNotPositive)
+        );
+        assert_eq!(
+            parse(br#"{"correlationId":"4a7901b8-7d26-4d9d-aa19-4dc1c7cf60b3","amount":1e400}"#),
+            Err(PaymentError::AmountTooLarge)
+        );
+    }
+
+    #[test]
+    fn amounts_written() {
+        let mut out = Vec::new();
+        write_amount(&mut out, 1990);
+        out.push(b' ');
+        write_amount(&mut out, 5);
+        out.push(b' ');
+        write_amount(&mut out, 0);
+        assert_eq!(out, b"19.90 0.05 0.00");
+    }
+
+    proptest! {
+        #[test]
+        fn any_body_never_panics(body in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let _ = parse(&body);
+        }
+
+        #[test]
+        fn two_decimal_amounts_are_exact(cents in 1u64..MAX_CENTS) {
+            let text = format!("{}.{:02}", cents / 100, cents % 100);
+            prop_assert_eq!(c(&text), Ok(cents));
+            let exp = format!("{}e-2", cents);
+            prop_assert_eq!(c(&exp), Ok(cents));
+        }
+
+        #[test]
+        fn three_decimals_round_half_even(milli in 10u64..10_000_000) {
+            let text = format!("{}.{:03}", milli / 1000, milli % 1000);
+            let (q, r) = (milli / 10, milli % 10);
+            let expect = if r > 5 || (r == 5 && q % 2 == 1) { q + 1 } else { q };
+            prop_assert_eq!(c(&text), Ok(expect));
+        }
+    }
+}

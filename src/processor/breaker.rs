@@ -1,0 +1,151 @@
+//! A passive circuit breaker per processor per core, driven by the outcomes of real
+//! payments (no health polling: the health endpoint's 5 s window is shared by every caller).
+//!
+//! Closed: every payment goes. After [`OPEN_AFTER`] consecutive failures it opens: then a
+//! real queued payment is let through as a probe at most once per [`PROBE_INTERVAL`], with
+//! at most [`MAX_PROBES`] probes in flight; the first success closes it. The interval keeps
+//! a failing processor (and our CPU quota) from being hammered; the in-flight cap is high
+//! enough (`MAX_PROBES x PROBE_INTERVAL` = 2 s) that a processor answering slowly, e.g. with
+//! a 2 s delay, still gets a fresh probe every interval, so its recovery is seen within
+//! about one interval plus its new response time instead of after the old, slow probes.
+
+use std::cell::Cell;
+use std::time::{Duration, Instant};
+
+/// Consecutive failures that open the breaker.
+pub const OPEN_AFTER: u32 = 3;
+/// At most one probe starts per interval while open.
+pub const PROBE_INTERVAL: Duration = Duration::from_millis(40);
+/// At most this many probes in flight while open.
+pub const MAX_PROBES: u32 = 50;
+
+/// Whether a call went as a probe of an open breaker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Permit {
+    Normal,
+    Probe,
+}
+
+/// One processor's breaker on one core.
+#[derive(Debug)]
+pub struct Breaker {
+    failures: Cell<u32>,
+    open: Cell<bool>,
+    next_probe: Cell<Instant>,
+    probes: Cell<u32>,
+}
+
+impl Default for Breaker {
+    fn default() -> Self {
+        Breaker {
+            failures: Cell::new(0),
+            open: Cell::new(false),
+            next_probe: Cell::new(Instant::now()),
+            probes: Cell::new(0),
+        }
+    }
+}
+
+impl Breaker {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.open.get()
+    }
+
+    /// Takes a permit now if one is available.
+    pub fn try_admit(&self, now: Instant) -> Option<Permit> {
+        if !self.open.get() {
+            return Some(Permit::Normal);
+        }
+        if self.probes.get() < MAX_PROBES && now >= self.next_probe.get() {
+            self.next_probe.set(now + PROBE_INTERVAL);
+            self.probes.set(self.probes.get() + 1);
+            return Some(Permit::Probe);
+        }
+        None
+    }
+
+    /// Waits for a permit.
+    pub async fn admit(&self) -> Permit {
+        loop {
+            let now = Instant::now();
+            if let Some(p) = self.try_admit(now) {
+                return p;
+            }
+            let wake = self.next_probe.get().max(now + Duration::from_millis(1));
+            monoio::time::sleep(wake - now).await;
+        }
+    }
+
+    /// The processor answered (any answer that proves it works: 2XX or 422).
+    pub fn success(&self, permit: Permit) {
+        self.release(permit);
+        self.failures.set(0);
+        if self.open.replace(false) {
+            tracing::info!("processor recovered: breaker closed");
+        }
+    }
+
+    /// The processor failed (5XX, 429, connect error, timeout).
+    pub fn failure(&self, permit: Permit) {
+        self.release(permit);
+        let n = self.failures.get().saturating_add(1);
+        self.failures.set(n);
+        if n >= OPEN_AFTER && !self.open.replace(true) {
+            self.next_probe.set(Instant::now() + PROBE_INTERVAL);
+            tracing::info!(failures = n, "processor failing: breaker open");
+        }
+    }
+
+    fn release(&self, permit: Permit) {
+        if permit == Permit::Probe {
+            self.probes.set(self.probes.get().saturating_sub(1));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn opens_probes_and_closes() {
+        let b = Breaker::new();
+        let t0 = Instant::now();
+        for _ in 0..OPEN_AFTER {
+            assert_eq!(b.try_admit(t0), Some(Permit::Normal));
+            b.failure(Permit::Normal);
+        }
+        assert!(b.is_open());
+        // No probe before the interval, one at it, not two in the same interval.
+        assert_eq!(b.try_admit(Instant::now()), None);
+        let t1 = Instant::now() + PROBE_INTERVAL;
+        assert_eq!(b.try_admit(t1), Some(Permit::Probe));
+        assert_eq!(b.try_admit(t1), None);
+        b.failure(Permit::Probe);
+        assert!(b.is_open());
+        let t2 = t1 + PROBE_INTERVAL;
+        assert_eq!(b.try_admit(t2), Some(Permit::Probe));
+        b.success(Permit::Probe);
+        assert!(!b.is_open());
+        assert_eq!(b.try_admit(t2), Some(Permit::Normal));
+    }
+
+    #[test]
+    fn probes_in_flight_are_capped() {
+        let b = Breaker::new();
+        for _ in 0..OPEN_AFTER {
+            b.failure(Permit::Normal);
+        }
+        let mut t = Instant::now();
+        for _ in 0..MAX_PROBES {
+            t += PROBE_INTERVAL;
+            assert_eq!(b.try_admit(t), Some(Permit::Probe));
+        }
+        t += PROBE_INTERVAL;
+        assert_eq!(b.try_admit(t), None);
+    }
+}

@@ -1,0 +1,211 @@
+//! A keep-alive HTTP/1.1 client for one processor on one core: `POST /payments` and
+//! `GET /payments/{id}` over monoio TCP, with a small pool of idle connections.
+//!
+//! The processor's name is resolved once at start and again only after a connect error
+//! (resolution is a blocking call; it must stay off the normal path). Errors say whether the
+//! request may have reached the processor: [`CallError::Connect`] means it did not,
+//! [`CallError::Unknown`] means it may have been stored.
+
+use std::cell::{Cell, RefCell};
+use std::io;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use monoio::net::TcpStream;
+use uuid::Uuid;
+
+use crate::config::ProcessorUrl;
+use crate::http::client::{exchange, ExchangeError, Response};
+use crate::payment::write_amount;
+use crate::time::{format_iso_ms, parse_iso};
+
+/// Idle connections kept per processor per core.
+const MAX_IDLE: usize = 256;
+/// Re-resolve the name at most this often.
+const RESOLVE_EVERY: Duration = Duration::from_secs(1);
+
+/// A call that did not produce a response.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// No connection: the request was never sent.
+    #[error("connect: {0}")]
+    Connect(io::Error),
+    /// Sent (maybe partly) but no usable response: the outcome is unknown.
+    #[error("outcome unknown: {0}")]
+    Unknown(String),
+}
+
+/// What `GET /payments/{id}` said.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lookup {
+    /// The processor holds it, stamped with this `requestedAt` (µs).
+    Found {
+        requested_at_us: i64,
+    },
+    NotFound,
+    /// Any other status (should not happen: the endpoint ignores delay and failure).
+    Other(u16),
+}
+
+/// One processor as seen from one core.
+#[derive(Debug)]
+pub struct ProcessorClient {
+    url: ProcessorUrl,
+    addr: Cell<Option<SocketAddr>>,
+    resolved_at: Cell<Option<Instant>>,
+    idle: RefCell<Vec<TcpStream>>,
+}
+
+impl ProcessorClient {
+    /// `addr` is the start-time resolution (`None` if it failed: resolved on first use).
+    pub fn new(url: ProcessorUrl, addr: Option<SocketAddr>) -> Self {
+        ProcessorClient {
+            url,
+            addr: Cell::new(addr),
+            resolved_at: Cell::new(addr.map(|_| Instant::now())),
+            idle: RefCell::new(Vec::new()),
+        }
+    }
+
+    /// Sends a payment stamped `requested_at_us`; returns the status.
+    pub async fn post_payment(
+        &self,
+        id: &Uuid,
+        cents: u64,
+        requested_at_us: i64,
+        timeout: Duration,
+    ) -> Result<u16, CallError> {
+        let mut body = Vec::with_capacity(128);
+        body.extend_from_slice(b"{\"correlationId\":\"");
+        body.extend_from_slice(
+            id.hyphenated()
+                .encode_lower(&mut Uuid::encode_buffer())
+                .as_bytes(),
+        );
+        body.extend_from_slice(b"\",\"amount\":");
+        write_amount(&mut body, u128::from(cents));
+        body.extend_from_slice(b",\"requestedAt\":\"");
+        body.extend_from_slice(&format_iso_ms(requested_at_us));
+        body.extend_from_slice(b"\"}");
+        let mut req = Vec::with_capacity(256);
+        req.extend_from_slice(b"POST /payments HTTP/1.1\r\nHost: ");
+        req.extend_from_slice(self.url.authority.as_bytes());
+        req.extend_from_slice(b"\r\nContent-Type: application/json\r\nContent-Length: ");
+        req.extend_from_slice(body.len().to_string().as_bytes());
+        req.extend_from_slice(b"\r\n\r\n");
+        req.extend_from_slice(&body);
+        Ok(self.call(req, timeout).await?.status)
+    }
+
+    /// Looks a payment up.
+    pub async fn get_payment(&self, id: &Uuid, timeout: Duration) -> Result<Lookup, CallError> {
+        let mut req = Vec::with_capacity(128);
+        req.extend_from_slice(b"GET /payments/");
+        req.extend_from_slice(
+            id.hyphenated()
+                .encode_lower(&mut Uuid::encode_buffer())
+                .as_bytes(),
+        );
+        req.extend_from_slice(b" HTTP/1.1\r\nHost: ");
+        req.extend_from_slice(self.url.authority.as_bytes());
+        req.extend_from_slice(b"\r\n\r\n");
+        let resp = self.call(req, timeout).await?;
+        match resp.status {
+            200 => requested_at(&resp.body)
+                .map(|requested_at_us| Lookup::Found { requested_at_us })
+                .ok_or_else(|| CallError::Unknown("payment lookup without requestedAt".into())),
+            404 => Ok(Lookup::NotFound),
+            s => Ok(Lookup::Other(s)),
+        }
+    }
+
+    async fn call(&self, request: Vec<u8>, timeout: Duration) -> Result<Response, CallError> {
+        let deadline = Instant::now() + timeout;
+        let pooled = self.idle.borrow_mut().pop();
+        let mut stream = match pooled {
+            Some(s) => s,
+            None => self.connect(timeout).await.map_err(CallError::Connect)?,
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        match monoio::time::timeout(left, exchange(&mut stream, request)).await {
+            Ok(Ok(resp)) => {
+                if resp.keep_alive {
+                    let mut idle = self.idle.borrow_mut();
+                    if idle.len() < MAX_IDLE {
+                        idle.push(stream);
+                    }
+                }
+                Ok(resp)
+            }
+            Ok(Err(
+                e @ (ExchangeError::Io(_) | ExchangeError::Closed | ExchangeError::Malformed),
+            )) => Err(CallError::Unknown(e.to_string())),
+            Err(_) => Err(CallError::Unknown(format!("no answer within {timeout:?}"))),
+        }
+    }
+
+    async fn connect(&self, timeout: Duration) -> io::Result<TcpStream> {
+        let addr = match self.addr.get() {
+            Some(a) => a,
+            None => self.resolve()?,
+        };
+        let res = match monoio::time::timeout(timeout, TcpStream::connect_addr(addr)).await {
+            Ok(r) => r,
+            Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out")),
+        };
+        match res {
+            Ok(s) => {
+                let _ = s.set_nodelay(true);
+                Ok(s)
+            }
+            Err(e) => {
+                // The name may point elsewhere now (a restarted container): look again, but
+                // not more than once a second.
+                if self
+                    .resolved_at
+                    .get()
+                    .is_none_or(|t| t.elapsed() >= RESOLVE_EVERY)
+                {
+                    self.addr.set(None);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn resolve(&self) -> io::Result<SocketAddr> {
+        self.resolved_at.set(Some(Instant::now()));
+        let addr = self.url.resolve()?;
+        self.addr.set(Some(addr));
+        Ok(addr)
+    }
+}
+
+/// Finds `requestedAt` (any case, as ASP.NET matches names) in a payment lookup body.
+fn requested_at(body: &[u8]) -> Option<i64> {
+    let value: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let obj = value.as_object()?;
+    let text = obj
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("requestedAt"))?
+        .1
+        .as_str()?;
+    parse_iso(text.as_bytes())
+        .ok()
+        .map(|us| us - us.rem_euclid(1000))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lookup_body() {
+        let b = br#"{"correlationId":"x","amount":19.9,"requestedAt":"2025-07-15T12:34:56.789Z"}"#;
+        assert_eq!(requested_at(b), Some(1_752_582_896_789_000));
+        let b = br#"{"RequestedAt":"2025-07-15T12:34:56.789123+00:00"}"#;
+        assert_eq!(requested_at(b), Some(1_752_582_896_789_000));
+        assert_eq!(requested_at(b"{}"), None);
+        assert_eq!(requested_at(b"nope"), None);
+    }
+}

@@ -1,0 +1,154 @@
+//! The per-core payment queue: intake pushes, the core's senders pop. Owned by one runtime
+//! (`RefCell`, no lock); a parked sender is woken by the push that feeds it.
+//!
+//! Bounded by memory (`QUEUE_CAPACITY` payments, ~100 bytes each), not by a small constant:
+//! when the processors fail for a while the backlog must survive until they recover. Past
+//! the bound, intake answers 503 instead of growing without limit.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::task::{Poll, Waker};
+use std::time::Instant;
+
+use uuid::Uuid;
+
+use crate::payment::NewPayment;
+use crate::processor::Processor;
+use crate::store::AttemptId;
+
+/// A payment waiting for (another) attempt.
+#[derive(Debug, Clone)]
+pub struct Queued {
+    pub id: Uuid,
+    pub cents: u64,
+    /// When intake accepted it (for `FALLBACK_AFTER_MS`).
+    pub accepted_at: Instant,
+    /// Set once an attempt's outcome was unknown: the payment may be stored there, so it
+    /// is never sent to the other processor.
+    pub pinned: Option<Processor>,
+    /// An attempt whose outcome is still unknown and must be resolved (by looking the
+    /// payment up on the pinned processor) before anything else is sent.
+    pub unresolved: Option<AttemptId>,
+}
+
+/// The queue is at its bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("payment queue is full")]
+pub struct QueueFull;
+
+/// One core's queue.
+#[derive(Debug)]
+pub struct Queue {
+    items: RefCell<VecDeque<Queued>>,
+    parked: RefCell<Vec<Waker>>,
+    capacity: usize,
+}
+
+impl Queue {
+    pub fn new(capacity: usize) -> Self {
+        Queue {
+            items: RefCell::new(VecDeque::with_capacity(capacity.min(16 * 1024))),
+            parked: RefCell::new(Vec::new()),
+            capacity,
+        }
+    }
+
+    /// Intake's seam: a validated payment enters the system here (one call per payment).
+    pub fn accept(&self, payment: NewPayment) -> Result<(), QueueFull> {
+        let mut items = self.items.borrow_mut();
+        if items.len() >= self.capacity {
+            return Err(QueueFull);
+        }
+        items.push_back(Queued {
+            id: payment.id,
+            cents: payment.cents,
+            accepted_at: Instant::now(),
+            pinned: None,
+            unresolved: None,
+        });
+        drop(items);
+        self.wake_one();
+        Ok(())
+    }
+
+    /// Puts a payment back for a later attempt (never refused: it was already accepted).
+    pub fn retry_later(&self, payment: Queued) {
+        self.items.borrow_mut().push_back(payment);
+        self.wake_one();
+    }
+
+    /// Puts a payment back at the head: unresolved attempts go first so a summary waiting
+    /// for them is not held up by the backlog.
+    pub fn retry_first(&self, payment: Queued) {
+        self.items.borrow_mut().push_front(payment);
+        self.wake_one();
+    }
+
+    /// Takes the next payment, waiting for one.
+    pub async fn pop(&self) -> Queued {
+        poll_fn(|cx| match self.items.borrow_mut().pop_front() {
+            Some(p) => Poll::Ready(p),
+            None => {
+                self.parked.borrow_mut().push(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+        .await
+    }
+
+    pub fn len(&self) -> usize {
+        self.items.borrow().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items.borrow().is_empty()
+    }
+
+    fn wake_one(&self) {
+        let waker = self.parked.borrow_mut().pop();
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pay(n: u128) -> NewPayment {
+        NewPayment {
+            id: Uuid::from_u128(n),
+            cents: 100,
+        }
+    }
+
+    #[test]
+    fn bounded_and_ordered() {
+        let q = Queue::new(2);
+        q.accept(pay(1)).unwrap();
+        q.accept(pay(2)).unwrap();
+        assert_eq!(q.accept(pay(3)), Err(QueueFull));
+        monoio::start::<monoio::time::TimeDriver<monoio::LegacyDriver>, _>(async {
+            let first = q.pop().await;
+            assert_eq!(first.id, Uuid::from_u128(1));
+            q.retry_first(first);
+            assert_eq!(q.pop().await.id, Uuid::from_u128(1));
+            assert_eq!(q.pop().await.id, Uuid::from_u128(2));
+            assert!(q.is_empty());
+        });
+    }
+
+    #[test]
+    fn parked_pop_is_woken() {
+        let q = std::rc::Rc::new(Queue::new(8));
+        monoio::start::<monoio::time::TimeDriver<monoio::LegacyDriver>, _>(async {
+            let q2 = q.clone();
+            let h = monoio::spawn(async move { q2.pop().await.id });
+            monoio::time::sleep(std::time::Duration::from_millis(5)).await;
+            q.accept(pay(7)).unwrap();
+            assert_eq!(h.await, Uuid::from_u128(7));
+        });
+    }
+}

@@ -1,0 +1,227 @@
+//! Threads and io drivers: one monoio runtime per core (`WORKERS` of them), each serving
+//! its share of connections, draining its own queue and owning its own shard, plus the
+//! router thread. This is where the driver is chosen and the start log line is written.
+//!
+//! Driver choice (`IO_DRIVER`): `uring` requires io_uring; `epoll` uses monoio's legacy
+//! driver; `auto` tries to build an io_uring runtime and falls back to epoll when that
+//! fails for any reason (no io_uring, EPERM under seccomp, memlock limits on old kernels:
+//! monoio's own `FusionDriver` only covers the first two).
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use monoio::{IoUringDriver, LegacyDriver, RuntimeBuilder};
+
+use crate::config::{Config, IoDriver};
+use crate::core::Core;
+use crate::listener::{Accepted, Prepared};
+use crate::router::{self, RouterHandle, ShardCmd};
+use crate::{conn, shutdown, worker};
+
+/// io_uring submission queue size per runtime.
+const RING_ENTRIES: u32 = 4096;
+
+/// Runs `make()` to completion on a fresh runtime of the chosen driver, on this thread.
+pub fn block_on<F, Fut>(driver: IoDriver, make: F) -> io::Result<Fut::Output>
+where
+    F: FnOnce() -> Fut,
+    Fut: Future,
+{
+    let uring = || {
+        RuntimeBuilder::<IoUringDriver>::new()
+            .with_entries(RING_ENTRIES)
+            .enable_timer()
+            .build()
+    };
+    let legacy = || RuntimeBuilder::<LegacyDriver>::new().enable_timer().build();
+    match driver {
+        IoDriver::Uring => Ok(uring()?.block_on(make())),
+        IoDriver::Epoll => Ok(legacy()?.block_on(make())),
+        IoDriver::Auto => match uring() {
+            Ok(mut rt) => Ok(rt.block_on(make())),
+            Err(e) => {
+                tracing::debug!(error = %e, "io_uring unavailable; using epoll");
+                Ok(legacy()?.block_on(make()))
+            }
+        },
+    }
+}
+
+/// What a core reports once it listens.
+#[derive(Debug)]
+struct Ready {
+    tcp_addr: Option<SocketAddr>,
+    legacy: bool,
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {0}: {1}")]
+    Listen(String, io::Error),
+    #[error("cannot start a thread: {0}")]
+    Thread(io::Error),
+    #[error("core {0} failed to start: {1}")]
+    Core(usize, String),
+}
+
+/// Starts everything, serves until SIGTERM/SIGINT, drains, and returns how many payments
+/// were left unprocessed.
+pub fn run(config: Config) -> Result<usize, StartError> {
+    let config = Arc::new(config);
+    // Before any thread exists, so every thread inherits the mask and only `wait` sees them.
+    let signals = shutdown::Signals::block();
+    let resolved = [
+        resolve_logged("default", &config.default_url),
+        resolve_logged("fallback", &config.fallback_url),
+    ];
+    let mut prepared = Prepared::new(&config.listen)
+        .map_err(|e| StartError::Listen(config.listen.to_string(), e))?;
+
+    let (shard_txs, shard_rxs): (Vec<_>, Vec<_>) = (0..config.workers)
+        .map(|_| flume::unbounded::<ShardCmd>())
+        .unzip();
+    let router = router::spawn(
+        shard_txs,
+        config.peers.clone(),
+        config.peer_timeout,
+        config.io_driver,
+    )
+    .map_err(StartError::Thread)?;
+
+    let mut stops = Vec::new();
+    let mut threads = Vec::new();
+    let mut legacy = false;
+    for (id, shard_rx) in shard_rxs.into_iter().enumerate() {
+        let (stop_tx, stop_rx) = flume::bounded::<()>(1);
+        let (ready_tx, ready_rx) = flume::bounded::<Result<Ready, String>>(1);
+        let (config, router, source) = (config.clone(), router.clone(), prepared.clone());
+        let handle = std::thread::Builder::new()
+            .name(format!("rinha-core-{id}"))
+            .spawn(move || {
+                let driver = config.io_driver;
+                let ready_err = ready_tx.clone();
+                let run = move || {
+                    core_main(
+                        id, config, resolved, source, router, shard_rx, stop_rx, ready_tx,
+                    )
+                };
+                match block_on(driver, run) {
+                    Ok(left) => left,
+                    Err(e) => {
+                        let _ = ready_err.send(Err(e.to_string()));
+                        0
+                    }
+                }
+            })
+            .map_err(StartError::Thread)?;
+        let ready = ready_rx
+            .recv()
+            .map_err(|_| StartError::Core(id, "exited".into()))?
+            .map_err(|e| StartError::Core(id, e))?;
+        // Port 0: every later core binds the port the first one got (SO_REUSEPORT).
+        if let Some(addr) = ready.tcp_addr {
+            prepared.set_tcp_addr(addr);
+        }
+        legacy |= ready.legacy;
+        stops.push(stop_tx);
+        threads.push(handle);
+    }
+
+    tracing::info!(
+        "rinha started version={} driver={} workers={} listen={} default={} fallback={} peers={}",
+        env!("CARGO_PKG_VERSION"),
+        if legacy { "epoll" } else { "io_uring" },
+        config.workers,
+        prepared.describe(),
+        config.default_url,
+        config.fallback_url,
+        config
+            .peers
+            .iter()
+            .map(|p| p.to_string())
+            .collect::<Vec<_>>()
+            .join(","),
+    );
+
+    let signal = signals.wait();
+    tracing::info!(signal, "shutting down");
+    for stop in &stops {
+        let _ = stop.send(());
+    }
+    let mut left = 0;
+    for t in threads {
+        left += t.join().unwrap_or(0);
+    }
+    prepared.cleanup();
+    Ok(left)
+}
+
+fn resolve_logged(name: &str, url: &crate::config::ProcessorUrl) -> Option<SocketAddr> {
+    match url.resolve() {
+        Ok(a) => Some(a),
+        Err(e) => {
+            tracing::warn!(processor = name, %url, error = %e, "cannot resolve yet; will retry on use");
+            None
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn core_main(
+    id: usize,
+    config: Arc<Config>,
+    resolved: [Option<SocketAddr>; 2],
+    source: Prepared,
+    router: RouterHandle,
+    shard_rx: flume::Receiver<ShardCmd>,
+    stop_rx: flume::Receiver<()>,
+    ready_tx: flume::Sender<Result<Ready, String>>,
+) -> usize {
+    let listener = match source.for_core() {
+        Ok(l) => l,
+        Err(e) => {
+            let _ = ready_tx.send(Err(e.to_string()));
+            return 0;
+        }
+    };
+    let _ = ready_tx.send(Ok(Ready {
+        tcp_addr: listener.tcp_addr(),
+        legacy: monoio::utils::is_legacy(),
+    }));
+    let core = Rc::new(Core::new(id, config.clone(), resolved, router));
+    monoio::spawn(router::serve_shard(core.clone(), shard_rx));
+    for _ in 0..config.senders {
+        monoio::spawn(worker::sender(core.clone()));
+    }
+    loop {
+        monoio::select! {
+            _ = stop_rx.recv_async() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(Accepted::Tcp(s)) => {
+                    let _ = s.set_nodelay(true);
+                    monoio::spawn(conn::serve(s, core.clone()));
+                }
+                Ok(Accepted::Unix(s)) => {
+                    monoio::spawn(conn::serve(s, core.clone()));
+                }
+                Err(e) => {
+                    // EMFILE and kin: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    monoio::time::sleep(Duration::from_millis(10)).await;
+                }
+            },
+        }
+    }
+    drop(listener);
+    core.begin_shutdown();
+    let deadline = Instant::now() + config.shutdown_grace;
+    while core.pending() > 0 && Instant::now() < deadline {
+        monoio::time::sleep(Duration::from_millis(5)).await;
+    }
+    core.pending()
+}

@@ -1,0 +1,166 @@
+//! What each request means: routing by method and path, and the answers.
+//!
+//! `POST /payments` is the hot path, the one p99 is made of: parse the body, validate,
+//! push on the core's queue, answer 202. It must never allocate per request beyond the
+//! queue entry, take a lock, or log above debug. Everything else (summaries, purges) is
+//! rare and may take the slow road through the router thread.
+
+use crate::core::Core;
+use crate::http::request::{percent_decode, query_param, Method, Request};
+use crate::http::response::{self, status, Connection};
+use crate::payment;
+use crate::router::{write_summary, SummaryError};
+use crate::store::Window;
+use crate::time::parse_iso;
+
+/// Answers `req` into `out`.
+pub async fn handle(core: &Core, req: &Request<'_>, out: &mut Vec<u8>) {
+    let conn = Connection {
+        keep_alive: req.keep_alive,
+        http10: req.http10,
+    };
+    match (req.path, req.method) {
+        (b"/payments", Method::Post) => accept_payment(core, req.body, conn, out),
+        (b"/payments-summary", Method::Get) => summary(core, req.query, true, conn, out).await,
+        (b"/internal/payments-summary", Method::Get) => {
+            summary(core, req.query, false, conn, out).await
+        }
+        (b"/purge-payments", Method::Post) => {
+            let allowed = match &core.config.purge_token {
+                None => true,
+                Some(token) => req.purge_token == Some(token.as_bytes()),
+            };
+            if allowed {
+                purge(core, true, conn, out).await;
+            } else {
+                response::json(
+                    out,
+                    status::UNAUTHORIZED,
+                    conn,
+                    br#"{"error":"bad X-Purge-Token"}"#,
+                );
+            }
+        }
+        (b"/internal/purge-payments", Method::Post) => purge(core, false, conn, out).await,
+        (b"/payments" | b"/purge-payments" | b"/internal/purge-payments", _) => {
+            response::method_not_allowed(out, conn, b"POST")
+        }
+        (b"/payments-summary" | b"/internal/payments-summary", _) => {
+            response::method_not_allowed(out, conn, b"GET")
+        }
+        _ => response::empty(out, status::NOT_FOUND, conn),
+    }
+}
+
+/// The hot path (see the module doc).
+fn accept_payment(core: &Core, body: &[u8], conn: Connection, out: &mut Vec<u8>) {
+    match payment::parse(body) {
+        Ok(p) => match core.queue.accept(p) {
+            Ok(()) => response::empty(out, status::ACCEPTED, conn),
+            Err(_) => response::json(out, status::UNAVAILABLE, conn, br#"{"error":"queue full"}"#),
+        },
+        Err(e) => response::json(out, status::BAD_REQUEST, conn, e.json()),
+    }
+}
+
+async fn summary(
+    core: &Core,
+    query: &[u8],
+    include_peers: bool,
+    conn: Connection,
+    out: &mut Vec<u8>,
+) {
+    let Some(window) = parse_window(query) else {
+        response::json(
+            out,
+            status::BAD_REQUEST,
+            conn,
+            br#"{"error":"from/to must be ISO-8601 UTC"}"#,
+        );
+        return;
+    };
+    match core.router.summary(window, include_peers).await {
+        Ok(totals) => {
+            let mut body = Vec::with_capacity(128);
+            write_summary(&mut body, &totals);
+            response::json(out, status::OK, conn, &body);
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "summary failed");
+            let code = match e {
+                SummaryError::Peer(..) => status::BAD_GATEWAY,
+                SummaryError::Shard | SummaryError::Router => status::UNAVAILABLE,
+            };
+            response::json(out, code, conn, br#"{"error":"summary incomplete"}"#);
+        }
+    }
+}
+
+async fn purge(core: &Core, include_peers: bool, conn: Connection, out: &mut Vec<u8>) {
+    match core.router.purge(include_peers).await {
+        Ok(()) => response::json(
+            out,
+            status::OK,
+            conn,
+            br#"{"message":"All payments purged."}"#,
+        ),
+        Err(e) => {
+            tracing::warn!(error = %e, "purge failed");
+            response::json(
+                out,
+                status::BAD_GATEWAY,
+                conn,
+                br#"{"error":"purge incomplete"}"#,
+            );
+        }
+    }
+}
+
+/// `from`/`to` of a summary query, normalised to whole milliseconds (records are stamped
+/// in milliseconds, so an inclusive bound rounds inwards). `None` if a value is malformed.
+///
+/// Like the processors' admin summary (RINHA-2025.md section 3), if either bound is missing
+/// the window is unbounded on both sides: we must agree with them for the same query.
+pub fn parse_window(query: &[u8]) -> Option<Window> {
+    let bound = |key: &[u8]| -> Result<Option<i64>, ()> {
+        match query_param(query, key) {
+            None => Ok(None),
+            Some(b"") => Ok(None),
+            Some(raw) => {
+                let mut buf = [0u8; 64];
+                let text = percent_decode(raw, &mut buf).ok_or(())?;
+                parse_iso(text).map(Some).map_err(|_| ())
+            }
+        }
+    };
+    let (from, to) = match (bound(b"from").ok()?, bound(b"to").ok()?) {
+        (Some(f), Some(t)) => (Some(f), Some(t)),
+        _ => (None, None),
+    };
+    Some(Window {
+        from_us: from.map(|f| f + (1000 - f.rem_euclid(1000)) % 1000),
+        to_us: to.map(|t| t - t.rem_euclid(1000)),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows() {
+        assert_eq!(parse_window(b""), Some(Window::default()));
+        let w =
+            parse_window(b"from=2025-07-15T12:34:56.000Z&to=2025-07-15T12:34:57.5005Z").unwrap();
+        assert_eq!(w.from_us, Some(1_752_582_896_000_000));
+        assert_eq!(w.to_us, Some(1_752_582_897_500_000));
+        let w = parse_window(b"from=1970-01-01T00:00:00.0001Z&to=1970-01-01T00:00:01Z").unwrap();
+        assert_eq!(w.from_us, Some(1000));
+        assert_eq!(
+            parse_window(b"to=2025-07-15T12:34:56Z"),
+            Some(Window::default())
+        );
+        assert_eq!(parse_window(b"from=yesterday"), None);
+        assert!(parse_window(b"to=2025-07-15T12%3A34%3A56%2B00%3A00").is_some());
+    }
+}

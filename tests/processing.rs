@@ -1,0 +1,252 @@
+//! End to end: two `rinha` processes peering over unix sockets, emulated processors, under
+//! both io drivers. Each scenario checks the backend's summary against the processors'.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use rinha_bench::processor::Chaos;
+use uuid::Uuid;
+
+/// Runs a scenario once per io driver, as two tests.
+macro_rules! both_drivers {
+    ($name:ident) => {
+        mod $name {
+            #[test]
+            fn uring() {
+                super::$name("uring");
+            }
+            #[test]
+            fn epoll() {
+                super::$name("epoll");
+            }
+        }
+    };
+}
+
+const DRAIN: Duration = Duration::from_secs(15);
+
+/// Sends `n` payments of 19.90 alternating between the instances; all must be accepted.
+fn send(a: &Instance, b: &Instance, n: usize) -> Vec<Uuid> {
+    (0..n)
+        .map(|i| {
+            let id = Uuid::new_v4();
+            let inst = if i % 2 == 0 { a } else { b };
+            assert_eq!(inst.pay(id, "19.90"), 202);
+            id
+        })
+        .collect()
+}
+
+fn drained(procs: &Processors, a: &Instance, expect: u64) -> bool {
+    eventually(DRAIN, || {
+        let (d, f) = procs.counts();
+        d + f == expect && {
+            let (sd, sf) = a.summary("");
+            sd.0 + sf.0 == expect
+        }
+    })
+}
+
+fn summary_matches_processors_across_stages(driver: &str) {
+    let dir = TempDir::new();
+    let procs = Processors::start();
+    let (a, b) = pair(&dir.0, driver, &procs, &[]);
+    let start = now_us();
+    let mut total = 0;
+    // Stages of the official test, shortened: (default delay, default failing, fallback failing).
+    for (delay, d_fail, f_fail) in [
+        (0, false, false),
+        (100, false, false),
+        (100, true, false),
+        (300, true, true),
+        (20, false, false),
+    ] {
+        procs.default.set_delay(delay);
+        procs.default.set_failure(d_fail);
+        procs.fallback.set_failure(f_fail);
+        send(&a, &b, 40);
+        total += 40;
+        // While payments may be in flight, the summary for a closed past window must agree
+        // with the processors' for the same window.
+        std::thread::sleep(Duration::from_millis(150));
+        let to = now_us() - 100_000;
+        let q = format!("?from={}&to={}", iso(start), iso(to));
+        let ours = a.summary(&q);
+        let theirs = procs.window(Some(start - start % 1000), Some(to - to % 1000));
+        assert_eq!(
+            ours, theirs,
+            "stage delay={delay} failing={d_fail}/{f_fail}"
+        );
+    }
+    procs.default.set_failure(false);
+    procs.fallback.set_failure(false);
+    assert!(
+        drained(&procs, &a, total),
+        "not drained: {:?}",
+        procs.counts()
+    );
+    assert_eq!(a.summary(""), procs.window(None, None));
+    assert_eq!(b.summary(""), procs.window(None, None));
+    // Default only by default.
+    assert_eq!(procs.counts().1, 0);
+}
+both_drivers!(summary_matches_processors_across_stages);
+
+fn both_failing_then_recovering_loses_nothing(driver: &str) {
+    let dir = TempDir::new();
+    let procs = Processors::start();
+    let (a, b) = pair(&dir.0, driver, &procs, &[]);
+    procs.default.set_failure(true);
+    procs.fallback.set_failure(true);
+    send(&a, &b, 100);
+    let cpu0 = a.cpu_seconds() + b.cpu_seconds();
+    std::thread::sleep(Duration::from_secs(3));
+    let cpu = a.cpu_seconds() + b.cpu_seconds() - cpu0;
+    println!("{driver}: CPU while both processors fail: {cpu:.3} s over 3 s (two instances, debug build)");
+    assert!(cpu < 0.6, "failing processors burn CPU: {cpu:.3} s in 3 s");
+    assert_eq!(procs.counts(), (0, 0));
+    procs.default.set_failure(false);
+    procs.fallback.set_failure(false);
+    assert!(
+        drained(&procs, &a, 100),
+        "lost payments: {:?}",
+        procs.counts()
+    );
+    assert_eq!(a.summary(""), procs.window(None, None));
+}
+both_drivers!(both_failing_then_recovering_loses_nothing);
+
+fn delay_longer_than_timeout_never_double_counts(driver: &str) {
+    let dir = TempDir::new();
+    let procs = Processors::start();
+    let (a, b) = pair(&dir.0, driver, &procs, &[("PROCESSOR_TIMEOUT_MS", "150")]);
+    procs.default.set_delay(400);
+    send(&a, &b, 30);
+    std::thread::sleep(Duration::from_millis(1500));
+    procs.default.set_delay(0);
+    assert!(
+        drained(&procs, &a, 30),
+        "{:?} / {:?}",
+        procs.counts(),
+        a.summary("")
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(a.summary(""), procs.window(None, None));
+    assert_eq!(procs.counts(), (30, 0));
+}
+both_drivers!(delay_longer_than_timeout_never_double_counts);
+
+fn lost_responses_are_resolved(driver: &str) {
+    let dir = TempDir::new();
+    let procs = Processors::with_chaos(Chaos {
+        drop_every: 3,
+        reset_every: 0,
+    });
+    let (a, b) = pair(
+        &dir.0,
+        driver,
+        &procs,
+        &[("RUST_LOG", "info,rinha::worker=debug")],
+    );
+    let start = now_us();
+    send(&a, &b, 30);
+    let mid = now_us();
+    send(&a, &b, 30);
+    assert!(drained(&procs, &a, 60), "{:?}", procs.counts());
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(a.summary(""), procs.window(None, None));
+    // Every recorded requestedAt is the one the processor kept: windows agree too.
+    let q = format!("?from={}&to={}", iso(start), iso(mid));
+    let theirs = procs.window(Some(start - start % 1000), Some(mid - mid % 1000));
+    assert_eq!(a.summary(&q), theirs);
+    // The drops really happened and were resolved by looking the payments up.
+    let resolved = a.log_text().matches("unknown outcome resolved").count()
+        + b.log_text().matches("unknown outcome resolved").count();
+    assert!(resolved >= 15, "only {resolved} lookups");
+}
+both_drivers!(lost_responses_are_resolved);
+
+fn reset_connections_are_retried(driver: &str) {
+    let dir = TempDir::new();
+    let procs = Processors::with_chaos(Chaos {
+        drop_every: 0,
+        reset_every: 4,
+    });
+    let (a, b) = pair(&dir.0, driver, &procs, &[]);
+    send(&a, &b, 40);
+    assert!(drained(&procs, &a, 40), "{:?}", procs.counts());
+    assert_eq!(a.summary(""), procs.window(None, None));
+}
+both_drivers!(reset_connections_are_retried);
+
+fn duplicate_ids_are_counted_once(driver: &str) {
+    let dir = TempDir::new();
+    let procs = Processors::start();
+    let (a, b) = pair(&dir.0, driver, &procs, &[]);
+    let id = Uuid::new_v4();
+    assert_eq!(a.pay(id, "10"), 202);
+    assert_eq!(b.pay(id, "10"), 202);
+    assert_eq!(a.pay(id, "10"), 202);
+    assert!(eventually(DRAIN, || procs.counts() == (1, 0)));
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(a.summary(""), ((1, 1000), (0, 0)));
+    assert_eq!(a.summary(""), procs.window(None, None));
+}
+both_drivers!(duplicate_ids_are_counted_once);
+
+fn in_flight_payments_follow_the_processor(driver: &str) {
+    let dir = TempDir::new();
+    let procs = Processors::start();
+    let (a, _b) = pair(&dir.0, driver, &procs, &[]);
+    // Short delay: by the time we ask, the processor holds it, so must we.
+    procs.default.set_delay(100);
+    let t0 = now_us();
+    assert_eq!(a.pay(Uuid::new_v4(), "1"), 202);
+    std::thread::sleep(Duration::from_millis(110));
+    let to = now_us();
+    let q = format!("?from={}&to={}", iso(t0 - 1000), iso(to));
+    assert_eq!(
+        a.summary(&q),
+        procs.window(Some(t0 - 1000 - (t0 - 1000) % 1000), Some(to - to % 1000))
+    );
+    assert_eq!(a.summary(&q).0 .0, 1);
+    // Long delay, asked mid-flight: the processor does not hold it yet, neither do we.
+    procs.default.set_delay(3000);
+    let t1 = now_us();
+    assert_eq!(a.pay(Uuid::new_v4(), "2"), 202);
+    std::thread::sleep(Duration::from_millis(1200));
+    let to = now_us();
+    let q = format!("?from={}&to={}", iso(t1 - 1000), iso(to));
+    let theirs = procs.window(Some(t1 - 1000 - (t1 - 1000) % 1000), Some(to - to % 1000));
+    let ours = a.summary(&q);
+    assert_eq!(ours, theirs);
+    assert_eq!(ours.0 .0, 0);
+    // Once stored, both count it.
+    assert!(eventually(Duration::from_secs(5), || a.summary(&q).0 .0 == 1));
+    assert_eq!(
+        a.summary(&q),
+        procs.window(Some(t1 - 1000 - (t1 - 1000) % 1000), Some(to - to % 1000))
+    );
+}
+both_drivers!(in_flight_payments_follow_the_processor);
+
+fn sigterm_drains_the_queue(driver: &str) {
+    let dir = TempDir::new();
+    let procs = Processors::start();
+    let mut a = Instance::start(&dir.0, "solo", driver, &procs, &[], &[]);
+    procs.default.set_delay(200);
+    for _ in 0..30 {
+        assert_eq!(a.pay(Uuid::new_v4(), "3.33"), 202);
+    }
+    let status = a.terminate(Duration::from_secs(10));
+    assert!(status.success(), "{status:?}");
+    assert_eq!(procs.counts(), (30, 0));
+    assert!(
+        a.log_text().contains("no payment left unprocessed"),
+        "{}",
+        a.log_text()
+    );
+}
+both_drivers!(sigterm_drains_the_queue);

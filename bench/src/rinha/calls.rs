@@ -88,6 +88,9 @@ impl BackendSummary {
     }
 }
 
+/// The token every processor starts with.
+pub const INITIAL_TOKEN: &str = "123";
+
 /// The header that carries the processors' admin token.
 const TOKEN_HEADER: &str = "X-Rinha-Token";
 
@@ -120,12 +123,15 @@ impl Processor {
         result.map(|_| ())
     }
 
-    /// `PUT /admin/configurations/token`.
+    /// `PUT /admin/configurations/token`, authenticated with `current` (the official setup
+    /// always presents the initial token, `123`). Expects 204.
     pub async fn set_token(
         &mut self,
+        current: &str,
         token: &str,
         rec: Option<&Recorder>,
     ) -> Result<(), ClientError> {
+        self.token = current.to_string();
         let body = serde_json::json!({ "token": token }).to_string();
         self.admin(Method::PUT, "/admin/configurations/token", Some(body), rec)
             .await?;

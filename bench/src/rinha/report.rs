@@ -38,7 +38,7 @@ pub struct Report {
     pub checks: Vec<Check>,
     pub stages: Vec<Stage>,
     pub applied: Vec<Applied>,
-    pub setup_notes: Vec<String>,
+    pub notes: Vec<String>,
     pub drain: Option<Drain>,
     /// CPU (user + system) the instrument itself spent during the run.
     pub bench_cpu_secs: f64,
@@ -115,9 +115,9 @@ impl Report {
         let c = &self.snapshot.counts;
         if c.failed() > 0 {
             why.push(format!(
-                "{} failed POSTs ({} non-2xx {:?}, {} timeouts, {} errors)",
+                "{} failed POSTs ({} bad status {:?}, {} timeouts, {} errors)",
                 c.failed(),
-                c.non_2xx,
+                c.bad_status,
                 self.snapshot.statuses,
                 c.timeout,
                 c.error
@@ -191,7 +191,7 @@ impl Report {
         let _ = writeln!(w, "+-------------------------------+------------------+");
         row(w, "POSTs sent", c.total().to_string());
         row(w, "POSTs successful", c.success.to_string());
-        row(w, "POSTs non-2xx", c.non_2xx.to_string());
+        row(w, "POSTs bad status", c.bad_status.to_string());
         row(w, "POSTs timed out (1.5 s)", c.timeout.to_string());
         row(w, "POSTs connect/HTTP errors", c.error.to_string());
         let side = |w: &mut String, name: &str, b: u64, bc: f64, p: &ProcessorSummary| {
@@ -236,7 +236,7 @@ impl Report {
         for check in &self.checks {
             let _ = writeln!(
                 w,
-                "check at {:>5.1} s ({:>6.1} ms): backend {:?} processors {:?} -> {} inconsistencies{}",
+                "check at {:>5.1} s ({:>6.1} ms): backend {} processors {} -> {} inconsistencies{}",
                 check.at_secs,
                 check.took_ms,
                 check.backend,
@@ -249,7 +249,7 @@ impl Report {
                     .unwrap_or_default()
             );
         }
-        for note in &self.setup_notes {
+        for note in &self.notes {
             let _ = writeln!(w, "note: {note}");
         }
         if let Some(d) = &self.drain {
@@ -281,11 +281,10 @@ impl Report {
         let t = &self.teardown;
         let c = &self.snapshot.counts;
         let side = |amount: f64, n: u64, fee: f64| {
-            let gross = cents(amount) as f64 / 100.0;
             serde_json::json!({
-                "total_bruto": gross,
+                "total_bruto": cents(amount) as f64 / 100.0,
                 "num_pagamentos": n,
-                "total_taxas": super::score::round2(gross * fee),
+                "total_taxas": super::score::fee(fee, amount),
             })
         };
         let seconds: Vec<_> = self
@@ -302,20 +301,23 @@ impl Report {
                 })
             })
             .collect();
+        // The official `partial-results.json` fields (without their prose `descricao`s).
         let value = serde_json::json!({
+            "participante": "rinha-bench",
             "total_liquido": s.profit,
             "total_bruto": s.gross,
             "total_taxas": s.fees,
             "p99": {
-                "valor": format!("{:.2}ms", s.p99_ms),
-                "bonus": s.bonus,
-                "max_requests": self.max_requests.to_string(),
+                "valor": format!("{}ms", s.p99_ms),
+                "bonus": format!("{}%", (s.bonus * 100.0).round()),
+                "max_requests": self.max_requests,
             },
             "multa": {
                 "porcentagem": s.fine,
                 "total": s.fine_amount,
-                "composicao": { "total_inconsistencias": s.inconsistencies },
+                "composicao": { "num_inconsistencias": s.inconsistencies },
             },
+            "caixa_dois": { "detectado": s.disqualified },
             "lag": {
                 "num_pagamentos_total": t.backend.total_requests(),
                 "num_pagamentos_solicitados": c.success,
@@ -341,7 +343,7 @@ impl Report {
                 "checks": self.checks,
                 "stages": self.stages,
                 "stages_applied": self.applied,
-                "setup_notes": self.setup_notes,
+                "notes": self.notes,
                 "drain": self.drain,
                 "bench_cpu_secs": self.bench_cpu_secs,
                 "strict_failures": self.strict_failures(),

@@ -1,6 +1,9 @@
-//! The score, exactly as RINHA-2025.md section 5 computes it: gross, fees, p99 (rounded to two
-//! decimals), bonus, fine, profit, lag. Money enters as integer cents; the products with the
-//! fee rates and the bonus are in `f64`, as the official JavaScript computes them.
+//! The score, exactly as RINHA-2025.md section 5 and the official script's `handleSummary`
+//! compute it: p99 rounded to two decimals, bonus = max((11 - p99) x 0.02, 0) *also* rounded to
+//! two decimals (Big.js `round(2)`, half away from zero, on the number's decimal text: p99
+//! 1.25 ms gives 0.195 -> 20 %), fine, and profit = net + net x bonus - net x fine in exact
+//! decimals (Big.js). Money is kept in exact scaled integers and turned into `f64` at the end,
+//! as `Big.toNumber()` does.
 
 use super::calls::{cents, BackendSummary, ProcessorSummary};
 
@@ -26,58 +29,90 @@ pub struct Inputs {
 /// The score sheet.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
 pub struct Score {
+    /// Backend default + fallback totalAmount (teardown window).
     pub gross: f64,
+    /// Each processor's feePerTransaction x the backend's totalAmount for it.
     pub fees: f64,
     /// p99 in ms, rounded to two decimals.
     pub p99_ms: f64,
-    /// As a fraction (0.2 = 20 %).
+    /// As a fraction with two decimals (0.2 = 20 %).
     pub bonus: f64,
     /// As a fraction (0.35 = 35 %).
     pub fine: f64,
     /// The fine in money: (gross - fees) x fine.
     pub fine_amount: f64,
+    /// The score: (gross - fees) x (1 + bonus - fine).
     pub profit: f64,
     pub inconsistencies: u64,
     /// Successful POSTs minus the payments the backend reports.
     pub lag: i64,
-    /// A negative lag: more payments recorded than were requested.
+    /// A negative lag ("caixa dois"): more payments recorded than requested.
     pub disqualified: bool,
 }
 
-/// Rounds to two decimals (half away from zero, as `toFixed` does for these magnitudes).
+/// Rounds `x` to two decimals as Big.js `new Big(x).round(2)` does: on the shortest decimal
+/// text of the double (what JavaScript prints), half away from zero.
 pub fn round2(x: f64) -> f64 {
-    (x * 100.0).round() / 100.0
+    let text = format!("{x}");
+    let negative = text.starts_with('-');
+    let digits = text.trim_start_matches('-');
+    let (int, frac) = digits.split_once('.').unwrap_or((digits, ""));
+    let Ok(int) = int.parse::<i128>() else {
+        return (x * 100.0).round() / 100.0; // beyond i128: no fraction digits anyway
+    };
+    let frac = frac.as_bytes();
+    let digit = |i: usize| frac.get(i).map_or(0, |d| i128::from(d - b'0'));
+    let mut hundredths = int * 100 + digit(0) * 10 + digit(1);
+    if digit(2) >= 5 {
+        hundredths += 1;
+    }
+    let value = hundredths as f64 / 100.0;
+    if negative {
+        -value
+    } else {
+        value
+    }
 }
 
-/// max((11 - p99) x 0.02, 0) with p99 in ms.
+/// max(round2((11 - p99) x 0.02), 0) with p99 in ms (already rounded to two decimals).
 pub fn bonus(p99_ms: f64) -> f64 {
-    ((11.0 - p99_ms) * 0.02).max(0.0)
+    round2((11.0 - p99_ms) * 0.02).max(0.0)
+}
+
+/// A fee rate in millionths (the rates are short decimals such as 0.05).
+fn fee_millionths(fee: f64) -> i128 {
+    (fee * 1e6).round() as i128
+}
+
+/// `feePerTransaction x totalAmount` of one processor, exactly (as Big.js multiplies).
+pub fn fee(fee_per_transaction: f64, total_amount: f64) -> f64 {
+    (fee_millionths(fee_per_transaction) * i128::from(cents(total_amount))) as f64 / 1e8
 }
 
 /// Computes the score sheet.
 pub fn compute(inputs: &Inputs) -> Score {
-    let default_cents = cents(inputs.backend.default.total_amount);
-    let fallback_cents = cents(inputs.backend.fallback.total_amount);
-    let gross = (default_cents + fallback_cents) as f64 / 100.0;
-    let fees = inputs.default.fee_per_transaction * default_cents as f64 / 100.0
-        + inputs.fallback.fee_per_transaction * fallback_cents as f64 / 100.0;
+    let default_cents = i128::from(cents(inputs.backend.default.total_amount));
+    let fallback_cents = i128::from(cents(inputs.backend.fallback.total_amount));
+    let gross_cents = default_cents + fallback_cents;
+    // Fees in units of 1e-8: millionths x cents.
+    let fees_e8 = fee_millionths(inputs.default.fee_per_transaction) * default_cents
+        + fee_millionths(inputs.fallback.fee_per_transaction) * fallback_cents;
+    let net_e8 = gross_cents * 1_000_000 - fees_e8;
     let p99_ms = round2(inputs.p99_ms);
     let bonus = bonus(p99_ms);
-    let fine = if inputs.inconsistencies > 0 {
-        FINE_RATE
-    } else {
-        0.0
-    };
-    let net = gross - fees;
+    let bonus_pct = (bonus * 100.0).round() as i128;
+    let fine_pct: i128 = if inputs.inconsistencies > 0 { 35 } else { 0 };
+    // net x (100 + bonus% - fine%) in units of 1e-10.
+    let profit_e10 = net_e8 * (100 + bonus_pct - fine_pct);
     let lag = inputs.successful_posts as i64 - inputs.backend.total_requests() as i64;
     Score {
-        gross: round2(gross),
-        fees: round2(fees),
+        gross: gross_cents as f64 / 100.0,
+        fees: fees_e8 as f64 / 1e8,
         p99_ms,
         bonus,
-        fine,
-        fine_amount: round2(net * fine),
-        profit: round2(net * (1.0 + bonus - fine)),
+        fine: fine_pct as f64 / 100.0,
+        fine_amount: (net_e8 * fine_pct) as f64 / 1e10,
+        profit: profit_e10 as f64 / 1e10,
         inconsistencies: inputs.inconsistencies,
         lag,
         disqualified: lag < 0,
@@ -90,7 +125,7 @@ mod tests {
     use crate::rinha::calls::Side;
 
     fn close(a: f64, b: f64) -> bool {
-        (a - b).abs() < 1e-9
+        (a - b).abs() < 1e-6
     }
 
     fn inputs(
@@ -132,6 +167,16 @@ mod tests {
     }
 
     #[test]
+    fn bonus_is_rounded_to_whole_percents_like_big_js() {
+        // (11 - 1.25) x 0.02 = 0.195 -> 0.2; the best entry's 380,036 = ~316,700 x 1.20.
+        assert!(close(bonus(1.25), 0.20));
+        // 0.18780000000000002 -> 0.19; 0.1494 -> 0.15; 0.056000000000000015 -> 0.06.
+        assert!(close(bonus(1.61), 0.19));
+        assert!(close(bonus(3.53), 0.15));
+        assert!(close(bonus(8.2), 0.06));
+    }
+
+    #[test]
     fn the_ceiling_of_section_7() {
         // ~16,750 payments x 19.90 x 0.95 = ~316,700 before the bonus.
         let s = compute(&inputs(16_750, 0, 11.0, 0, 16_750));
@@ -140,11 +185,11 @@ mod tests {
         assert!(close(s.profit, 316_658.75));
         assert_eq!(s.lag, 0);
         assert!(!s.disqualified);
-        // The best entry's p99 1.25 ms -> bonus 19.5 %.
+        // p99 1.2549 ms -> 1.25 ms -> bonus 20 %.
         let s = compute(&inputs(16_750, 0, 1.2549, 0, 16_750));
         assert!(close(s.p99_ms, 1.25));
-        assert!(close(s.bonus, 0.195));
-        assert!(close(s.profit, round2(316_658.75 * 1.195)));
+        assert!(close(s.bonus, 0.20));
+        assert!(close(s.profit, 379_990.5));
     }
 
     #[test]
@@ -154,8 +199,9 @@ mod tests {
         assert!(close(s.gross, 3980.0));
         assert!(close(s.fees, 398.0));
         assert!(close(s.fine, 0.35));
-        assert!(close(s.fine_amount, round2(3582.0 * 0.35)));
-        assert!(close(s.profit, round2(3582.0 * (1.0 + 0.2 - 0.35))));
+        assert!(close(s.fine_amount, 3582.0 * 0.35));
+        // 3582 x (1 + 0.20 - 0.35) = 3044.70
+        assert!(close(s.profit, 3044.7));
         assert_eq!(s.inconsistencies, 2);
     }
 
@@ -170,8 +216,13 @@ mod tests {
     }
 
     #[test]
-    fn p99_rounds_to_two_decimals() {
-        assert!(close(round2(1.234_9), 1.23));
-        assert!(close(round2(1.235_1), 1.24));
+    fn round2_is_half_away_from_zero_on_the_decimal_text() {
+        assert!(close(round2(1.2349), 1.23));
+        assert!(close(round2(1.235), 1.24));
+        // 1.005 is 1.00499999999999989... as a double, but prints (and rounds) as 1.005.
+        assert!(close(round2(1.005), 1.01));
+        assert!(close(round2(-0.125), -0.13));
+        assert!(close(round2(7.0), 7.0));
+        assert!(close(round2(0.0001), 0.0));
     }
 }

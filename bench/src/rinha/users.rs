@@ -15,6 +15,9 @@ use tokio::task::JoinSet;
 use super::client::{ClientError, Connection, Endpoint, REQUEST_TIMEOUT};
 use super::recorder::{PostOutcome, Recorder};
 
+/// The statuses the official script counts as a successful transaction.
+pub const SUCCESS_STATUSES: [u16; 4] = [200, 201, 202, 204];
+
 /// The pause between two iterations of a user.
 const THINK_TIME: Duration = Duration::from_secs(1);
 
@@ -108,7 +111,9 @@ async fn post_payment(
         }
     };
     match tokio::time::timeout(REQUEST_TIMEOUT, exchange).await {
-        Ok(Ok(answer)) if answer.status.is_success() => (PostOutcome::Success, answer.elapsed),
+        Ok(Ok(answer)) if SUCCESS_STATUSES.contains(&answer.status.as_u16()) => {
+            (PostOutcome::Success, answer.elapsed)
+        }
         Ok(Ok(answer)) => (PostOutcome::Status(answer.status.as_u16()), answer.elapsed),
         Ok(Err(_)) => {
             *conn = None;

@@ -137,3 +137,56 @@ fn bad_extra_env_is_refused() {
     let err = runtime.block_on(Stack::start(&opts)).expect_err("bad env");
     assert!(matches!(err, StackError::BadEnv(_)), "{err}");
 }
+
+/// The whole local stack with the real `rinha` and `rinha-lb` (built by the stack itself with
+/// the test profile when `CARGO` is set, as under `cargo test`), then a short contest run
+/// through it: every part answers, and stopping it frees every port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_real_stack_comes_up_serves_a_short_run_and_stops() {
+    let opts = StackOpts {
+        rinha_bin: None,
+        lb_bin: None,
+        no_build: false,
+        up_timeout: 20,
+        backend_env: vec![],
+        ..opts(PathBuf::new(), PathBuf::new())
+    };
+    let stack = tokio::time::timeout(Duration::from_secs(600), Stack::start(&opts))
+        .await
+        .expect("bounded")
+        .unwrap_or_else(|e| panic!("the stack did not start: {e}"));
+    let description = stack.describe();
+    for part in [
+        "default processor",
+        "fallback processor",
+        "backend-1",
+        "backend-2",
+        "rinha-lb",
+    ] {
+        assert!(description.contains(part), "{description}");
+    }
+    let args = rinha_bench::rinha::Args::from_flags([
+        "--target",
+        &stack.lb_url(),
+        "--default",
+        &stack.default_url(),
+        "--fallback",
+        &stack.fallback_url(),
+        "--duration",
+        "6",
+        "--max-requests",
+        "30",
+        "--quiet",
+    ])
+    .expect("flags");
+    let report = rinha_bench::rinha::run_test(&args).await.expect("run");
+    let counts = report.snapshot.counts;
+    assert!(counts.success > 50, "{counts:?}\n{}", report.table());
+    assert_eq!(counts.failed(), 0, "{}", report.table());
+    assert!(report.score.lag >= 0, "{}", report.table());
+    assert!(report.score.gross > 0.0, "{}", report.table());
+    stack.stop().await;
+    for port in [opts.lb_port, opts.default_port, opts.fallback_port] {
+        assert!(closed(port).await, "port {port} still answers");
+    }
+}

@@ -1,7 +1,8 @@
 //! The load test can fail: `rinha` runs (12 s, 60 users, through the library entry point)
-//! against tiny backends with known flaws and must catch each one; against a correct tiny
+//! against tiny backends with known flaws and must catch each one (and count a summary that
+//! misses the client timeout as zeros, as the official script does); against a correct tiny
 //! backend it must pass. Every backend forwards to real emulated processors on port 0. The
-//! four runs go side by side in one test (about 15 s in all; `cargo test` would otherwise run
+//! five runs go side by side in one test (about 18 s in all; `cargo test` would otherwise run
 //! only as many tests at once as there are cores).
 
 mod loadtest_support;
@@ -41,16 +42,18 @@ async fn run_against(mode: Mode) -> Report {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_load_test_passes_a_correct_backend_and_catches_each_flaw() {
-    let (correct, forgets, eager, double) = tokio::join!(
+    let (correct, forgets, eager, double, slow) = tokio::join!(
         run_against(Mode::Correct),
         run_against(Mode::ForgetsWhenBothFail),
         run_against(Mode::RecordsBeforeAnswer),
         run_against(Mode::CountsOnBoth),
+        run_against(Mode::SlowSummaries),
     );
     a_correct_backend_passes(&correct);
     forgetting_payments_when_both_processors_fail_shows_as_lag(&forgets);
     recording_before_the_processor_answers_shows_as_inconsistency(&eager);
     counting_a_payment_on_both_processors_shows_as_negative_lag(&double);
+    summaries_slower_than_the_timeout_count_as_zeros(&slow);
 }
 
 fn a_correct_backend_passes(report: &Report) {
@@ -132,5 +135,23 @@ fn counting_a_payment_on_both_processors_shows_as_negative_lag(report: &Report) 
     assert!(
         failures.iter().any(|w| w.contains("counted twice")),
         "{failures:?}"
+    );
+}
+
+fn summaries_slower_than_the_timeout_count_as_zeros(report: &Report) {
+    // Every check after the first payments sees the backend as 0 against the processors' count.
+    assert!(report.score.inconsistencies > 0, "{:#?}", report.checks);
+    assert!(report
+        .checks
+        .iter()
+        .skip(1)
+        .all(|c| c.backend == 0 && c.error.is_some()));
+    // The teardown summary timed out too: zeros, so the whole run is lag.
+    assert_eq!(report.teardown.backend.total_requests(), 0);
+    assert_eq!(report.score.lag, report.snapshot.counts.success as i64);
+    assert!(
+        report.notes.iter().any(|n| n.contains("counted as zeros")),
+        "{:?}",
+        report.notes
     );
 }

@@ -35,6 +35,9 @@ pub enum Mode {
     RecordsBeforeAnswer,
     /// Sends every payment to both processors and records it on both sides.
     CountsOnBoth,
+    /// Processes like [`Mode::Correct`] but answers summaries after 1.6 s, past the client
+    /// timeout: the official script then counts that summary as all zeros.
+    SlowSummaries,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,7 +141,12 @@ async fn handle(
         .unwrap_or_default();
     Ok(match (method, path.as_str()) {
         (Method::POST, "/payments") => accept_payment(&state, &body),
-        (Method::GET, "/payments-summary") => summary(&state, &query),
+        (Method::GET, "/payments-summary") => {
+            if state.mode == Mode::SlowSummaries {
+                tokio::time::sleep(Duration::from_millis(1600)).await;
+            }
+            summary(&state, &query)
+        }
         (Method::POST, "/purge-payments") => {
             state.records.lock().unwrap().clear();
             reply(StatusCode::OK, "")
@@ -250,7 +258,7 @@ async fn deliver_correct(state: &State, id: &str, cents: i64) -> i64 {
 
 async fn deliver(state: Arc<State>, id: String, cents: i64, at: i64) {
     match state.mode {
-        Mode::Correct => {
+        Mode::Correct | Mode::SlowSummaries => {
             let stored_at = deliver_correct(&state, &id, cents).await;
             record(&state, stored_at, cents, Side::Default);
         }

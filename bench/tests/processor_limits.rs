@@ -53,7 +53,7 @@ async fn health_answers_one_call_per_window_queues_two_and_refuses_the_rest() {
         assert_eq!(response.json()["failing"], true);
         let window = Duration::from_secs(window);
         assert!(*at >= window - Duration::from_millis(50), "{at:?}");
-        assert!(*at < window + Duration::from_millis(400), "{at:?}");
+        assert!(*at < window + Duration::from_millis(700), "{at:?}");
     }
 }
 
@@ -88,7 +88,7 @@ async fn a_health_caller_that_hangs_up_leaves_the_line() {
     let (status, first_answered) = waiting.await.unwrap();
     assert_eq!(status, 200);
     assert!(
-        first_answered < Duration::from_millis(1400),
+        first_answered < Duration::from_millis(1700),
         "{first_answered:?}"
     );
     assert!(answered >= Duration::from_millis(1950), "{answered:?}");

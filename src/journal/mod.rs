@@ -53,8 +53,9 @@
 //! Per payment id: `accepted` makes it unsettled (a repeated `accepted` is ignored);
 //! `attempt` pins an unsettled payment to a processor (the last attempt wins);
 //! `confirmed` settles it as recorded (a later `confirmed` is ignored: no double count);
-//! `dropped` forgets an unsettled payment; `purged` forgets every confirmed payment,
-//! unsettled ones stay. Events for a payment in a terminal state are ignored.
+//! `dropped` forgets an unsettled payment (its id may be accepted again); `purged` forgets
+//! every confirmed payment, unsettled ones stay. A confirmed payment ignores every event
+//! until a purge forgets it; `attempt` and `dropped` for an unknown id are ignored.
 //!
 //! A record that fails its length or CRC check and is followed by no valid record is a torn
 //! tail (a crash in the middle of a write): it is cut off with a warning. One followed by a

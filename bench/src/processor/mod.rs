@@ -79,10 +79,12 @@ pub struct Args {
     /// Length of the service-health window, in seconds (one call per window).
     #[arg(long, env = "PROCESSOR_HEALTH_WINDOW", default_value = "5", value_parser = parse_seconds)]
     pub health_window: Duration,
-    /// Chaos: after storing every Nth payment, close the connection instead of answering.
+    /// Chaos: after storing every Nth payment, close the connection instead of answering
+    /// (the payment stays stored; 0 = off).
     #[arg(long, env = "PROCESSOR_CHAOS_DROP_EVERY", default_value_t = 0)]
     pub chaos_drop_every: u64,
-    /// Chaos: reset the connection of every Nth POST /payments before processing it.
+    /// Chaos: reset (RST) the connection of every Nth POST /payments before reading or
+    /// storing it (0 = off).
     #[arg(long, env = "PROCESSOR_CHAOS_RESET_EVERY", default_value_t = 0)]
     pub chaos_reset_every: u64,
     /// Requests to POST /payments processed at once.

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use super::calls::Processor;
+use super::client::ClientError;
 use super::recorder::Recorder;
 
 /// The official run length the stage seconds are written for.
@@ -66,7 +67,8 @@ pub struct Applied {
     pub errors: Vec<String>,
 }
 
-/// Applies every stage at its time (the four admin calls in parallel), returning what happened.
+/// Applies every stage at its time, with the official script's four calls in its order, one
+/// after the other: default delay, fallback delay, default failure, fallback failure.
 pub async fn run_stages(
     stages: Vec<Stage>,
     default: &mut Processor,
@@ -77,21 +79,28 @@ pub async fn run_stages(
     let mut applied = Vec::new();
     for (index, stage) in stages.iter().enumerate() {
         tokio::time::sleep_until((start + stage.at).into()).await;
-        let (d, f) = tokio::join!(
-            apply(
-                default,
-                stage.default_delay_ms,
-                stage.default_failing,
-                recorder
-            ),
-            apply(
-                fallback,
-                stage.fallback_delay_ms,
-                stage.fallback_failing,
-                recorder
-            ),
-        );
-        let errors = [d, f].into_iter().flatten().collect();
+        let mut errors = Vec::new();
+        let mut note = |who: &Processor, what: String, result: Result<(), ClientError>| {
+            if let Err(e) = result {
+                errors.push(format!("{}: {what}: {e}", who.client.endpoint));
+            }
+        };
+        let r = default
+            .set_delay(stage.default_delay_ms, Some(recorder))
+            .await;
+        note(default, format!("delay {}", stage.default_delay_ms), r);
+        let r = fallback
+            .set_delay(stage.fallback_delay_ms, Some(recorder))
+            .await;
+        note(fallback, format!("delay {}", stage.fallback_delay_ms), r);
+        let r = default
+            .set_failure(stage.default_failing, Some(recorder))
+            .await;
+        note(default, format!("failure {}", stage.default_failing), r);
+        let r = fallback
+            .set_failure(stage.fallback_failing, Some(recorder))
+            .await;
+        note(fallback, format!("failure {}", stage.fallback_failing), r);
         applied.push(Applied {
             stage: index + 1,
             at_secs: start.elapsed().as_secs_f64(),
@@ -99,24 +108,6 @@ pub async fn run_stages(
         });
     }
     applied
-}
-
-/// Sets delay then failure on one processor; returns the failures.
-async fn apply(
-    processor: &mut Processor,
-    delay_ms: u64,
-    failing: bool,
-    recorder: &Recorder,
-) -> Vec<String> {
-    let mut errors = Vec::new();
-    let who = processor.client.endpoint.to_string();
-    if let Err(e) = processor.set_delay(delay_ms, Some(recorder)).await {
-        errors.push(format!("{who}: delay {delay_ms}: {e}"));
-    }
-    if let Err(e) = processor.set_failure(failing, Some(recorder)).await {
-        errors.push(format!("{who}: failure {failing}: {e}"));
-    }
-    errors
 }
 
 /// Puts a processor back to no delay, no failure (after the measured part of the run).

@@ -14,6 +14,7 @@
 //! - [`store`]: the per-core shard of processed payments and the in-flight rule.
 //! - [`router`]: summaries and purges across shards and peers.
 //! - [`time`]: timestamps; [`shutdown`]: signals.
+//! - [`journal`]: the per-core append-only journal (durability, replay, compaction).
 //!
 //! A payment's life: [`conn`] reads it, [`service`] validates it and calls
 //! [`queue::Queue::accept`] (the intake seam) and answers 202; a [`worker`] sender sends it
@@ -23,6 +24,7 @@ pub mod config;
 pub mod conn;
 pub mod core;
 pub mod http;
+pub mod journal;
 pub mod listener;
 pub mod payment;
 pub mod processor;

@@ -6,6 +6,7 @@
 //! - [`floor`]: the latency the instrument itself adds.
 //! - [`stack`]: starts and stops the local stack (processors, backends, load balancer).
 //! - [`lbs`]: rinha-lb against HAProxy and nginx.
+//! - [`load`]: the HTTP load generator (closed and open loop, HDR histograms).
 //! - [`drivers`]: io_uring against epoll on the same stack.
 //!
 //! It shares no code path with the monoio server it measures.
@@ -13,6 +14,7 @@
 pub mod drivers;
 pub mod floor;
 pub mod lbs;
+pub mod load;
 pub mod logging;
 pub mod processor;
 pub mod rinha;

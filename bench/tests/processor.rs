@@ -293,3 +293,24 @@ async fn keep_alive_and_pipelined_requests_are_answered_in_order() {
     assert_eq!(read.json()["correlationId"], ids[1].as_str());
     assert_eq!(processor.stored(), 4);
 }
+
+#[tokio::test]
+async fn dropping_a_running_processor_stops_it_promptly_even_with_payments_in_flight() {
+    let processor = processor();
+    let addr = processor.addr;
+    processor.set_delay(5_000);
+    let mut client = Client::connect(addr).await;
+    client
+        .send("POST", "/payments", &[], &payment(&new_id(), "1", AT))
+        .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = Instant::now();
+    drop(processor);
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    // The listener is gone with it.
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+}

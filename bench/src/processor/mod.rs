@@ -10,10 +10,27 @@
 //!   fixed-window health limit; `chaos`: injected faults;
 //! - `money`, `timestamp`, `body`: exact amounts, ISO-8601 times, case-insensitive JSON.
 //!
+//! Behaviour worth knowing (the tests in `bench/tests/processor*.rs` pin each one):
+//! - `POST /payments`: the limiter admits it (800 running, 500 waiting, else 429; waiting
+//!   ends if the caller hangs up), the body is read, then in a task of its own the delay
+//!   (read on arrival), the failure flag (500, nothing stored), the insert (422 for a stored
+//!   `correlationId`). A caller that hangs up during the delay does not cancel the insert.
+//! - `GET /payments/service-health`: one answer per window; two callers may wait, each later
+//!   window answering the oldest one; the rest get 429 with `Retry-After: <window seconds>`.
+//! - Chaos: `--chaos-drop-every N` drops the connection only *after* the insert (a lost
+//!   response always means a stored payment); `--chaos-reset-every N` resets the connection
+//!   before anything is read or stored.
+//!
 //! Deviations from the official processor, on purpose: a body that does not parse, or lacks
-//! `correlationId`, `amount` or `requestedAt`, gets 400 (the official also answers 400 for an
-//! unparsable body); negative amounts are refused with 400; `GET /payments/{id}` with an id
-//! that is not a UUID is 404.
+//! `correlationId`, `amount` or `requestedAt`, gets 400 (the official answers 400 for an
+//! unparsable body; what it does with a missing property is not documented); negative
+//! amounts are refused with 400;
+//! `GET /payments/{id}` with an id that is not a UUID is 404. Amounts may be JSON numbers in
+//! any form (`1.99e1`) or strings holding one, as ASP.NET's web defaults allow.
+//!
+//! CPU (release, this 2-core machine): ~10 ms per 1,000 payments flat out, ~36 ms per 1,000
+//! at 550 payments/s; `cargo test --release -p rinha-bench --test processor_cpu -- --ignored
+//! --nocapture` measures it.
 
 mod admin;
 mod body;
@@ -62,10 +79,12 @@ pub struct Args {
     /// Length of the service-health window, in seconds (one call per window).
     #[arg(long, env = "PROCESSOR_HEALTH_WINDOW", default_value = "5", value_parser = parse_seconds)]
     pub health_window: Duration,
-    /// Chaos: after storing every Nth payment, close the connection instead of answering.
+    /// Chaos: after storing every Nth payment, close the connection instead of answering
+    /// (the payment stays stored; 0 = off).
     #[arg(long, env = "PROCESSOR_CHAOS_DROP_EVERY", default_value_t = 0)]
     pub chaos_drop_every: u64,
-    /// Chaos: reset the connection of every Nth POST /payments before processing it.
+    /// Chaos: reset (RST) the connection of every Nth POST /payments before reading or
+    /// storing it (0 = off).
     #[arg(long, env = "PROCESSOR_CHAOS_RESET_EVERY", default_value_t = 0)]
     pub chaos_reset_every: u64,
     /// Requests to POST /payments processed at once.

@@ -269,4 +269,31 @@ mod tests {
         assert_eq!(fee.of_cents(1970), 98); // 0.985 -> 0.98
         assert_eq!(Fee::from_percent(15).of_cents(1990), 298); // 2.985 -> 2.98
     }
+
+    /// Half-to-even of `units / 10^drop` in integers: the reference the parser must match.
+    fn reference_cents(units: u128, drop: u32) -> u64 {
+        let divisor = 10u128.pow(drop);
+        let (quotient, remainder) = (units / divisor, units % divisor);
+        let twice = remainder * 2;
+        let up = twice > divisor || (twice == divisor && quotient % 2 == 1);
+        u64::try_from(quotient + u128::from(up)).unwrap()
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn plain_decimals_round_like_the_reference(whole in 0u64..10_000_000_000, frac in 0u32..1_000_000) {
+            let text = format!("{whole}.{frac:06}");
+            let millionths = u128::from(whole) * 1_000_000 + u128::from(frac);
+            proptest::prop_assert_eq!(parse_cents(&text), Ok(reference_cents(millionths, 4)));
+        }
+
+        #[test]
+        fn exponent_forms_round_like_the_reference(mantissa in 0u64..1_000_000_000_000, exponent in -10i32..4) {
+            // mantissa x 10^exponent, in units of 10^-10.
+            let units = u128::from(mantissa) * 10u128.pow((exponent + 10) as u32);
+            let expected = Ok(reference_cents(units, 8));
+            proptest::prop_assert_eq!(parse_cents(&format!("{mantissa}e{exponent}")), expected.clone());
+            proptest::prop_assert_eq!(parse_cents(&format!("{mantissa}E{exponent:+}")), expected);
+        }
+    }
 }

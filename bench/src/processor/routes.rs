@@ -7,7 +7,7 @@
 
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
@@ -177,9 +177,17 @@ fn get_payment(shared: &Shared, id: &str) -> HttpResponse {
 }
 
 async fn service_health(shared: &Shared) -> HttpResponse {
-    match shared.health.claim(std::time::Instant::now()) {
+    match shared.health.claim(Instant::now()) {
         Claim::Now => {}
-        Claim::At(at) => tokio::time::sleep_until(at.into()).await,
+        Claim::Wait(mut granted) => loop {
+            // Every waiter wakes at each window start and hands out that window's permit,
+            // so no timer task is needed; the oldest waiter still in line gets it.
+            let next = shared.health.next_start(Instant::now());
+            tokio::select! {
+                _ = &mut granted => break,
+                () = tokio::time::sleep_until(next.into()) => shared.health.tick(Instant::now()),
+            }
+        },
         Claim::Rejected => {
             let seconds = shared.health.window().as_secs_f64().ceil().max(1.0) as u64;
             let mut response = empty(StatusCode::TOO_MANY_REQUESTS);

@@ -1,0 +1,304 @@
+//! The load balancers under comparison: how each is configured, started, found and measured.
+//!
+//! Configs live in `bench/lbs/` with `{{NAME}}` placeholders filled at run time (listen
+//! address, backend sockets). Every contender runs as one process with one thread or worker,
+//! so `/proc/PID/stat` and `VmHWM` of that one pid are its whole cost.
+
+use std::fmt;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+
+use crate::load::Target;
+
+const HAPROXY_TCP: &str = include_str!("../../lbs/haproxy-tcp.cfg");
+const HAPROXY_HTTP: &str = include_str!("../../lbs/haproxy-http.cfg");
+const NGINX_STREAM: &str = include_str!("../../lbs/nginx-stream.conf");
+/// Where Debian's `libnginx-mod-stream` puts the dynamic stream module.
+const NGINX_STREAM_MODULE: &str = "/usr/lib/nginx/modules/ngx_stream_module.so";
+/// Debian packages that provide the other contenders.
+pub const APT_PACKAGES: &[&str] = &["haproxy", "nginx", "libnginx-mod-stream"];
+
+/// One contender.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    RinhaLb,
+    HaproxyTcp,
+    HaproxyHttp,
+    NginxStream,
+    /// No load balancer: the load goes straight to backend 1 (the baseline).
+    Direct,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 5] = [
+        Kind::RinhaLb,
+        Kind::HaproxyTcp,
+        Kind::HaproxyHttp,
+        Kind::NginxStream,
+        Kind::Direct,
+    ];
+
+    /// The program this contender needs, if any besides rinha-lb.
+    pub fn program(self) -> Option<&'static str> {
+        match self {
+            Kind::HaproxyTcp | Kind::HaproxyHttp => Some("haproxy"),
+            Kind::NginxStream => Some("nginx"),
+            Kind::RinhaLb | Kind::Direct => None,
+        }
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Kind::RinhaLb => "rinha-lb",
+            Kind::HaproxyTcp => "haproxy-tcp",
+            Kind::HaproxyHttp => "haproxy-http",
+            Kind::NginxStream => "nginx-stream",
+            Kind::Direct => "direct",
+        })
+    }
+}
+
+/// A started contender: where to send load and which process to measure.
+pub struct Contender {
+    pub kind: Kind,
+    pub target: Target,
+    process: Option<Child>,
+}
+
+impl Contender {
+    pub fn pid(&self) -> Option<u32> {
+        self.process.as_ref().map(Child::id)
+    }
+
+    /// Fails if the contender's process has exited.
+    pub fn check_alive(&mut self) -> anyhow::Result<()> {
+        if let Some(child) = self.process.as_mut() {
+            if let Some(status) = child.try_wait()? {
+                bail!("{} exited: {status}", self.kind);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Contender {
+    fn drop(&mut self) {
+        if let Some(child) = self.process.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// What every contender is started with.
+pub struct Setup<'a> {
+    pub dir: &'a Path,
+    pub backends: [&'a Path; 2],
+    pub rinha_lb: &'a Path,
+    pub rinha_lb_driver: &'a str,
+}
+
+/// Starts `kind` listening on `port` and waits until it accepts connections.
+pub fn start(kind: Kind, port: u16, setup: &Setup<'_>) -> anyhow::Result<Contender> {
+    let listen: SocketAddr = ([127, 0, 0, 1], port).into();
+    let [backend1, backend2] = setup.backends;
+    let mut command = match kind {
+        Kind::Direct => {
+            return Ok(Contender {
+                kind,
+                target: Target::Unix(backend1.to_owned()),
+                process: None,
+            })
+        }
+        Kind::RinhaLb => {
+            let mut command = Command::new(setup.rinha_lb);
+            command
+                .env("LISTEN", listen.to_string())
+                .env(
+                    "BACKENDS",
+                    format!("unix:{},unix:{}", backend1.display(), backend2.display()),
+                )
+                .env("WORKERS", "1")
+                .env("IO_DRIVER", setup.rinha_lb_driver)
+                .env("RUST_LOG", "warn");
+            command
+        }
+        Kind::HaproxyTcp | Kind::HaproxyHttp => {
+            let template = if kind == Kind::HaproxyTcp {
+                HAPROXY_TCP
+            } else {
+                HAPROXY_HTTP
+            };
+            let config = setup.dir.join(format!("{kind}.cfg"));
+            std::fs::write(&config, render(template, listen, setup, ""))?;
+            let mut command = Command::new(find_program("haproxy").context("haproxy")?);
+            command.arg("-db").arg("-f").arg(&config);
+            command
+        }
+        Kind::NginxStream => {
+            let module = if Path::new(NGINX_STREAM_MODULE).exists() {
+                format!("load_module {NGINX_STREAM_MODULE};")
+            } else {
+                String::new()
+            };
+            let config = setup.dir.join("nginx-stream.conf");
+            std::fs::write(&config, render(NGINX_STREAM, listen, setup, &module))?;
+            let mut command = Command::new(find_program("nginx").context("nginx")?);
+            command
+                .arg("-e")
+                .arg("stderr")
+                .arg("-p")
+                .arg(setup.dir)
+                .arg("-c")
+                .arg(&config);
+            command
+        }
+    };
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    let child = command
+        .spawn()
+        .with_context(|| format!("starting {kind}"))?;
+    let mut contender = Contender {
+        kind,
+        target: Target::Tcp(listen),
+        process: Some(child),
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(listen).is_err() {
+        contender.check_alive()?;
+        if Instant::now() >= deadline {
+            bail!("{kind} did not accept on {listen} within 10 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(contender)
+}
+
+fn render(template: &str, listen: SocketAddr, setup: &Setup<'_>, stream_module: &str) -> String {
+    template
+        .replace("{{LISTEN}}", &listen.to_string())
+        .replace("{{BACKEND_1}}", &setup.backends[0].display().to_string())
+        .replace("{{BACKEND_2}}", &setup.backends[1].display().to_string())
+        .replace("{{STREAM_MODULE}}", stream_module)
+        .replace(
+            "{{PID_FILE}}",
+            &setup.dir.join("nginx.pid").display().to_string(),
+        )
+}
+
+/// Finds `name` on `PATH` or in the sbin directories Debian installs daemons into.
+pub fn find_program(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/sbin", "/usr/local/sbin"].map(PathBuf::from))
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
+}
+
+/// Installs the Debian packages of the missing contenders (`apt-get`, refreshing the package
+/// lists only if the first attempt fails).
+pub fn apt_install() -> anyhow::Result<()> {
+    let install = || {
+        Command::new("apt-get")
+            .args(["install", "-y", "--no-install-recommends"])
+            .args(APT_PACKAGES)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+    };
+    if install()?.success() {
+        return Ok(());
+    }
+    let updated = Command::new("apt-get").arg("update").status()?;
+    if !updated.success() || !install()?.success() {
+        bail!("apt-get install {} failed", APT_PACKAGES.join(" "));
+    }
+    Ok(())
+}
+
+/// Picks `count` free loopback ports: `base..base+count`, or ephemeral ones the kernel hands out.
+pub fn pick_ports(base: Option<u16>, count: usize) -> anyhow::Result<Vec<u16>> {
+    if let Some(base) = base {
+        return (0..count)
+            .map(|n| u16::try_from(usize::from(base) + n).context("port range past 65535"))
+            .collect();
+    }
+    // Held together so the kernel does not hand out the same port twice.
+    let held: Vec<TcpListener> = (0..count)
+        .map(|_| TcpListener::bind("127.0.0.1:0"))
+        .collect::<Result<_, _>>()?;
+    held.iter()
+        .map(|listener| Ok(listener.local_addr()?.port()))
+        .collect()
+}
+
+/// CPU time (user + system) a process has used so far.
+pub fn cpu_time(pid: u32) -> anyhow::Result<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name (which may hold spaces): state is field 3, utime 14, stime 15.
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .context("malformed /proc/PID/stat")?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |index: usize| -> anyhow::Result<u64> {
+        Ok(fields.get(index).context("short /proc/PID/stat")?.parse()?)
+    };
+    let total = ticks(11)? + ticks(12)?;
+    // SAFETY: sysconf has no preconditions.
+    let per_sec = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Ok(Duration::from_micros(total * 1_000_000 / per_sec))
+}
+
+/// Peak resident set (`VmHWM`) of a process, in KiB.
+pub fn peak_rss_kib(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        .context("no VmHWM in /proc/PID/status")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_our_own_cpu_and_rss() {
+        let pid = std::process::id();
+        let before = cpu_time(pid).unwrap();
+        let mut x = 0u64;
+        for i in 0..50_000_000u64 {
+            x = x.wrapping_mul(31).wrapping_add(i);
+        }
+        std::hint::black_box(x);
+        assert!(cpu_time(pid).unwrap() >= before);
+        assert!(peak_rss_kib(pid).unwrap() > 100);
+    }
+
+    #[test]
+    fn templates_are_filled() {
+        let setup = Setup {
+            dir: Path::new("/tmp/x"),
+            backends: [Path::new("/tmp/x/b1.sock"), Path::new("/tmp/x/b2.sock")],
+            rinha_lb: Path::new("rinha-lb"),
+            rinha_lb_driver: "auto",
+        };
+        let listen: SocketAddr = "127.0.0.1:21000".parse().unwrap();
+        for template in [HAPROXY_TCP, HAPROXY_HTTP, NGINX_STREAM] {
+            let text = render(template, listen, &setup, "load_module m.so;");
+            assert!(!text.contains("{{"), "{text}");
+            assert!(text.contains("127.0.0.1:21000"));
+            assert!(text.contains("/tmp/x/b2.sock"));
+        }
+    }
+}

@@ -1,0 +1,341 @@
+//! `rinha-bench rinha`: the contest's k6 test rebuilt (RINHA-2025.md sections 4 and 5).
+//!
+//! [`run_test`] is the library entry point: setup (tokens, purges), then for the duration the
+//! ramping users ([`users`]), the consistency checker ([`checker`]) and the processor stages
+//! ([`stages`]) side by side, then the teardown summaries, the [`score`], and optionally a drain
+//! that re-reads every summary over all time. Without `--target` it first starts the local
+//! stack ([`crate::stack`]) and stops it at the end.
+
+pub mod calls;
+pub mod chart;
+pub mod checker;
+pub mod client;
+pub mod drain;
+pub mod progress;
+pub mod recorder;
+pub mod report;
+pub mod score;
+pub mod stages;
+pub mod users;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Parser;
+
+use crate::stack::{Stack, StackOpts};
+use calls::{Backend, Processor, Window};
+use client::{Endpoint, HostClient};
+use recorder::Recorder;
+pub use report::Report;
+
+/// Command-line arguments of `rinha-bench rinha`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    /// The backend (load balancer) to test; without it the local stack is started.
+    #[arg(long, env = "RINHA_TARGET")]
+    pub target: Option<String>,
+    /// The default processor (with --target); default http://127.0.0.1:DEFAULT_PORT.
+    #[arg(long)]
+    pub default: Option<String>,
+    /// The fallback processor (with --target); default http://127.0.0.1:FALLBACK_PORT.
+    #[arg(long)]
+    pub fallback: Option<String>,
+    /// Virtual users at the end of the ramp (MAX_REQUESTS of the official script).
+    #[arg(long, default_value_t = 550)]
+    pub max_requests: u64,
+    /// Length of the run in seconds; the ramp, stage times and check period scale with it.
+    #[arg(long, default_value_t = 60)]
+    pub duration: u64,
+    /// The processors' admin token.
+    #[arg(long, default_value = "123")]
+    pub token: String,
+    /// Write the results (official fields and more) as JSON to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Write an SVG chart of latency percentiles and request rate per second to this file.
+    #[arg(long)]
+    pub svg: Option<PathBuf>,
+    /// Exit 1 on any inconsistency, negative lag, failed POST, failed check, or (with --drain)
+    /// a payment missing or counted twice.
+    #[arg(long)]
+    pub strict: bool,
+    /// After the teardown, wait this many seconds and re-read every summary over all time.
+    #[arg(long)]
+    pub drain: Option<u64>,
+    /// No live progress line.
+    #[arg(long)]
+    pub quiet: bool,
+    /// Worker threads of the instrument's runtime.
+    #[arg(long, default_value_t = 2)]
+    pub workers: usize,
+    #[command(flatten)]
+    pub stack: StackOpts,
+}
+
+/// Parses `rinha` flags from code (tests), e.g. `Args::from_flags(["--target", url])`.
+impl Args {
+    pub fn from_flags<I, T>(flags: I) -> Result<Args, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        #[derive(Parser)]
+        struct Wrapper {
+            #[command(flatten)]
+            args: Args,
+        }
+        let argv = std::iter::once(std::ffi::OsString::from("rinha"))
+            .chain(flags.into_iter().map(Into::into));
+        Wrapper::try_parse_from(argv).map(|w| w.args)
+    }
+
+    pub fn duration(&self) -> Duration {
+        Duration::from_secs(self.duration)
+    }
+}
+
+/// Runs `rinha-bench rinha`: the test, the score sheet, the files, the exit code.
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.workers.max(1))
+        .enable_all()
+        .build()?;
+    let report = runtime.block_on(async {
+        tokio::select! {
+            report = run_test(&args) => report,
+            // Dropping the test future drops the stack, which kills every child.
+            _ = crate::stack::shutdown_signal() => anyhow::bail!("interrupted"),
+        }
+    })?;
+    print!("{}", report.table());
+    if let Some(path) = &args.json {
+        std::fs::write(path, report.json()?).with_context(|| format!("writing {path:?}"))?;
+        println!("results written to {}", path.display());
+    }
+    if let Some(path) = &args.svg {
+        std::fs::write(path, chart::svg(&report)).with_context(|| format!("writing {path:?}"))?;
+        println!("chart written to {}", path.display());
+    }
+    let failures = report.strict_failures();
+    if args.strict && !failures.is_empty() {
+        println!("strict: FAILED");
+        for why in &failures {
+            println!("  - {why}");
+        }
+        return Ok(ExitCode::from(1));
+    }
+    if args.strict {
+        println!("strict: passed");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Where the parts under test are.
+struct Targets {
+    backend: Endpoint,
+    default: Endpoint,
+    fallback: Endpoint,
+}
+
+fn targets(args: &Args, stack: Option<&Stack>) -> anyhow::Result<Targets> {
+    let local = |port: u16| format!("http://127.0.0.1:{port}");
+    let (backend, default, fallback) = match stack {
+        Some(stack) => (stack.lb_url(), stack.default_url(), stack.fallback_url()),
+        None => (
+            args.target.clone().unwrap_or_default(),
+            args.default
+                .clone()
+                .unwrap_or_else(|| local(args.stack.default_port)),
+            args.fallback
+                .clone()
+                .unwrap_or_else(|| local(args.stack.fallback_port)),
+        ),
+    };
+    Ok(Targets {
+        backend: Endpoint::parse(&backend)?,
+        default: Endpoint::parse(&default)?,
+        fallback: Endpoint::parse(&fallback)?,
+    })
+}
+
+/// Runs the whole test and returns its report (printing nothing but the progress line).
+pub async fn run_test(args: &Args) -> anyhow::Result<Report> {
+    anyhow::ensure!(args.duration >= 1, "--duration must be at least 1 s");
+    anyhow::ensure!(args.max_requests >= 1, "--max-requests must be at least 1");
+    let stack = match args.target {
+        Some(_) => None,
+        None => {
+            let stack = Stack::start(&args.stack).await?;
+            eprint!("{}", stack.describe());
+            Some(stack)
+        }
+    };
+    let t = targets(args, stack.as_ref())?;
+    let report = run_against(args, &t).await;
+    if let Some(stack) = stack {
+        stack.stop().await;
+    }
+    report
+}
+
+fn processor(endpoint: &Endpoint, token: &str) -> Processor {
+    Processor {
+        client: HostClient::new(endpoint.clone()),
+        token: token.to_string(),
+    }
+}
+
+async fn run_against(args: &Args, t: &Targets) -> anyhow::Result<Report> {
+    let duration = args.duration();
+    let cpu_before = report::cpu_seconds();
+    let mut default = processor(&t.default, &args.token);
+    let mut fallback = processor(&t.fallback, &args.token);
+    let mut backend = Backend {
+        client: HostClient::new(t.backend.clone()),
+    };
+
+    // Setup, as the official script: tokens, processor purges (these must work), backend purge
+    // (its error is ignored). Setup requests count in the p99, so they share the recorder.
+    let setup_clock = Instant::now();
+    let setup = Recorder::new(setup_clock);
+    let token = args.token.clone();
+    default
+        .set_token(&token, Some(&setup))
+        .await
+        .context("setting the default processor's token")?;
+    fallback
+        .set_token(&token, Some(&setup))
+        .await
+        .context("setting the fallback processor's token")?;
+    default
+        .purge(Some(&setup))
+        .await
+        .context("purging the default processor")?;
+    fallback
+        .purge(Some(&setup))
+        .await
+        .context("purging the fallback processor")?;
+    let mut setup_notes = Vec::new();
+    if let Err(e) = backend.purge(Some(&setup)).await {
+        setup_notes.push(format!(
+            "backend purge failed (ignored, as the official test does): {e}"
+        ));
+    }
+
+    let start = Instant::now();
+    let started_at = chrono::Utc::now();
+    let recorder = Arc::new(Recorder::new(start));
+    let active = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(AtomicBool::new(false));
+    let schedule = stages::schedule(duration);
+    let ramp = users::Ramp {
+        max: args.max_requests,
+        duration,
+    };
+
+    let users = users::run_users(t.backend.clone(), ramp, recorder.clone(), active.clone());
+    let checker = checker::run_checker(
+        duration,
+        &mut backend,
+        &mut default,
+        &mut fallback,
+        &recorder,
+    );
+    let mut stage_default = processor(&t.default, &args.token);
+    let mut stage_fallback = processor(&t.fallback, &args.token);
+    let stage_run = stages::run_stages(
+        schedule.clone(),
+        &mut stage_default,
+        &mut stage_fallback,
+        &recorder,
+    );
+    let progress = progress::progress(
+        !args.quiet,
+        processor(&t.default, &args.token),
+        processor(&t.fallback, &args.token),
+        &recorder,
+        &active,
+        &done,
+        &schedule,
+    );
+    // The checker and the stages finish by themselves before the end; the users at the end.
+    let main = async {
+        let result = tokio::join!(users, checker, stage_run);
+        done.store(true, Ordering::Relaxed);
+        result
+    };
+    let ((_, checks, applied), ()) = tokio::join!(main, progress);
+    let run_secs = start.elapsed().as_secs_f64();
+
+    // Teardown: right after the duration, the window [now - (duration + 10 s), now].
+    let window = Window::before(
+        chrono::Utc::now(),
+        duration + Duration::from_secs(10),
+        Duration::ZERO,
+    );
+    let (b, d, f) = tokio::join!(
+        backend.summary(window, Some(&recorder)),
+        default.summary(window, Some(&recorder)),
+        fallback.summary(window, Some(&recorder)),
+    );
+    let teardown = report::Teardown {
+        window: window.query(),
+        backend: b.context("teardown: the backend's summary")?,
+        default: d.context("teardown: the default processor's summary")?,
+        fallback: f.context("teardown: the fallback processor's summary")?,
+    };
+
+    // The setup requests join the run's histogram for the p99.
+    let mut snapshot = recorder.snapshot();
+    snapshot.all.add(setup.snapshot().all).ok();
+    let score = score::compute(&score::Inputs {
+        backend: teardown.backend,
+        default: teardown.default,
+        fallback: teardown.fallback,
+        p99_ms: report::p99_ms(&snapshot.all),
+        inconsistencies: checks.iter().map(|c| c.inconsistencies).sum(),
+        successful_posts: snapshot.counts.success,
+    });
+
+    // Not part of the official run: leave the processors healthy for the drain and next runs.
+    stages::reset(&mut default).await;
+    stages::reset(&mut fallback).await;
+    let drain = match args.drain {
+        Some(secs) => Some(
+            drain::drain(
+                secs,
+                &mut backend,
+                &mut default,
+                &mut fallback,
+                snapshot.counts,
+            )
+            .await,
+        ),
+        None => None,
+    };
+    let cpu_secs = report::cpu_seconds() - cpu_before;
+
+    Ok(Report {
+        target: t.backend.to_string(),
+        default: t.default.to_string(),
+        fallback: t.fallback.to_string(),
+        max_requests: args.max_requests,
+        duration_secs: args.duration,
+        started_at: started_at.to_rfc3339(),
+        run_secs,
+        score,
+        teardown,
+        snapshot,
+        checks,
+        stages: schedule,
+        applied,
+        setup_notes,
+        drain,
+        bench_cpu_secs: cpu_secs,
+    })
+}

@@ -1,0 +1,353 @@
+//! What a run reports: the score table, the JSON results file (the official fields, and ours
+//! under `"bench"`) and the strict verdict.
+
+use std::fmt::Write as _;
+
+use hdrhistogram::Histogram;
+
+use super::calls::{cents, BackendSummary, ProcessorSummary};
+use super::checker::Check;
+use super::drain::Drain;
+use super::recorder::Snapshot;
+use super::score::Score;
+use super::stages::{Applied, Stage};
+
+/// The summaries read at teardown.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Teardown {
+    pub window: String,
+    pub backend: BackendSummary,
+    pub default: ProcessorSummary,
+    pub fallback: ProcessorSummary,
+}
+
+/// Everything a run measured.
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub target: String,
+    pub default: String,
+    pub fallback: String,
+    pub max_requests: u64,
+    pub duration_secs: u64,
+    pub started_at: String,
+    /// Seconds from the first user to the last request finished.
+    pub run_secs: f64,
+    pub score: Score,
+    pub teardown: Teardown,
+    pub snapshot: Snapshot,
+    pub checks: Vec<Check>,
+    pub stages: Vec<Stage>,
+    pub applied: Vec<Applied>,
+    pub setup_notes: Vec<String>,
+    pub drain: Option<Drain>,
+    /// CPU (user + system) the instrument itself spent during the run.
+    pub bench_cpu_secs: f64,
+}
+
+/// Latency percentiles in ms.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct Percentiles {
+    pub count: u64,
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub p999: f64,
+    pub max: f64,
+}
+
+impl Percentiles {
+    pub fn of(h: &Histogram<u64>) -> Self {
+        if h.is_empty() {
+            return Percentiles::default();
+        }
+        let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+        Percentiles {
+            count: h.len(),
+            p50: ms(0.5),
+            p90: ms(0.9),
+            p99: ms(0.99),
+            p999: ms(0.999),
+            max: h.max() as f64 / 1000.0,
+        }
+    }
+}
+
+/// p99 of a histogram of µs, in ms (0 when empty).
+pub fn p99_ms(h: &Histogram<u64>) -> f64 {
+    Percentiles::of(h).p99
+}
+
+/// CPU seconds (user + system) this process has used.
+pub fn cpu_seconds() -> f64 {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::uninit();
+    // SAFETY: getrusage writes a whole `rusage` into the pointer on success (return 0).
+    let usage = unsafe {
+        if libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr()) != 0 {
+            return 0.0;
+        }
+        usage.assume_init()
+    };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(usage.ru_utime) + secs(usage.ru_stime)
+}
+
+impl Report {
+    fn post_latency(&self) -> Percentiles {
+        Percentiles::of(&self.snapshot.posts)
+    }
+
+    /// Why `--strict` fails this run (empty = it passes).
+    pub fn strict_failures(&self) -> Vec<String> {
+        let mut why = Vec::new();
+        let s = &self.score;
+        if s.inconsistencies > 0 {
+            why.push(format!(
+                "{} inconsistencies counted by the checker",
+                s.inconsistencies
+            ));
+        }
+        if s.disqualified {
+            why.push(format!(
+                "negative lag {}: more payments recorded than requested",
+                s.lag
+            ));
+        }
+        let c = &self.snapshot.counts;
+        if c.failed() > 0 {
+            why.push(format!(
+                "{} failed POSTs ({} non-2xx {:?}, {} timeouts, {} errors)",
+                c.failed(),
+                c.non_2xx,
+                self.snapshot.statuses,
+                c.timeout,
+                c.error
+            ));
+        }
+        for check in self.checks.iter().filter(|c| c.error.is_some()) {
+            why.push(format!(
+                "check at {:.1} s failed: {}",
+                check.at_secs,
+                check.error.as_deref().unwrap_or_default()
+            ));
+        }
+        for applied in self.applied.iter().filter(|a| !a.errors.is_empty()) {
+            why.push(format!(
+                "stage {}: {}",
+                applied.stage,
+                applied.errors.join("; ")
+            ));
+        }
+        if let Some(drain) = &self.drain {
+            why.extend(
+                drain
+                    .problems
+                    .iter()
+                    .map(|p| format!("after the drain: {p}")),
+            );
+        }
+        why
+    }
+
+    /// The human score sheet.
+    pub fn table(&self) -> String {
+        let s = &self.score;
+        let t = &self.teardown;
+        let c = &self.snapshot.counts;
+        let mut out = String::new();
+        let w = &mut out;
+        let _ = writeln!(
+            w,
+            "\nrinha-bench rinha: {} users over {} s against {}",
+            self.max_requests, self.duration_secs, self.target
+        );
+        let _ = writeln!(w, "+-------------------------------+------------------+");
+        let row = |w: &mut String, k: &str, v: String| {
+            let _ = writeln!(w, "| {k:<29} | {v:>16} |");
+        };
+        row(w, "profit (total_liquido)", format!("{:.2}", s.profit));
+        row(w, "gross (total_bruto)", format!("{:.2}", s.gross));
+        row(w, "fees (total_taxas)", format!("{:.2}", s.fees));
+        row(
+            w,
+            "p99 (every successful req)",
+            format!("{:.2} ms", s.p99_ms),
+        );
+        row(w, "bonus", format!("{:.2} %", s.bonus * 100.0));
+        row(w, "inconsistencies", s.inconsistencies.to_string());
+        row(
+            w,
+            "fine",
+            format!("{:.0} % = {:.2}", s.fine * 100.0, s.fine_amount),
+        );
+        row(
+            w,
+            "lag",
+            format!(
+                "{}{}",
+                s.lag,
+                if s.disqualified { " DISQUALIFIED" } else { "" }
+            ),
+        );
+        let _ = writeln!(w, "+-------------------------------+------------------+");
+        row(w, "POSTs sent", c.total().to_string());
+        row(w, "POSTs successful", c.success.to_string());
+        row(w, "POSTs non-2xx", c.non_2xx.to_string());
+        row(w, "POSTs timed out (1.5 s)", c.timeout.to_string());
+        row(w, "POSTs connect/HTTP errors", c.error.to_string());
+        let side = |w: &mut String, name: &str, b: u64, bc: f64, p: &ProcessorSummary| {
+            row(
+                w,
+                &format!("{name}: backend / processor"),
+                format!("{b} / {}", p.total_requests),
+            );
+            row(
+                w,
+                &format!("{name}: amount (fee {})", p.fee_per_transaction),
+                format!("{:.2}", cents(bc) as f64 / 100.0),
+            );
+        };
+        side(
+            w,
+            "default",
+            t.backend.default.total_requests,
+            t.backend.default.total_amount,
+            &t.default,
+        );
+        side(
+            w,
+            "fallback",
+            t.backend.fallback.total_requests,
+            t.backend.fallback.total_amount,
+            &t.fallback,
+        );
+        let _ = writeln!(w, "+-------------------------------+------------------+");
+        let p = self.post_latency();
+        let _ = writeln!(
+            w,
+            "POST /payments ms: p50 {:.2}  p90 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}  (n={})",
+            p.p50, p.p90, p.p99, p.p999, p.max, p.count
+        );
+        let a = Percentiles::of(&self.snapshot.all);
+        let _ = writeln!(
+            w,
+            "every successful request ms: p50 {:.2}  p99 {:.3}  max {:.2}  (n={})",
+            a.p50, a.p99, a.max, a.count
+        );
+        for check in &self.checks {
+            let _ = writeln!(
+                w,
+                "check at {:>5.1} s ({:>6.1} ms): backend {:?} processors {:?} -> {} inconsistencies{}",
+                check.at_secs,
+                check.took_ms,
+                check.backend,
+                check.processors,
+                check.inconsistencies,
+                check
+                    .error
+                    .as_deref()
+                    .map(|e| format!(" ({e})"))
+                    .unwrap_or_default()
+            );
+        }
+        for note in &self.setup_notes {
+            let _ = writeln!(w, "note: {note}");
+        }
+        if let Some(d) = &self.drain {
+            let _ = writeln!(
+                w,
+                "after a {} s drain: backend {:?}, processors {:?} + {:?}: {}",
+                d.secs,
+                d.backend.map(|b| b.total_requests()),
+                d.default.map(|p| p.total_requests),
+                d.fallback.map(|p| p.total_requests),
+                if d.problems.is_empty() {
+                    "consistent".to_string()
+                } else {
+                    d.problems.join("; ")
+                }
+            );
+        }
+        let _ = writeln!(
+            w,
+            "instrument CPU: {:.2} s over {:.1} s",
+            self.bench_cpu_secs, self.run_secs
+        );
+        out
+    }
+
+    /// The results file: the official fields, and ours under `"bench"`.
+    pub fn json(&self) -> serde_json::Result<String> {
+        let s = &self.score;
+        let t = &self.teardown;
+        let c = &self.snapshot.counts;
+        let side = |amount: f64, n: u64, fee: f64| {
+            let gross = cents(amount) as f64 / 100.0;
+            serde_json::json!({
+                "total_bruto": gross,
+                "num_pagamentos": n,
+                "total_taxas": super::score::round2(gross * fee),
+            })
+        };
+        let seconds: Vec<_> = self
+            .snapshot
+            .seconds
+            .iter()
+            .enumerate()
+            .map(|(i, sec)| {
+                let p = Percentiles::of(&sec.posts);
+                serde_json::json!({
+                    "second": i, "users": sec.users, "requests": sec.requests,
+                    "posts": sec.post_count, "posts_failed": sec.post_failed,
+                    "post_p50_ms": p.p50, "post_p99_ms": p.p99, "post_max_ms": p.max,
+                })
+            })
+            .collect();
+        let value = serde_json::json!({
+            "total_liquido": s.profit,
+            "total_bruto": s.gross,
+            "total_taxas": s.fees,
+            "p99": {
+                "valor": format!("{:.2}ms", s.p99_ms),
+                "bonus": s.bonus,
+                "max_requests": self.max_requests.to_string(),
+            },
+            "multa": {
+                "porcentagem": s.fine,
+                "total": s.fine_amount,
+                "composicao": { "total_inconsistencias": s.inconsistencies },
+            },
+            "lag": {
+                "num_pagamentos_total": t.backend.total_requests(),
+                "num_pagamentos_solicitados": c.success,
+                "lag": s.lag,
+            },
+            "pagamentos_solicitados": { "qtd_sucesso": c.success, "qtd_falha": c.failed() },
+            "pagamentos_realizados_default": side(t.backend.default.total_amount, t.backend.default.total_requests, t.default.fee_per_transaction),
+            "pagamentos_realizados_fallback": side(t.backend.fallback.total_amount, t.backend.fallback.total_requests, t.fallback.fee_per_transaction),
+            "bench": {
+                "target": self.target,
+                "default": self.default,
+                "fallback": self.fallback,
+                "duration_secs": self.duration_secs,
+                "started_at": self.started_at,
+                "run_secs": self.run_secs,
+                "disqualified": s.disqualified,
+                "score": s,
+                "posts": c,
+                "post_statuses": self.snapshot.statuses,
+                "post_latency_ms": self.post_latency(),
+                "all_latency_ms": Percentiles::of(&self.snapshot.all),
+                "teardown": t,
+                "checks": self.checks,
+                "stages": self.stages,
+                "stages_applied": self.applied,
+                "setup_notes": self.setup_notes,
+                "drain": self.drain,
+                "bench_cpu_secs": self.bench_cpu_secs,
+                "strict_failures": self.strict_failures(),
+                "seconds": seconds,
+            }
+        });
+        serde_json::to_string_pretty(&value)
+    }
+}

@@ -1,0 +1,338 @@
+//! `rinha-bench stack`: the local stack of docs/architecture.md as child processes: two payment
+//! processors (`rinha-bench processor`, fees 0.05 and 0.15), two `rinha` backends on unix
+//! sockets in a temp dir (each peering the other), and `rinha-lb` in front of them.
+//!
+//! [`Stack`] is used by `rinha-bench rinha` too; dropping it kills every child.
+
+mod bins;
+mod part;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+pub use part::{Addr, Part};
+
+/// Fee rates of the two processors (RINHA-2025.md section 1).
+const DEFAULT_FEE: &str = "0.05";
+const FALLBACK_FEE: &str = "0.15";
+
+/// Why the stack could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StackError {
+    #[error("cannot find {name} at {path:?} (build it, or pass --{flag})")]
+    Missing {
+        name: &'static str,
+        path: PathBuf,
+        flag: &'static str,
+    },
+    #[error("building rinha and rinha-lb failed: {0}")]
+    Build(String),
+    #[error("{part}: port {port} is already in use ({source}); pick another with the port flags")]
+    PortBusy {
+        part: String,
+        port: u16,
+        source: std::io::Error,
+    },
+    #[error("{part}: cannot start {program:?}: {source}")]
+    Spawn {
+        part: String,
+        program: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "{part} exited ({status}) before accepting connections; log {log:?} ends with:\n{tail}"
+    )]
+    Exited {
+        part: String,
+        status: String,
+        log: PathBuf,
+        tail: String,
+    },
+    #[error("{part} did not accept connections on {addr} in time; log {log:?} ends with:\n{tail}")]
+    NotUp {
+        part: String,
+        addr: String,
+        log: PathBuf,
+        tail: String,
+    },
+    #[error("bad --backend-env/--lb-env {0:?}: expected KEY=VAL")]
+    BadEnv(String),
+    #[error("temp dir: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Where and how the stack runs (shared by `stack` and `rinha`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct StackOpts {
+    /// Port of the load balancer.
+    #[arg(long, default_value_t = 9999)]
+    pub lb_port: u16,
+    /// Port of the default processor.
+    #[arg(long, default_value_t = 8001)]
+    pub default_port: u16,
+    /// Port of the fallback processor.
+    #[arg(long, default_value_t = 8002)]
+    pub fallback_port: u16,
+    /// The backend binary (default: `rinha` next to this executable).
+    #[arg(long)]
+    pub rinha_bin: Option<PathBuf>,
+    /// The load-balancer binary (default: `rinha-lb` next to this executable).
+    #[arg(long)]
+    pub lb_bin: Option<PathBuf>,
+    /// The `rinha-bench` that runs the processors (default: this executable).
+    #[arg(long)]
+    pub bench_bin: Option<PathBuf>,
+    /// Extra environment for both backends, KEY=VAL (repeatable).
+    #[arg(long = "backend-env", value_name = "KEY=VAL")]
+    pub backend_env: Vec<String>,
+    /// Extra environment for the load balancer, KEY=VAL (repeatable).
+    #[arg(long = "lb-env", value_name = "KEY=VAL")]
+    pub lb_env: Vec<String>,
+    /// Seconds each part gets to accept connections.
+    #[arg(long, default_value_t = 30)]
+    pub up_timeout: u64,
+    /// Never run `cargo build` for rinha and rinha-lb (even under `cargo run`).
+    #[arg(long)]
+    pub no_build: bool,
+}
+
+/// Command-line arguments of `rinha-bench stack`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    pub opts: StackOpts,
+}
+
+/// Runs `rinha-bench stack`: starts everything, waits for Ctrl-C/SIGTERM or a part dying.
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let mut stack = Stack::start(&args.opts).await?;
+        print!("{}", stack.describe());
+        println!("stack up; Ctrl-C stops it");
+        let code = tokio::select! {
+            _ = shutdown_signal() => ExitCode::SUCCESS,
+            died = stack.watch() => {
+                eprintln!("{died}");
+                ExitCode::from(1)
+            }
+        };
+        stack.stop().await;
+        println!("stack stopped");
+        Ok(code)
+    })
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// The running local stack.
+#[derive(Debug)]
+pub struct Stack {
+    pub dir: PathBuf,
+    parts: Vec<Part>,
+    lb_port: u16,
+    default_port: u16,
+    fallback_port: u16,
+}
+
+fn parse_env(pairs: &[String]) -> Result<Vec<(String, String)>, StackError> {
+    pairs
+        .iter()
+        .map(|pair| match pair.split_once('=') {
+            Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+            _ => Err(StackError::BadEnv(pair.clone())),
+        })
+        .collect()
+}
+
+impl Stack {
+    /// Starts processors, then backends, then the load balancer, each group waited for until it
+    /// accepts connections. On any failure the parts already started are stopped.
+    pub async fn start(opts: &StackOpts) -> Result<Stack, StackError> {
+        let backend_env = parse_env(&opts.backend_env)?;
+        let lb_env = parse_env(&opts.lb_env)?;
+        let bins = bins::resolve(opts)?;
+        for (name, port) in [
+            ("default processor", opts.default_port),
+            ("fallback processor", opts.fallback_port),
+            ("rinha-lb", opts.lb_port),
+        ] {
+            part::ensure_free(name, port)?;
+        }
+        let dir = std::env::temp_dir().join(format!(
+            "rinha-stack-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis())
+                .unwrap_or_default()
+        ));
+        std::fs::create_dir_all(&dir)?;
+        let mut stack = Stack {
+            dir: dir.clone(),
+            parts: Vec::new(),
+            lb_port: opts.lb_port,
+            default_port: opts.default_port,
+            fallback_port: opts.fallback_port,
+        };
+        let up = Duration::from_secs(opts.up_timeout);
+
+        for (name, port, fee) in [
+            ("default processor", opts.default_port, DEFAULT_FEE),
+            ("fallback processor", opts.fallback_port, FALLBACK_FEE),
+        ] {
+            let args = vec![
+                "processor".to_string(),
+                "--listen".to_string(),
+                format!("127.0.0.1:{port}"),
+                "--fee".to_string(),
+                fee.to_string(),
+            ];
+            let log = dir.join(format!("{}.log", name.replace(' ', "-")));
+            stack.parts.push(Part::spawn(
+                name,
+                Addr::Tcp(port),
+                &bins.bench,
+                &args,
+                &[],
+                log,
+            )?);
+        }
+        stack.wait_up(up).await?;
+
+        let sockets = [dir.join("backend-1.sock"), dir.join("backend-2.sock")];
+        for (i, socket) in sockets.iter().enumerate() {
+            let peer = &sockets[1 - i];
+            let mut env = vec![
+                ("LISTEN".to_string(), format!("unix:{}", socket.display())),
+                ("PEERS".to_string(), format!("unix:{}", peer.display())),
+                ("PROCESSOR_DEFAULT_URL".to_string(), stack.default_url()),
+                ("PROCESSOR_FALLBACK_URL".to_string(), stack.fallback_url()),
+            ];
+            env.extend(backend_env.iter().cloned());
+            let name = format!("backend-{}", i + 1);
+            let log = dir.join(format!("{name}.log"));
+            stack.parts.push(Part::spawn(
+                &name,
+                Addr::Unix(socket.clone()),
+                &bins.rinha,
+                &[],
+                &env,
+                log,
+            )?);
+        }
+        stack.wait_up(up).await?;
+
+        let backends: Vec<String> = sockets
+            .iter()
+            .map(|s| format!("unix:{}", s.display()))
+            .collect();
+        let mut env = vec![
+            ("LISTEN".to_string(), format!("127.0.0.1:{}", opts.lb_port)),
+            ("BACKENDS".to_string(), backends.join(",")),
+        ];
+        env.extend(lb_env);
+        let log = dir.join("rinha-lb.log");
+        stack.parts.push(Part::spawn(
+            "rinha-lb",
+            Addr::Tcp(opts.lb_port),
+            &bins.lb,
+            &[],
+            &env,
+            log,
+        )?);
+        stack.wait_up(up).await?;
+        Ok(stack)
+    }
+
+    async fn wait_up(&mut self, up: Duration) -> Result<(), StackError> {
+        let deadline = Instant::now() + up;
+        for part in &mut self.parts {
+            part.wait_up(deadline).await?;
+        }
+        Ok(())
+    }
+
+    pub fn lb_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.lb_port)
+    }
+    pub fn default_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.default_port)
+    }
+    pub fn fallback_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.fallback_port)
+    }
+
+    /// The parts, where each listens and where its log goes.
+    pub fn describe(&self) -> String {
+        let mut out = format!("local stack in {}\n", self.dir.display());
+        for part in &self.parts {
+            out.push_str(&format!(
+                "  {:<19} {:<45} pid {:<7} log {}\n",
+                part.name,
+                part.addr.to_string(),
+                part.pid().map(|p| p.to_string()).unwrap_or_default(),
+                part.log.display()
+            ));
+        }
+        out
+    }
+
+    /// Resolves when a part exits, with what it said last.
+    pub async fn watch(&mut self) -> String {
+        loop {
+            for part in &mut self.parts {
+                if let Some(status) = part.exited() {
+                    return format!(
+                        "{} exited ({status}); log {} ends with:\n{}",
+                        part.name,
+                        part.log.display(),
+                        part::tail(&part.log)
+                    );
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// Stops every part, the load balancer first, all in parallel within each layer.
+    pub async fn stop(mut self) {
+        let parts = std::mem::take(&mut self.parts);
+        let mut layers: Vec<Vec<Part>> = vec![Vec::new(), Vec::new(), Vec::new()];
+        for part in parts {
+            let layer = match part.name.as_str() {
+                "rinha-lb" => 0,
+                n if n.starts_with("backend") => 1,
+                _ => 2,
+            };
+            layers[layer].push(part);
+        }
+        for layer in layers {
+            let mut stops = tokio::task::JoinSet::new();
+            for part in layer {
+                stops.spawn(part.stop());
+            }
+            while stops.join_next().await.is_some() {}
+        }
+    }
+}
+
+// Dropping a `Stack` drops its `Part`s, whose children are `kill_on_drop`: an interrupted
+// `rinha` run leaves nothing behind.

@@ -1,0 +1,203 @@
+//! The load balancer's configuration: one struct read from flags or env vars, validated once.
+//!
+//! Names follow `docs/architecture.md` (`LISTEN`, `BACKENDS`, `WORKERS`, `IO_DRIVER`); the
+//! extra knobs have defaults that suit the contest and are documented on each field.
+
+use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Where a backend listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BackendAddr {
+    /// A unix stream socket (`unix:/path.sock`).
+    Unix(PathBuf),
+    /// A TCP address (`host:port`), resolved once at start.
+    Tcp(SocketAddr),
+}
+
+impl fmt::Display for BackendAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BackendAddr::Unix(path) => write!(f, "unix:{}", path.display()),
+            BackendAddr::Tcp(addr) => write!(f, "{addr}"),
+        }
+    }
+}
+
+/// Why a `BACKENDS` entry could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum AddrError {
+    #[error("empty backend entry")]
+    Empty,
+    #[error("`unix:` needs a socket path")]
+    EmptyUnixPath,
+    #[error("`{0}` is neither `unix:/path.sock` nor `host:port`")]
+    Unparsable(String),
+    #[error("`{0}` does not resolve to any address")]
+    Unresolved(String),
+}
+
+impl std::str::FromStr for BackendAddr {
+    type Err = AddrError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let text = text.trim();
+        if text.is_empty() {
+            return Err(AddrError::Empty);
+        }
+        if let Some(path) = text.strip_prefix("unix:") {
+            if path.is_empty() {
+                return Err(AddrError::EmptyUnixPath);
+            }
+            return Ok(BackendAddr::Unix(PathBuf::from(path)));
+        }
+        Ok(BackendAddr::Tcp(resolve(text)?))
+    }
+}
+
+/// Resolves `host:port` once (a blocking lookup, so never on the request path).
+fn resolve(text: &str) -> Result<SocketAddr, AddrError> {
+    if !text.contains(':') {
+        return Err(AddrError::Unparsable(text.to_owned()));
+    }
+    let mut addrs = text
+        .to_socket_addrs()
+        .map_err(|_| AddrError::Unparsable(text.to_owned()))?;
+    addrs
+        .next()
+        .ok_or_else(|| AddrError::Unresolved(text.to_owned()))
+}
+
+fn parse_listen(text: &str) -> Result<SocketAddr, AddrError> {
+    resolve(text.trim())
+}
+
+/// Which I/O driver to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum IoDriver {
+    /// io_uring, or an error if the kernel refuses it.
+    Uring,
+    /// epoll (monoio's legacy driver).
+    Epoll,
+    /// io_uring when available, else epoll (the log says which).
+    Auto,
+}
+
+/// Everything `rinha-lb` is told at start.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = "rinha-lb", version, about)]
+pub struct Config {
+    /// Address to accept clients on (`host:port`).
+    #[arg(long, env = "LISTEN", default_value = "0.0.0.0:9999", value_parser = parse_listen)]
+    pub listen: SocketAddr,
+
+    /// Comma list of backends: `unix:/path.sock` or `host:port`.
+    #[arg(long, env = "BACKENDS", required = true, value_delimiter = ',', num_args = 1..)]
+    pub backends: Vec<BackendAddr>,
+
+    /// Worker runtimes (threads), each with its own `SO_REUSEPORT` listener.
+    #[arg(long, env = "WORKERS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    pub workers: u16,
+
+    /// I/O driver: `uring`, `epoll` or `auto`.
+    #[arg(long, env = "IO_DRIVER", value_enum, default_value_t = IoDriver::Auto)]
+    pub io_driver: IoDriver,
+
+    /// Open client connections allowed at once (all workers together); past it, new clients
+    /// are closed at once. Each connection holds two descriptors.
+    #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+
+    /// After SIGTERM/SIGINT, how long open connections may take to finish (milliseconds).
+    #[arg(long, env = "SHUTDOWN_GRACE_MS", default_value_t = 5000)]
+    pub shutdown_grace_ms: u64,
+
+    /// How long a backend connect may take before the backend counts as down (milliseconds).
+    #[arg(long, env = "CONNECT_TIMEOUT_MS", default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..))]
+    pub connect_timeout_ms: u64,
+
+    /// Relay buffer per direction and connection (bytes).
+    #[arg(long, env = "BUFFER_SIZE", default_value_t = 16 * 1024, value_parser = clap::value_parser!(u32).range(512..=(1 << 24)))]
+    pub buffer_size: u32,
+}
+
+impl Config {
+    /// The shutdown grace as a duration.
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_millis(self.shutdown_grace_ms)
+    }
+
+    /// The backend connect timeout as a duration.
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.connect_timeout_ms)
+    }
+
+    /// The backends as one comma list, as the start log shows them.
+    pub fn backends_display(&self) -> String {
+        let list: Vec<String> = self.backends.iter().map(ToString::to_string).collect();
+        list.join(",")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[test]
+    fn parses_unix_and_tcp_backends() {
+        let addr: BackendAddr = "unix:/tmp/b1.sock".parse().unwrap();
+        assert_eq!(addr, BackendAddr::Unix("/tmp/b1.sock".into()));
+        let addr: BackendAddr = "127.0.0.1:8080".parse().unwrap();
+        assert_eq!(addr, BackendAddr::Tcp("127.0.0.1:8080".parse().unwrap()));
+        assert_eq!(addr.to_string(), "127.0.0.1:8080");
+    }
+
+    #[test]
+    fn rejects_bad_backends() {
+        assert!(matches!("".parse::<BackendAddr>(), Err(AddrError::Empty)));
+        assert!(matches!(
+            "unix:".parse::<BackendAddr>(),
+            Err(AddrError::EmptyUnixPath)
+        ));
+        assert!(matches!(
+            "nonsense".parse::<BackendAddr>(),
+            Err(AddrError::Unparsable(_))
+        ));
+        assert!(matches!(
+            "127.0.0.1:notaport".parse::<BackendAddr>(),
+            Err(AddrError::Unparsable(_))
+        ));
+    }
+
+    #[test]
+    fn reads_a_comma_list() {
+        let cfg = Config::try_parse_from([
+            "rinha-lb",
+            "--backends",
+            "unix:/a.sock,unix:/b.sock",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .unwrap();
+        assert_eq!(cfg.backends.len(), 2);
+        assert_eq!(cfg.backends_display(), "unix:/a.sock,unix:/b.sock");
+        assert_eq!(cfg.workers, 1);
+        assert_eq!(cfg.io_driver, IoDriver::Auto);
+    }
+
+    #[test]
+    fn backends_are_required() {
+        // The env var must not leak into this test from the caller's shell.
+        if std::env::var_os("BACKENDS").is_none() {
+            assert!(Config::try_parse_from(["rinha-lb"]).is_err());
+        }
+        assert!(Config::try_parse_from(["rinha-lb", "--backends", "x"]).is_err());
+        assert!(
+            Config::try_parse_from(["rinha-lb", "--backends", "unix:/a", "--workers", "0"])
+                .is_err()
+        );
+    }
+}

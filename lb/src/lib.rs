@@ -1,0 +1,17 @@
+//! `rinha-lb`: a layer-4 round-robin load balancer on monoio (io_uring, epoll fallback).
+//!
+//! Layout:
+//! - [`config`]: the one configuration struct (flags and env vars), validated once at start.
+//! - [`runtime`]: which I/O driver runs (io_uring or epoll) and process-wide setup.
+//! - [`server`]: one accept loop per worker runtime, the connection cap and graceful shutdown.
+//! - [`backend`]: the backend set of a worker: round-robin, down marks with backoff.
+//! - [`relay`]: the copy loops that move bytes both ways without parsing them (the hot path).
+//!
+//! Each worker owns its runtime, listener (`SO_REUSEPORT`) and backend set; the only state
+//! shared between workers is the open-connection count behind the cap.
+
+pub mod backend;
+pub mod config;
+pub mod relay;
+pub mod runtime;
+pub mod server;

@@ -1,0 +1,407 @@
+//! The real `rinha-lb` binary against echo backends on temp unix sockets, under both drivers.
+//!
+//! Every scenario runs once with `IO_DRIVER=uring` and once with `IO_DRIVER=epoll`.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::Shutdown;
+use std::time::{Duration, Instant};
+
+use support::*;
+
+/// Generates one `#[test]` per driver for each scenario function.
+macro_rules! under_both_drivers {
+    ($($scenario:ident),* $(,)?) => {
+        mod uring {
+            $( #[test] fn $scenario() { super::$scenario("uring") } )*
+        }
+        mod epoll {
+            $( #[test] fn $scenario() { super::$scenario("epoll") } )*
+        }
+    };
+}
+
+under_both_drivers!(
+    start_line_names_the_driver,
+    round_robin_spreads_connections,
+    killed_backend_clients_move_and_restart_is_used,
+    large_and_pipelined_bytes_are_exact,
+    half_close_reaches_the_backend_and_the_reply_returns,
+    thousand_concurrent_connections,
+    fds_return_to_baseline,
+    all_backends_down_closes_quickly,
+    connection_cap_closes_extra_clients,
+    sigterm_lets_open_connections_finish,
+    sigterm_grace_is_bounded,
+    two_workers_serve_both_backends,
+);
+
+fn two_backends(dir: &TempDir) -> (TestBackend, TestBackend) {
+    (
+        TestBackend::start(&dir.path("b1.sock"), 1),
+        TestBackend::start(&dir.path("b2.sock"), 2),
+    )
+}
+
+fn start_line_names_the_driver(driver: &str) {
+    let dir = TempDir::new("start");
+    let (b1, b2) = two_backends(&dir);
+    let lb = Lb::start(driver, &[&b1.path, &b2.path], &[]);
+    let expected = if driver == "uring" {
+        "io_uring"
+    } else {
+        "epoll"
+    };
+    assert_eq!(field(&lb.start_line, "driver="), expected);
+    assert_eq!(field(&lb.start_line, "workers="), "1");
+    assert!(field(&lb.start_line, "version=").starts_with("0."));
+    assert_eq!(
+        field(&lb.start_line, "backends="),
+        format!("unix:{},unix:{}", b1.path.display(), b2.path.display())
+    );
+}
+
+fn round_robin_spreads_connections(driver: &str) {
+    let dir = TempDir::new("rr");
+    let (b1, b2) = two_backends(&dir);
+    let lb = Lb::start(driver, &[&b1.path, &b2.path], &[]);
+    let mut served = [0usize; 3];
+    let mut previous = 0;
+    for _ in 0..200 {
+        let mut client = lb.connect();
+        let id = greeting(&mut client);
+        assert_ne!(id, previous, "round-robin alternates between two backends");
+        previous = id;
+        served[id as usize] += 1;
+    }
+    assert_eq!(served[1], 100);
+    assert_eq!(served[2], 100);
+}
+
+fn killed_backend_clients_move_and_restart_is_used(driver: &str) {
+    let dir = TempDir::new("kill");
+    let (mut b1, b2) = two_backends(&dir);
+    let lb = Lb::start(driver, &[&b1.path, &b2.path], &[]);
+    let mut clients: Vec<_> = (0..10)
+        .map(|_| {
+            let mut client = lb.connect();
+            let id = greeting(&mut client);
+            (id, client)
+        })
+        .collect();
+    assert_eq!(clients.iter().filter(|(id, _)| *id == 1).count(), 5);
+
+    b1.kill();
+    for (id, client) in &mut clients {
+        if *id == 1 {
+            assert!(
+                is_closed(client),
+                "clients of the killed backend are closed"
+            );
+        } else {
+            assert_eq!(echo(client, b"still here"), b"still here");
+        }
+    }
+    // The clients reconnect: every one is served by the surviving backend.
+    for _ in 0..20 {
+        let mut client = lb.connect();
+        assert_eq!(greeting(&mut client), 2);
+        assert_eq!(echo(&mut client, b"moved"), b"moved");
+    }
+    assert!(lb.wait_for_log("backend down", Duration::from_secs(2)));
+
+    let b1 = TestBackend::start(&b1.path.clone(), 1);
+    // Used again once its backoff (at most 2 s) runs out.
+    let back = wait_until(Duration::from_secs(5), || {
+        let mut client = lb.connect();
+        greeting(&mut client) == 1
+    });
+    assert!(back, "the restarted backend is used again");
+    let ids: Vec<u8> = (0..10).map(|_| greeting(&mut lb.connect())).collect();
+    assert_eq!(ids.iter().filter(|&&id| id == 1).count(), 5, "{ids:?}");
+    assert!(lb.wait_for_log("backend up again", Duration::from_secs(2)));
+    drop((b1, b2));
+}
+
+fn large_and_pipelined_bytes_are_exact(driver: &str) {
+    let dir = TempDir::new("bytes");
+    let (b1, b2) = two_backends(&dir);
+    let lb = Lb::start(driver, &[&b1.path, &b2.path], &[]);
+
+    // 8 MiB one way while the echo streams back: far larger than every buffer on the path.
+    let payload = noise(8 << 20, 7);
+    let mut client = lb.connect();
+    let id = greeting(&mut client);
+    let mut writer = client.try_clone().unwrap();
+    let sent = payload.clone();
+    let sender = std::thread::spawn(move || {
+        for chunk in sent.chunks(100_003) {
+            writer.write_all(chunk).unwrap();
+        }
+        writer.shutdown(Shutdown::Write).unwrap();
+    });
+    let mut back = Vec::new();
+    client.read_to_end(&mut back).unwrap();
+    sender.join().unwrap();
+    assert!(matches!(id, 1 | 2));
+    assert_eq!(back.len(), payload.len() + EOF_MARK.len());
+    assert!(
+        back[..payload.len()] == payload[..],
+        "large payload relayed byte-exact"
+    );
+    assert_eq!(&back[payload.len()..], EOF_MARK);
+
+    // Fifty pipelined HTTP requests in one write come back exactly, in order.
+    let mut pipelined = Vec::new();
+    for n in 0..50 {
+        let body = format!("{{\"correlationId\":\"{n:08}\",\"amount\":19.90}}");
+        pipelined.extend_from_slice(
+            format!(
+                "POST /payments HTTP/1.1\r\nHost: lb\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .as_bytes(),
+        );
+    }
+    let mut client = lb.connect();
+    greeting(&mut client);
+    assert_eq!(echo(&mut client, &pipelined), pipelined);
+}
+
+fn half_close_reaches_the_backend_and_the_reply_returns(driver: &str) {
+    let dir = TempDir::new("half");
+    let (b1, b2) = two_backends(&dir);
+    let lb = Lb::start(driver, &[&b1.path, &b2.path], &[]);
+    for _ in 0..4 {
+        let mut client = lb.connect();
+        client.write_all(b"last words").unwrap();
+        client.shutdown(Shutdown::Write).unwrap();
+        let mut back = Vec::new();
+        client.read_to_end(&mut back).unwrap();
+        assert!(matches!(back[0], 1 | 2));
+        assert_eq!(&back[1..], b"last wordsEOF");
+    }
+    // Both sides were closed together: nothing stays open on the backends.
+    assert!(wait_until(Duration::from_secs(2), || {
+        b1.open_connections() + b2.open_connections() == 0
+    }));
+}
+
+fn thousand_concurrent_connections(driver: &str) {
+    let dir = TempDir::new("thousand");
+    let (b1, b2) = two_backends(&dir);
+    let lb = Lb::start(driver, &[&b1.path, &b2.path], &[]);
+    let mut clients: Vec<_> = (0..1000).map(|_| lb.connect()).collect();
+    let mut served = [0usize; 3];
+    for (n, client) in clients.iter_mut().enumerate() {
+        served[greeting(client) as usize] += 1;
+        client.write_all(format!("{n:06}").as_bytes()).unwrap();
+    }
+    assert_eq!(b1.open_connections() + b2.open_connections(), 1000);
+    for (n, client) in clients.iter_mut().enumerate() {
+        let mut back = [0u8; 6];
+        client.read_exact(&mut back).unwrap();
+        assert_eq!(back, *format!("{n:06}").as_bytes());
+    }
+    assert_eq!((served[1], served[2]), (500, 500));
+    drop(clients);
+    assert!(wait_until(Duration::from_secs(5), || {
+        b1.open_connections() + b2.open_connections() == 0
+    }));
+}
+
+/// Connections per fd test: the full 100,000 (about 40 s in a debug build with both drivers'
+/// runs in parallel on 2 cores; four client threads, a quarter of them reset or half-closed).
+const FD_TEST_CONNECTIONS: usize = 100_000;
+
+fn fds_return_to_baseline(driver: &str) {
+    let dir = TempDir::new("fds");
+    let (b1, b2) = two_backends(&dir);
+    let lb = Lb::start(driver, &[&b1.path, &b2.path], &[]);
+    let mut warm = lb.connect();
+    greeting(&mut warm);
+    drop(warm);
+    assert!(wait_until(Duration::from_secs(2), || b1.open_connections()
+        + b2.open_connections()
+        == 0));
+    let baseline = lb.fd_count();
+
+    let addr = lb.addr;
+    let threads = 4;
+    let started = Instant::now();
+    let workers: Vec<_> = (0..threads)
+        .map(|t| {
+            std::thread::spawn(move || {
+                for n in 0..FD_TEST_CONNECTIONS / threads {
+                    let mut client = connect(addr);
+                    match (n + t) % 4 {
+                        // A full exchange, then close.
+                        0 | 1 => {
+                            greeting(&mut client);
+                            assert_eq!(echo(&mut client, b"x"), b"x");
+                        }
+                        // Half-close and read to the end.
+                        2 => {
+                            client.shutdown(Shutdown::Write).unwrap();
+                            let mut rest = Vec::new();
+                            client.read_to_end(&mut rest).unwrap();
+                        }
+                        // Gone before reading anything (the lb sees a reset or EOF).
+                        _ => client.write_all(b"bye").unwrap(),
+                    }
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.join().unwrap();
+    }
+    let elapsed = started.elapsed();
+    let settled = wait_until(Duration::from_secs(5), || lb.fd_count() <= baseline);
+    assert!(
+        settled,
+        "fds after {FD_TEST_CONNECTIONS} connections: {} (baseline {baseline})",
+        lb.fd_count()
+    );
+    eprintln!("{FD_TEST_CONNECTIONS} connections in {elapsed:?}; fds back to {baseline}");
+}
+
+fn all_backends_down_closes_quickly(driver: &str) {
+    let dir = TempDir::new("down");
+    let b1_path = dir.path("b1.sock");
+    let b2_path = dir.path("b2.sock");
+    let lb = Lb::start(driver, &[&b1_path, &b2_path], &[]);
+    for _ in 0..5 {
+        let started = Instant::now();
+        let mut client = lb.connect();
+        let _ = client.write_all(b"anyone?");
+        assert!(is_closed(&mut client), "no backend: the client is closed");
+        assert!(
+            started.elapsed() < Duration::from_millis(500),
+            "closed quickly, never a hang"
+        );
+    }
+    // A backend that appears later is used.
+    let b2 = TestBackend::start(&b2_path, 2);
+    let served = wait_until(Duration::from_secs(5), || {
+        let mut client = lb.connect();
+        let mut id = [0u8; 1];
+        client.read_exact(&mut id).is_ok() && id[0] == 2
+    });
+    assert!(served);
+    drop(b2);
+}
+
+fn connection_cap_closes_extra_clients(driver: &str) {
+    let dir = TempDir::new("cap");
+    let (b1, b2) = two_backends(&dir);
+    let lb = Lb::start(driver, &[&b1.path, &b2.path], &[("MAX_CONNECTIONS", "5")]);
+    let mut held: Vec<_> = (0..5).map(|_| lb.connect()).collect();
+    for client in &mut held {
+        greeting(client);
+    }
+    let mut extra = lb.connect();
+    assert!(is_closed(&mut extra), "the sixth client is closed at once");
+    assert!(lb.wait_for_log("connection cap reached", Duration::from_secs(2)));
+    drop(held);
+    assert!(wait_until(Duration::from_secs(2), || {
+        let mut client = lb.connect();
+        let mut id = [0u8; 1];
+        client.read_exact(&mut id).is_ok()
+    }));
+}
+
+fn sigterm_lets_open_connections_finish(driver: &str) {
+    let dir = TempDir::new("term");
+    let (b1, b2) = two_backends(&dir);
+    let mut lb = Lb::start(driver, &[&b1.path, &b2.path], &[]);
+    let mut open = lb.connect();
+    greeting(&mut open);
+    lb.signal(libc::SIGTERM);
+    assert!(lb.wait_for_log("rinha-lb stopping", Duration::from_secs(2)));
+    // No new clients once the listener is closed...
+    assert!(wait_until(Duration::from_secs(2), || {
+        std::net::TcpStream::connect(lb.addr).is_err()
+    }));
+    // ...while the open one is still served.
+    assert_eq!(echo(&mut open, b"finishing"), b"finishing");
+    let closed_at = Instant::now();
+    drop(open);
+    let status = loop {
+        if let Some(status) = lb.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            closed_at.elapsed() < Duration::from_secs(3),
+            "exits once drained"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert!(status.success(), "exit 0 after SIGTERM: {status:?}");
+    assert!(lb.wait_for_log("rinha-lb stopped", Duration::from_secs(1)));
+}
+
+fn sigterm_grace_is_bounded(driver: &str) {
+    let dir = TempDir::new("grace");
+    let (b1, b2) = two_backends(&dir);
+    let mut lb = Lb::start(
+        driver,
+        &[&b1.path, &b2.path],
+        &[("SHUTDOWN_GRACE_MS", "300")],
+    );
+    let mut idle = lb.connect();
+    greeting(&mut idle);
+    let signalled = Instant::now();
+    lb.signal(libc::SIGTERM);
+    let status = loop {
+        if let Some(status) = lb.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            signalled.elapsed() < Duration::from_secs(3),
+            "the grace is a bound"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert!(status.success(), "{status:?}");
+    assert!(signalled.elapsed() >= Duration::from_millis(300));
+    assert!(
+        is_closed(&mut idle),
+        "the idle client is closed when the grace runs out"
+    );
+    assert!(lb.wait_for_log(
+        "still open after the shutdown grace",
+        Duration::from_secs(1)
+    ));
+}
+
+fn two_workers_serve_both_backends(driver: &str) {
+    let dir = TempDir::new("workers");
+    let (b1, b2) = two_backends(&dir);
+    let lb = Lb::start(driver, &[&b1.path, &b2.path], &[("WORKERS", "2")]);
+    assert_eq!(field(&lb.start_line, "workers="), "2");
+    let mut served = [0usize; 3];
+    for _ in 0..100 {
+        let mut client = lb.connect();
+        served[greeting(&mut client) as usize] += 1;
+        assert_eq!(echo(&mut client, b"ok"), b"ok");
+    }
+    // Each worker alternates on its own; the kernel spreads clients over the workers.
+    assert!(served[1] >= 25 && served[2] >= 25, "{served:?}");
+}
+
+#[test]
+fn missing_or_bad_backends_exit_2() {
+    for backends in [None, Some("nonsense"), Some("unix:")] {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_rinha-lb"));
+        command.env_clear().env("LISTEN", "127.0.0.1:0");
+        if let Some(value) = backends {
+            command.env("BACKENDS", value);
+        }
+        let output = command.output().unwrap();
+        assert_eq!(output.status.code(), Some(2), "BACKENDS={backends:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("--backends"), "{stderr}");
+    }
+}

@@ -1,0 +1,293 @@
+//! The journal directory: file names, whole-directory replay, and rebalancing when the
+//! number of cores changes between runs.
+//!
+//! Files: `core-<n>.journal` (one per core), `core-<n>.journal.tmp` (a compaction in
+//! progress; removed on open), `rebalance.journal` (a full copy of the state that exists
+//! only while [`rebalance`] redistributes it). Any mix of these that a crash can leave
+//! behind replays to the same state, because the directory merge dedupes by payment id.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use uuid::Uuid;
+
+use super::record::{encode, MAGIC};
+use super::replay;
+use super::state::LiveState;
+use super::{JournalError, Replay};
+
+const REBALANCE_FILE: &str = "rebalance.journal";
+
+pub fn journal_path(dir: &Path, core: usize) -> PathBuf {
+    dir.join(format!("core-{core}.journal"))
+}
+
+pub fn tmp_path(dir: &Path, core: usize) -> PathBuf {
+    dir.join(format!("core-{core}.journal.tmp"))
+}
+
+/// The core a `core-<n>.journal` file name belongs to.
+fn core_of_name(name: &str) -> Option<usize> {
+    let n = name.strip_prefix("core-")?.strip_suffix(".journal")?;
+    // `parse` alone would accept "+1"; require plain digits so names map one to one.
+    if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    n.parse().ok()
+}
+
+pub fn remove_if_exists(path: &Path) -> Result<(), JournalError> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(JournalError::io(path)(e)),
+        _ => Ok(()),
+    }
+}
+
+/// Makes renames, creations and removals in `dir` durable.
+pub fn sync_dir(dir: &Path) -> Result<(), JournalError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(JournalError::io(dir))
+}
+
+/// Writes `state` as a fresh journal at `path` (truncating it) and fsyncs it. Returns its
+/// length.
+pub fn write_state(path: &Path, state: &LiveState) -> Result<u64, JournalError> {
+    let mut bytes = MAGIC.to_vec();
+    for event in state.to_events() {
+        encode(&mut bytes, &event);
+    }
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)
+        .map_err(JournalError::io(path))?;
+    file.write_all(&bytes).map_err(JournalError::io(path))?;
+    file.sync_all().map_err(JournalError::io(path))?;
+    Ok(bytes.len() as u64)
+}
+
+/// Writes `state` to `tmp`, then renames it over `path`: `path` holds either its old or its
+/// new contents at every instant.
+pub fn replace_with_state(
+    dir: &Path,
+    tmp: &Path,
+    path: &Path,
+    state: &LiveState,
+) -> Result<u64, JournalError> {
+    let len = write_state(tmp, state)?;
+    fs::rename(tmp, path).map_err(JournalError::io(path))?;
+    sync_dir(dir)?;
+    Ok(len)
+}
+
+/// The journal files of a directory.
+#[derive(Debug, Default)]
+struct Listing {
+    /// `(core, path)` for each `core-<n>.journal`, by core.
+    cores: Vec<(usize, PathBuf)>,
+    /// The rebalance copy, if a rebalance was interrupted.
+    rebalance: Option<PathBuf>,
+    /// Temp files of interrupted compactions or rebalances: never read, only removed.
+    temps: Vec<PathBuf>,
+}
+
+fn list(dir: &Path) -> Result<Listing, JournalError> {
+    let mut cores = Vec::new();
+    let mut rebalance = None;
+    let mut temps = Vec::new();
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Listing::default()),
+        Err(e) => return Err(JournalError::io(dir)(e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(JournalError::io(dir))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if let Some(core) = core_of_name(name) {
+            cores.push((core, entry.path()));
+        } else if name == REBALANCE_FILE {
+            rebalance = Some(entry.path());
+        } else if name.ends_with(".journal.tmp") {
+            temps.push(entry.path());
+        }
+    }
+    cores.sort();
+    Ok(Listing {
+        cores,
+        rebalance,
+        temps,
+    })
+}
+
+/// Merged live state of every journal in `dir`, read only (a torn tail is ignored, not cut).
+fn merged_state(dir: &Path) -> Result<(LiveState, Vec<(usize, PathBuf)>), JournalError> {
+    let Listing {
+        cores, rebalance, ..
+    } = list(dir)?;
+    let mut state = LiveState::default();
+    for path in cores.iter().map(|(_, p)| p).chain(rebalance.iter()) {
+        let bytes = fs::read(path).map_err(JournalError::io(path))?;
+        let scan = replay::scan(path, &bytes)?;
+        if scan.good_len != 0 && scan.good_len < bytes.len() as u64 {
+            tracing::warn!(path = %path.display(), offset = scan.good_len, "journal: torn last record ignored");
+        }
+        state.merge(scan.state);
+    }
+    Ok((state, cores))
+}
+
+/// The state of every journal in `dir` together, whatever number of cores wrote them.
+pub fn replay_dir(dir: &Path) -> Result<Replay, JournalError> {
+    Ok(merged_state(dir)?.0.to_replay())
+}
+
+/// Makes `dir` hold exactly `cores` journals, `core-0` .. `core-<cores-1>`, with the payments
+/// of any other journals spread over them (by the low bits of the id). Call it once at start,
+/// before any [`Journal::open`](super::Journal::open). Returns whether it rewrote anything.
+///
+/// Crash-safe: the whole state is first written to `rebalance.journal`; only then are the
+/// old files removed and the new ones written; the copy goes last. A run interrupted at any
+/// point is finished by the next call.
+pub fn rebalance(dir: &Path, cores: usize) -> Result<bool, JournalError> {
+    let cores = cores.max(1);
+    let listing = list(dir)?;
+    for tmp in &listing.temps {
+        remove_if_exists(tmp)?;
+    }
+    // Growing needs no rewrite: the new cores start with empty journals.
+    if listing.rebalance.is_none() && listing.cores.iter().all(|(core, _)| *core < cores) {
+        return Ok(false);
+    }
+    let leftover = listing.rebalance;
+    let (state, existing) = merged_state(dir)?;
+    let copy = dir.join(REBALANCE_FILE);
+    if leftover.is_none() {
+        let tmp = dir.join(format!("{REBALANCE_FILE}.tmp"));
+        replace_with_state(dir, &tmp, &copy, &state)?;
+    }
+    for (_, path) in &existing {
+        remove_if_exists(path)?;
+    }
+    sync_dir(dir)?;
+    for core in 0..cores {
+        let share = state.filtered(|id| core_for(id, cores) == core);
+        replace_with_state(dir, &tmp_path(dir, core), &journal_path(dir, core), &share)?;
+    }
+    remove_if_exists(&copy)?;
+    sync_dir(dir)?;
+    tracing::info!(
+        dir = %dir.display(),
+        from = existing.len(),
+        to = cores,
+        payments = state.len(),
+        "journal: rebalanced"
+    );
+    Ok(true)
+}
+
+fn core_for(id: &Uuid, cores: usize) -> usize {
+    (id.as_u128() % cores as u128) as usize
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::journal::{Journal, Processor, SyncMode};
+
+    fn sorted(mut r: Replay) -> Replay {
+        r.confirmed.sort_by_key(|c| c.id);
+        r.unsettled.sort_by_key(|u| u.id);
+        r
+    }
+
+    /// Three cores' worth of journals with confirmed, pinned and unpinned payments.
+    fn three_cores(dir: &Path) {
+        for core in 0..3u128 {
+            let (mut j, _) = Journal::open(dir, core as usize, SyncMode::None).unwrap();
+            for n in 0..10u128 {
+                let id = Uuid::from_u128(core * 100 + n);
+                j.accepted(id, n as u64 + 1);
+                if n % 3 != 0 {
+                    j.attempt(id, Processor::Fallback, n as i64);
+                }
+                if n % 2 == 0 {
+                    j.confirmed(id, Processor::Default, n as i64, n as u64 + 1);
+                }
+            }
+            j.commit().unwrap();
+        }
+    }
+
+    fn share_of(state: &LiveState, core: usize) -> LiveState {
+        state.filtered(|id| core_for(id, 2) == core)
+    }
+
+    #[test]
+    fn names_parse_strictly() {
+        assert_eq!(core_of_name("core-12.journal"), Some(12));
+        assert_eq!(core_of_name("core-+1.journal"), None);
+        assert_eq!(core_of_name("core-1.journal.tmp"), None);
+        assert_eq!(core_of_name("core-.journal"), None);
+    }
+
+    #[test]
+    fn replay_dir_merges_every_core() {
+        let dir = tempfile::tempdir().unwrap();
+        three_cores(dir.path());
+        let r = replay_dir(dir.path()).unwrap();
+        assert_eq!(r.confirmed.len(), 15);
+        assert_eq!(r.unsettled.len(), 15);
+        assert_eq!(
+            replay_dir(&dir.path().join("absent")).unwrap(),
+            Replay::default()
+        );
+    }
+
+    #[test]
+    fn rebalance_to_fewer_cores_keeps_the_state() {
+        let dir = tempfile::tempdir().unwrap();
+        three_cores(dir.path());
+        let before = sorted(replay_dir(dir.path()).unwrap());
+        assert!(!rebalance(dir.path(), 3).unwrap());
+        assert!(rebalance(dir.path(), 2).unwrap());
+        let listing = list(dir.path()).unwrap();
+        let cores: Vec<usize> = listing.cores.iter().map(|c| c.0).collect();
+        assert_eq!(cores, vec![0, 1]);
+        assert!(listing.rebalance.is_none());
+        let mut together = Replay::default();
+        for core in 0..2 {
+            let (_, r) = Journal::open(dir.path(), core, SyncMode::None).unwrap();
+            assert!(r.confirmed.iter().all(|c| core_for(&c.id, 2) == core));
+            together.confirmed.extend(r.confirmed);
+            together.unsettled.extend(r.unsettled);
+        }
+        assert_eq!(sorted(together), before);
+        assert!(!rebalance(dir.path(), 2).unwrap());
+    }
+
+    #[test]
+    fn interrupted_rebalance_is_finished_by_the_next_one() {
+        let dir = tempfile::tempdir().unwrap();
+        three_cores(dir.path());
+        let before = sorted(replay_dir(dir.path()).unwrap());
+        // Crash after the copy was written and one old file removed.
+        let (state, _) = merged_state(dir.path()).unwrap();
+        write_state(&dir.path().join(REBALANCE_FILE), &state).unwrap();
+        fs::remove_file(journal_path(dir.path(), 2)).unwrap();
+        assert_eq!(sorted(replay_dir(dir.path()).unwrap()), before);
+        // Crash while the next new file was being written.
+        write_state(&tmp_path(dir.path(), 1), &share_of(&state, 1)).unwrap();
+        // Crash after one new file replaced an old one.
+        write_state(&journal_path(dir.path(), 0), &share_of(&state, 0)).unwrap();
+        assert_eq!(sorted(replay_dir(dir.path()).unwrap()), before);
+        assert!(rebalance(dir.path(), 2).unwrap());
+        let listing = list(dir.path()).unwrap();
+        assert!(listing.rebalance.is_none());
+        assert!(listing.temps.is_empty());
+        assert_eq!(sorted(replay_dir(dir.path()).unwrap()), before);
+    }
+}

@@ -1,0 +1,368 @@
+//! Tests of the journal through its files: round trips, torn tails, corruption, and a
+//! property test against a deliberately naive in-memory model of the replay rules.
+
+use std::fs::OpenOptions;
+use std::path::Path;
+
+use proptest::prelude::*;
+use uuid::Uuid;
+
+use super::record::Event;
+use super::{Confirmed, Journal, JournalError, Processor, Replay, SyncMode, Unsettled};
+
+fn write(j: &mut Journal, e: &Event) {
+    match *e {
+        Event::Accepted { id, cents } => j.accepted(id, cents),
+        Event::Attempt {
+            id,
+            processor,
+            requested_at_us,
+        } => j.attempt(id, processor, requested_at_us),
+        Event::Confirmed(c) => j.confirmed(c.id, c.processor, c.requested_at_us, c.cents),
+        Event::Dropped { id } => j.dropped(id),
+        Event::Purged => j.purged(),
+    }
+}
+
+fn reopen(dir: &Path) -> Replay {
+    Journal::open(dir, 0, SyncMode::None).unwrap().1
+}
+
+fn sorted(mut r: Replay) -> Replay {
+    r.confirmed.sort_by_key(|c| c.id);
+    r.unsettled.sort_by_key(|u| u.id);
+    r
+}
+
+/// The replay rules written as plainly as possible: a list, searched linearly.
+fn model(events: &[Event]) -> Replay {
+    #[derive(Clone, Copy)]
+    enum S {
+        Unsettled(Unsettled),
+        Confirmed(Confirmed),
+    }
+    let mut payments: Vec<(Uuid, S)> = Vec::new();
+    for e in events {
+        match *e {
+            Event::Accepted { id, cents } => {
+                if !payments.iter().any(|p| p.0 == id) {
+                    payments.push((
+                        id,
+                        S::Unsettled(Unsettled {
+                            id,
+                            cents,
+                            pinned: None,
+                        }),
+                    ));
+                }
+            }
+            Event::Attempt {
+                id,
+                processor,
+                requested_at_us,
+            } => {
+                for p in payments.iter_mut().filter(|p| p.0 == id) {
+                    if let S::Unsettled(u) = &mut p.1 {
+                        u.pinned = Some((processor, requested_at_us));
+                    }
+                }
+            }
+            Event::Confirmed(c) => {
+                let i = payments.iter().position(|p| p.0 == c.id);
+                match i.map(|i| payments[i].1) {
+                    None => payments.push((c.id, S::Confirmed(c))),
+                    Some(S::Unsettled(_)) => payments[i.unwrap()].1 = S::Confirmed(c),
+                    Some(S::Confirmed(_)) => {}
+                }
+            }
+            Event::Dropped { id } => {
+                payments.retain(|p| !(p.0 == id && matches!(p.1, S::Unsettled(_))));
+            }
+            Event::Purged => payments.retain(|p| matches!(p.1, S::Unsettled(_))),
+        }
+    }
+    let mut r = Replay::default();
+    for (_, s) in payments {
+        match s {
+            S::Unsettled(u) => r.unsettled.push(u),
+            S::Confirmed(c) => r.confirmed.push(c),
+        }
+    }
+    sorted(r)
+}
+
+fn id(n: u128) -> Uuid {
+    Uuid::from_u128(n)
+}
+
+fn payment(n: u128, cents: u64) -> [Event; 3] {
+    [
+        Event::Accepted { id: id(n), cents },
+        Event::Attempt {
+            id: id(n),
+            processor: Processor::Fallback,
+            requested_at_us: n as i64,
+        },
+        Event::Confirmed(Confirmed {
+            id: id(n),
+            processor: Processor::Fallback,
+            requested_at_us: n as i64,
+            cents,
+        }),
+    ]
+}
+
+#[test]
+fn every_event_round_trips_through_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut j, _) = Journal::open(dir.path(), 0, SyncMode::Batch).unwrap();
+    let mut events = payment(1, 1990).to_vec();
+    events.extend([
+        Event::Accepted {
+            id: id(2),
+            cents: 7,
+        },
+        Event::Attempt {
+            id: id(2),
+            processor: Processor::Default,
+            requested_at_us: -1,
+        },
+        Event::Accepted {
+            id: id(3),
+            cents: 8,
+        },
+        Event::Accepted {
+            id: id(4),
+            cents: 9,
+        },
+        Event::Dropped { id: id(4) },
+    ]);
+    for e in &events {
+        write(&mut j, e);
+    }
+    j.commit().unwrap();
+    drop(j);
+    let r = reopen(dir.path());
+    assert_eq!(
+        r.confirmed,
+        vec![match events[2] {
+            Event::Confirmed(c) => c,
+            _ => unreachable!(),
+        }]
+    );
+    assert_eq!(
+        r.unsettled,
+        vec![
+            Unsettled {
+                id: id(2),
+                cents: 7,
+                pinned: Some((Processor::Default, -1))
+            },
+            Unsettled {
+                id: id(3),
+                cents: 8,
+                pinned: None
+            },
+        ]
+    );
+}
+
+#[test]
+fn purge_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut j, _) = Journal::open(dir.path(), 0, SyncMode::None).unwrap();
+    payment(1, 1).iter().for_each(|e| write(&mut j, e));
+    j.accepted(id(2), 2);
+    j.attempt(id(2), Processor::Default, 5);
+    j.purged();
+    payment(3, 3).iter().for_each(|e| write(&mut j, e));
+    j.commit().unwrap();
+    drop(j);
+    let r = reopen(dir.path());
+    assert_eq!(
+        r.confirmed.iter().map(|c| c.id).collect::<Vec<_>>(),
+        vec![id(3)]
+    );
+    assert_eq!(r.unsettled.len(), 1);
+    assert_eq!(r.unsettled[0].pinned, Some((Processor::Default, 5)));
+}
+
+/// Cutting the file anywhere inside its last record replays to the state before that
+/// record, and the journal keeps working after the cut.
+#[test]
+fn torn_tail_at_every_offset_replays_to_the_state_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = super::dir::journal_path(dir.path(), 0);
+    let (mut j, _) = Journal::open(dir.path(), 0, SyncMode::None).unwrap();
+    let [accepted, attempt, confirmed] = payment(1, 100);
+    write(&mut j, &accepted);
+    write(&mut j, &attempt);
+    j.commit().unwrap();
+    let before_len = j.file_len();
+    write(&mut j, &confirmed);
+    j.commit().unwrap();
+    let full_len = j.file_len();
+    drop(j);
+    let full = std::fs::read(&path).unwrap();
+    let before = model(&[accepted, attempt]);
+    for cut in before_len..full_len {
+        std::fs::write(&path, &full[..cut as usize]).unwrap();
+        let (mut j, r) = Journal::open(dir.path(), 0, SyncMode::None).unwrap();
+        assert_eq!(sorted(r), before, "cut at {cut}");
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().len(),
+            before_len,
+            "cut at {cut}"
+        );
+        write(&mut j, &confirmed);
+        j.commit().unwrap();
+        drop(j);
+        assert_eq!(
+            sorted(reopen(dir.path())),
+            model(&payment(1, 100)),
+            "cut at {cut}"
+        );
+    }
+}
+
+/// A crash can cut a multi-record batch anywhere: every cut of the whole file replays to
+/// the model of the records that are whole before the cut.
+#[test]
+fn a_cut_anywhere_replays_to_the_whole_records_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = super::dir::journal_path(dir.path(), 0);
+    let (mut j, _) = Journal::open(dir.path(), 0, SyncMode::None).unwrap();
+    let mut events = Vec::new();
+    for n in 0..4 {
+        events.extend(payment(n, n as u64 + 1));
+    }
+    events.insert(5, Event::Purged);
+    events.insert(9, Event::Dropped { id: id(3) });
+    events.iter().for_each(|e| write(&mut j, e));
+    j.commit().unwrap();
+    drop(j);
+    let full = std::fs::read(&path).unwrap();
+    // Offsets where each record ends.
+    let mut ends = vec![8usize];
+    for e in &events {
+        let mut one = Vec::new();
+        super::record::encode(&mut one, e);
+        ends.push(ends.last().unwrap() + one.len());
+    }
+    assert_eq!(*ends.last().unwrap(), full.len());
+    for cut in 8..=full.len() {
+        std::fs::write(&path, &full[..cut]).unwrap();
+        let whole = ends.iter().filter(|&&end| end <= cut).count() - 1;
+        assert_eq!(
+            sorted(reopen(dir.path())),
+            model(&events[..whole]),
+            "cut at {cut}"
+        );
+    }
+}
+
+#[test]
+fn corruption_in_the_middle_is_an_error_naming_the_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = super::dir::journal_path(dir.path(), 0);
+    let (mut j, _) = Journal::open(dir.path(), 0, SyncMode::None).unwrap();
+    payment(1, 1).iter().for_each(|e| write(&mut j, e));
+    j.commit().unwrap();
+    let second_record = 8 + 33;
+    drop(j);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[second_record + 20] ^= 0x40;
+    std::fs::write(&path, &bytes).unwrap();
+    for result in [
+        Journal::open(dir.path(), 0, SyncMode::None).map(|_| ()),
+        super::replay_dir(dir.path()).map(|_| ()),
+    ] {
+        match result {
+            Err(e @ JournalError::Corrupt { offset, .. }) => {
+                assert_eq!(offset, second_record as u64);
+                assert!(
+                    e.to_string().contains(&format!("offset {second_record}")),
+                    "{e}"
+                );
+            }
+            other => panic!("expected corruption, got {other:?}"),
+        }
+    }
+    // Nothing was cut: the evidence stays for a human.
+    assert_eq!(std::fs::read(&path).unwrap(), bytes);
+}
+
+#[test]
+fn torn_creation_restarts_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = super::dir::journal_path(dir.path(), 0);
+    std::fs::write(&path, b"RNH").unwrap();
+    let (mut j, r) = Journal::open(dir.path(), 0, SyncMode::None).unwrap();
+    assert_eq!(r, Replay::default());
+    j.accepted(id(1), 1);
+    j.commit().unwrap();
+    drop(j);
+    assert_eq!(reopen(dir.path()).unsettled.len(), 1);
+}
+
+#[test]
+fn failed_write_leaves_no_partial_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut j, _) = Journal::open(dir.path(), 0, SyncMode::None).unwrap();
+    j.accepted(id(1), 1);
+    j.commit().unwrap();
+    // Swap in a read-only handle: the next write fails like a full disk would.
+    j.file = OpenOptions::new().read(true).open(j.path()).unwrap();
+    j.accepted(id(2), 2);
+    assert!(matches!(j.commit(), Err(JournalError::Io { .. })));
+    assert_eq!(j.pending(), 0);
+    drop(j);
+    let r = reopen(dir.path());
+    assert_eq!(
+        r.unsettled.iter().map(|u| u.id).collect::<Vec<_>>(),
+        vec![id(1)]
+    );
+}
+
+fn arb_event() -> impl Strategy<Value = Event> {
+    // Few ids, so events often meet the same payment in every state.
+    let id = (0u128..6).prop_map(Uuid::from_u128);
+    let processor = prop_oneof![Just(Processor::Default), Just(Processor::Fallback)];
+    prop_oneof![
+        4 => (id.clone(), any::<u64>()).prop_map(|(id, cents)| Event::Accepted { id, cents }),
+        3 => (id.clone(), processor.clone(), any::<i64>()).prop_map(|(id, processor, t)| {
+            Event::Attempt { id, processor, requested_at_us: t }
+        }),
+        3 => (id.clone(), processor, any::<i64>(), any::<u64>()).prop_map(|(id, processor, t, cents)| {
+            Event::Confirmed(Confirmed { id, processor, requested_at_us: t, cents })
+        }),
+        1 => id.prop_map(|id| Event::Dropped { id }),
+        1 => Just(Event::Purged),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Written in arbitrary commit batches, replayed after a restart, and again after a
+    /// compaction: always the model's state.
+    #[test]
+    fn replay_matches_the_model(
+        events in proptest::collection::vec(arb_event(), 0..60),
+        batch in 1usize..8,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut j, _) = Journal::open(dir.path(), 0, SyncMode::None).unwrap();
+        for chunk in events.chunks(batch) {
+            chunk.iter().for_each(|e| write(&mut j, e));
+            j.commit().unwrap();
+        }
+        drop(j);
+        let expected = model(&events);
+        let (mut j, r) = Journal::open(dir.path(), 0, SyncMode::None).unwrap();
+        prop_assert_eq!(sorted(r), expected.clone());
+        j.compact().unwrap();
+        drop(j);
+        prop_assert_eq!(sorted(reopen(dir.path())), expected);
+    }
+}

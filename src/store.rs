@@ -12,19 +12,29 @@
 //! - not stored yet (the delay is still running): the processors do not count it at T, so
 //!   neither may we, even if it lands while we wait.
 //!
-//! The processor's delay is not announced, so each shard keeps per processor a moving
-//! estimate of the response time of its recent successful calls (EWMA). At T, attempts in
-//! the window older than `estimate - margin` are in the first state: [`Shard::summary`]
-//! waits for them (bounded) and counts the ones that were recorded. Younger ones are
-//! excluded even if they finish during the wait: the sum is the records present at T plus
-//! the records of the awaited attempts, nothing else. An attempt whose outcome was unknown
-//! (timed out) stays in flight until it is resolved, and unresolved attempts are put at the
-//! head of the queue so the wait is short.
+//! The processor's delay is not announced, and it is the delay in force when the attempt
+//! *arrived* that counts (a probe sent under a 2 s delay just before the delay drops to
+//! 20 ms still takes 2 s, and is stored if the failure was switched off meanwhile, as at
+//! second 40 of the official test). So for each in-flight attempt the shard takes the
+//! answered attempt to the same processor sent last before it (any answer: a 500 also
+//! comes after the delay) and uses its response time as the time this one needs to be
+//! stored; with no such neighbour, the first one sent after it, else a moving average of
+//! recent successes. (Known limit: right after the delay *rises*, while every attempt sent
+//! under the new delay is still unanswered, the neighbour is from the old regime; the
+//! official test only raises the delay together with the failure, when nothing is stored.) At T,
+//! attempts in the window at least that old (minus a small margin for the way back) are in
+//! the first state: [`Shard::summary`] waits for them (bounded) and counts the ones that
+//! were recorded. Younger ones are excluded even if they land during the wait: the sum is
+//! the records present at T plus the records of the awaited attempts, nothing else. An
+//! attempt whose outcome was unknown (timed out) stays in flight until it is resolved, and
+//! unresolved payments go to the head of the queue so the wait is short.
 //!
-//! Scan cost (`benches/shard_window.rs`): see the figures in that bench's doc.
+//! Scan cost: 9.9 µs for a window over a 10,000-record shard (`cargo bench -p rinha --bench
+//! shard_window`, the shared 2-core dev VM, 2026-11-25); a whole contest run is ~16,750
+//! records over all shards, so a linear scan is cheaper than any index would be to keep.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use crate::processor::Processor;
@@ -88,6 +98,8 @@ impl Totals {
 const MARGIN: Duration = Duration::from_millis(10);
 /// How often a waiting summary looks again at its awaited attempts.
 const POLL: Duration = Duration::from_millis(2);
+/// Completed attempts remembered per processor for the neighbour rule.
+const COMPLETIONS: usize = 2048;
 
 /// One core's shard.
 #[derive(Debug, Default)]
@@ -97,6 +109,8 @@ pub struct Shard {
     next_attempt: Cell<u64>,
     /// EWMA of successful response times per processor, µs (0 = no sample yet).
     latency_us: [Cell<u64>; 2],
+    /// Recent answered attempts per processor: (sent at, response time).
+    completions: [RefCell<VecDeque<(Instant, Duration)>>; 2],
 }
 
 impl Shard {
@@ -154,6 +168,28 @@ impl Shard {
         });
     }
 
+    /// An attempt sent at `sent` got an answer (any status) after `took`.
+    pub fn observe_response(&self, processor: Processor, sent: Instant, took: Duration) {
+        let mut c = self.completions[processor.index()].borrow_mut();
+        if c.len() == COMPLETIONS {
+            c.pop_front();
+        }
+        c.push_back((sent, took));
+    }
+
+    /// How long after `sent` an attempt to `processor` is expected to be stored: the
+    /// response time of the answered attempt sent last at or before it (it arrived under the
+    /// same delay, whatever changed since), else of the one sent first after it, else the
+    /// average of recent successes.
+    fn expected_storage(&self, processor: Processor, sent: Instant) -> Duration {
+        let c = self.completions[processor.index()].borrow();
+        let before = c.iter().filter(|(t, _)| *t <= sent).max_by_key(|(t, _)| *t);
+        let after = || c.iter().filter(|(t, _)| *t > sent).min_by_key(|(t, _)| *t);
+        before
+            .or_else(after)
+            .map_or_else(|| self.latency(processor), |(_, took)| *took)
+    }
+
     /// The current response-time estimate of `processor`.
     pub fn latency(&self, processor: Processor) -> Duration {
         Duration::from_micros(self.latency_us[processor.index()].get())
@@ -187,7 +223,9 @@ impl Shard {
             .iter()
             .filter(|(_, f)| window.contains(f.requested_at_us))
             .filter(|(_, f)| {
-                let stored_after = self.latency(f.processor).saturating_sub(MARGIN);
+                let stored_after = self
+                    .expected_storage(f.processor, f.sent_at)
+                    .saturating_sub(MARGIN);
                 now.duration_since(f.sent_at) >= stored_after
             })
             .map(|(id, _)| *id)
@@ -315,6 +353,34 @@ mod tests {
                 s.summary(Window::default(), Duration::ZERO).await.requests,
                 [1, 1]
             );
+        });
+    }
+
+    #[test]
+    fn the_delay_in_force_when_sent_decides_not_the_latest_one() {
+        rt(async {
+            let s = Rc::new(Shard::new());
+            let t0 = Instant::now();
+            // Sent under a 2 s delay (its neighbour answered after 2 s) ...
+            s.observe_response(P, t0, Duration::from_secs(2));
+            monoio::time::sleep(Duration::from_millis(1)).await;
+            let slow = s.begin_attempt(1_000, P);
+            monoio::time::sleep(Duration::from_millis(30)).await;
+            // ... then the delay dropped: later attempts answer fast.
+            for _ in 0..10 {
+                s.observe_latency(P, Duration::from_millis(5));
+                s.observe_response(P, Instant::now(), Duration::from_millis(5));
+            }
+            let s2 = s.clone();
+            monoio::spawn(async move {
+                monoio::time::sleep(Duration::from_millis(10)).await;
+                s2.record(slow, 1_000, 100, P);
+            });
+            // 30 ms old, needs 2 s: not stored at the processor yet, not counted.
+            let t = s
+                .summary(Window::default(), Duration::from_millis(200))
+                .await;
+            assert_eq!(t.requests, [0, 0]);
         });
     }
 

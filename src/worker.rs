@@ -82,11 +82,16 @@ async fn process(core: &Core, mut p: Queued) {
     let requested_at_us = now_ms_as_us();
     let attempt = core.shard.begin_attempt(requested_at_us, proc);
     let sent = Instant::now();
-    match up
+    let result = up
         .client
         .post_payment(&p.id, p.cents, requested_at_us, timeout)
-        .await
-    {
+        .await;
+    if result.is_ok() {
+        // Any answer came after the processor's delay: it tells the summary how long an
+        // attempt sent at this moment takes to be stored.
+        core.shard.observe_response(proc, sent, sent.elapsed());
+    }
+    match result {
         Ok(200..=299) => {
             up.breaker.success(permit);
             core.shard.observe_latency(proc, sent.elapsed());

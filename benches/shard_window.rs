@@ -1,0 +1,33 @@
+//! The cost of a summary's scan of one shard: 10,000 records (a whole contest run is
+//! ~16,750 payments over all shards of both instances), window over the middle.
+//!
+//! Run: `cargo bench -p rinha --bench shard_window`. Results: in `src/store.rs`.
+
+use criterion::{black_box, criterion_group, criterion_main, Criterion};
+use rinha::processor::Processor;
+use rinha::store::{Shard, Window};
+
+fn bench(c: &mut Criterion) {
+    let shard = Shard::new();
+    let base = 1_752_582_896_000_000i64;
+    for i in 0..10_000i64 {
+        let at = base + i * 3_600; // ~280 payments a second
+        let p = if i % 10 == 0 {
+            Processor::Fallback
+        } else {
+            Processor::Default
+        };
+        let a = shard.begin_attempt(at, p);
+        shard.record(a, at, 1990, p);
+    }
+    let window = Window {
+        from_us: Some(base + 10_000_000),
+        to_us: Some(base + 23_500_000),
+    };
+    c.bench_function("shard window scan, 10k records", |b| {
+        b.iter(|| shard.window(black_box(window)))
+    });
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

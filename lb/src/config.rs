@@ -85,6 +85,18 @@ pub enum IoDriver {
     Auto,
 }
 
+/// How an io_uring ring runs completion work (the kernel's "task work").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum UringTaskrun {
+    /// Kernel default: task work interrupts the thread (a signal-like notification).
+    Default,
+    /// `COOP_TASKRUN | SINGLE_ISSUER`: task work waits for the thread's next ring syscall.
+    Coop,
+    /// `DEFER_TASKRUN | SINGLE_ISSUER` (kernel >= 6.1): task work runs only when the thread
+    /// waits for completions, batched.
+    Defer,
+}
+
 /// Everything `rinha-lb` is told at start.
 #[derive(Debug, Clone, clap::Parser)]
 #[command(name = "rinha-lb", version, about)]
@@ -104,6 +116,10 @@ pub struct Config {
     /// I/O driver: `uring`, `epoll` or `auto`.
     #[arg(long, env = "IO_DRIVER", value_enum, default_value_t = IoDriver::Auto)]
     pub io_driver: IoDriver,
+
+    /// io_uring task-work mode (ignored under epoll); falls back to `default` if refused.
+    #[arg(long, env = "URING_TASKRUN", value_enum, default_value_t = UringTaskrun::Defer)]
+    pub uring_taskrun: UringTaskrun,
 
     /// Open client connections allowed at once (all workers together); past it, new clients
     /// are closed at once. Each connection holds two descriptors.

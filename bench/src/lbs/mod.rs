@@ -20,7 +20,7 @@ use anyhow::{bail, Context};
 
 use crate::load::{self, LoadSpec, Pace, Report};
 use backend::FixedBackend;
-use contenders::{Contender, Kind, Setup};
+use contenders::{Contender, Entry, Kind, Setup};
 
 /// How the load is paced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -58,17 +58,26 @@ pub struct Args {
     /// `IO_DRIVER` for rinha-lb.
     #[arg(long, default_value = "auto")]
     pub lb_io_driver: String,
-    /// First of four consecutive loopback ports for the contenders (default: ephemeral ports).
+    /// First of consecutive loopback ports (one per contender) for the contenders (default: ephemeral ports).
     #[arg(long)]
     pub port_base: Option<u16>,
     /// The rinha-lb binary (default: next to this one, i.e. the same target/<profile>/).
     #[arg(long)]
     pub rinha_lb: Option<PathBuf>,
+    /// Run only these contenders (comma list of rinha-lb, haproxy-tcp, haproxy-http,
+    /// nginx-stream, direct).
+    #[arg(long, value_delimiter = ',')]
+    pub only: Vec<String>,
+    /// An extra rinha-lb contender with more environment, `LABEL:KEY=VALUE[,KEY=VALUE...]`,
+    /// reported as `rinha-lb[LABEL]` (e.g. `epoll:IO_DRIVER=epoll`); repeatable.
+    #[arg(long)]
+    pub variant: Vec<String>,
 }
 
 /// What one contender measured over all rounds.
 struct Tally {
     kind: Kind,
+    label: String,
     report: Report,
     cpu: Duration,
     peak_rss_kib: Option<u64>,
@@ -89,11 +98,28 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             rinha_lb.display()
         );
     }
-    let kinds = available_contenders(args.install)?;
+    let mut entries: Vec<Entry> = available_contenders(args.install)?
+        .into_iter()
+        .filter(|kind| {
+            args.only.is_empty() || args.only.iter().any(|name| *name == kind.to_string())
+        })
+        .map(Entry::plain)
+        .collect();
+    for variant in &args.variant {
+        // Variants go right after the plain rinha-lb, before the baseline.
+        let at = entries
+            .iter()
+            .rposition(|e| e.kind == Kind::RinhaLb)
+            .map_or(0, |i| i + 1);
+        entries.insert(at, Entry::variant(variant)?);
+    }
+    if entries.is_empty() {
+        bail!("no contender left to run (see --only)");
+    }
 
     let dir = std::env::temp_dir().join(format!("rinha-bench-lbs-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    let result = compare(&args, &kinds, &dir, &rinha_lb);
+    let result = compare(&args, &entries, &dir, &rinha_lb);
     let _ = std::fs::remove_dir_all(&dir);
     let table = result?;
     println!("{table}");
@@ -128,7 +154,7 @@ fn available_contenders(install: bool) -> anyhow::Result<Vec<Kind>> {
 
 fn compare(
     args: &Args,
-    kinds: &[Kind],
+    entries: &[Entry],
     dir: &std::path::Path,
     rinha_lb: &std::path::Path,
 ) -> anyhow::Result<String> {
@@ -143,11 +169,11 @@ fn compare(
         rinha_lb,
         rinha_lb_driver: &args.lb_io_driver,
     };
-    let ports = contenders::pick_ports(args.port_base, kinds.len())?;
-    let mut started: Vec<Contender> = Vec::with_capacity(kinds.len());
-    for (&kind, &port) in kinds.iter().zip(&ports) {
-        started.push(contenders::start(kind, port, &setup)?);
-        tracing::info!(contender = %kind, port, "started");
+    let ports = contenders::pick_ports(args.port_base, entries.len())?;
+    let mut started: Vec<Contender> = Vec::with_capacity(entries.len());
+    for (entry, &port) in entries.iter().zip(&ports) {
+        started.push(contenders::start(entry, port, &setup)?);
+        tracing::info!(contender = %entry.label, port, "started");
     }
 
     let pace = match args.mode {
@@ -173,7 +199,7 @@ fn compare(
             if warm.ok == 0 {
                 bail!(
                     "{} answered nothing during warm-up: {warm:?}",
-                    contender.kind
+                    contender.label
                 );
             }
         }
@@ -184,6 +210,7 @@ fn compare(
         .map(|contender| {
             Ok(Tally {
                 kind: contender.kind,
+                label: contender.label.clone(),
                 report: Report::empty()?,
                 cpu: Duration::ZERO,
                 peak_rss_kib: None,
@@ -202,7 +229,7 @@ fn compare(
             }
             tracing::info!(
                 round,
-                contender = %contender.kind,
+                contender = %contender.label,
                 ok = report.ok,
                 errors = report.errors + report.non_2xx,
                 p50_us = report.quantile_us(0.5),
@@ -267,7 +294,7 @@ fn table(args: &Args, tallies: &[Tally]) -> String {
         let _ = writeln!(
             out,
             "| {} | {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {cpu} | {rss} |",
-            tally.kind,
+            tally.label,
             report.responses(),
             report.errors + report.non_2xx,
             report.throughput(),

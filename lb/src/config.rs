@@ -134,6 +134,10 @@ pub struct Config {
     #[arg(long, env = "CONNECT_TIMEOUT_MS", default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..))]
     pub connect_timeout_ms: u64,
 
+    /// How relayed chunks are written: `direct` (a non-blocking send first) or `runtime`.
+    #[arg(long, env = "RELAY_SEND", value_enum, default_value_t = crate::relay::SendMode::Direct)]
+    pub relay_send: crate::relay::SendMode,
+
     /// Relay buffer per direction and connection (bytes).
     #[arg(long, env = "BUFFER_SIZE", default_value_t = 16 * 1024, value_parser = clap::value_parser!(u32).range(512..=(1 << 24)))]
     pub buffer_size: u32,

@@ -134,8 +134,9 @@ pub struct Config {
     #[arg(long, env = "CONNECT_TIMEOUT_MS", default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..))]
     pub connect_timeout_ms: u64,
 
-    /// How relayed chunks are written: `direct` (a non-blocking send first) or `runtime`.
-    #[arg(long, env = "RELAY_SEND", value_enum, default_value_t = crate::relay::SendMode::Direct)]
+    /// How relayed chunks are written: `runtime` (ring/epoll write) or `direct` (a non-blocking
+    /// `send(2)` first; measured slower on io_uring, see relay.rs).
+    #[arg(long, env = "RELAY_SEND", value_enum, default_value_t = crate::relay::SendMode::Runtime)]
     pub relay_send: crate::relay::SendMode,
 
     /// Relay buffer per direction and connection (bytes).

@@ -14,10 +14,11 @@
 //! kernel runs splices on worker threads, measured ~100 us per small round trip here against
 //! ~19 us for this loop (issue 4).
 //!
-//! Writes ([`SendMode::Direct`], the default) first try one non-blocking `send(2)`: a socket
-//! buffer almost always has room for a small HTTP message, so the chunk leaves at once and
-//! the ring only sees the reads (two ring operations per round trip instead of four). Only
-//! what the kernel did not take is written through the runtime. See docs/benchmarks.md.
+//! Writes go through the runtime ([`SendMode::Runtime`], the default): on io_uring the write
+//! joins the next read in one `io_uring_enter`. [`SendMode::Direct`] tries one non-blocking
+//! `send(2)` first and only hands the rest to the runtime; it saves the write completion but
+//! costs a syscall of its own, and measured 7-12 % more lb CPU per request on io_uring in
+//! two interleaved `rinha-bench lbs` runs (docs/benchmarks.md), so it is off by default.
 
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};

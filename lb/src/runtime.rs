@@ -66,10 +66,11 @@ fn probe_uring(taskrun: UringTaskrun) -> io::Result<()> {
 
 /// The io_uring runtime builder for `taskrun`.
 ///
-/// Measured with `rinha-bench lbs` (docs/benchmarks.md): in the default mode a quarter of the
-/// lb's CPU went to the kernel interrupting the thread to run completion work
-/// (`get_signal`, `exit_to_user_mode_loop` in `perf`); `defer` batches that work into the
-/// wait the worker makes anyway.
+/// Why `defer` is the default: in the default mode `perf` put ~4 % of the lb's samples in
+/// `get_signal`, the kernel interrupting the thread to run completion work; `defer` runs that
+/// work inside the wait the worker makes anyway, with no interruption. In interleaved
+/// `rinha-bench lbs` runs the three modes measured within noise of each other (4.4-4.6
+/// CPU-s per 100k requests, docs/benchmarks.md), so the choice rests on the mechanism.
 fn uring_runtime(taskrun: UringTaskrun) -> RuntimeBuilder<IoUringDriver> {
     let mut ring = io_uring::IoUring::builder();
     match taskrun {

@@ -27,7 +27,7 @@ under_both_drivers!(
     round_robin_spreads_connections,
     killed_backend_clients_move_and_restart_is_used,
     large_and_pipelined_bytes_are_exact,
-    large_and_pipelined_bytes_are_exact_with_runtime_writes,
+    large_and_pipelined_bytes_are_exact_with_direct_sends,
     half_close_reaches_the_backend_and_the_reply_returns,
     thousand_concurrent_connections,
     fds_return_to_baseline,
@@ -129,9 +129,9 @@ fn large_and_pipelined_bytes_are_exact(driver: &str) {
     bytes_are_exact(driver, &[]);
 }
 
-/// The same with every chunk written through the runtime (no direct `send(2)` first).
-fn large_and_pipelined_bytes_are_exact_with_runtime_writes(driver: &str) {
-    bytes_are_exact(driver, &[("RELAY_SEND", "runtime")]);
+/// The same with a direct `send(2)` tried before every runtime write.
+fn large_and_pipelined_bytes_are_exact_with_direct_sends(driver: &str) {
+    bytes_are_exact(driver, &[("RELAY_SEND", "direct")]);
 }
 
 fn bytes_are_exact(driver: &str, env: &[(&str, &str)]) {

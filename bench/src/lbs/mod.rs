@@ -81,6 +81,9 @@ struct Tally {
     report: Report,
     cpu: Duration,
     peak_rss_kib: Option<u64>,
+    /// p99 of each round, in round order: the median of these resists a co-tenant's burst
+    /// that lands in one contender's window, which the merged p99 does not.
+    round_p99_us: Vec<u64>,
 }
 
 /// Runs `rinha-bench lbs`.
@@ -214,6 +217,7 @@ fn compare(
                 report: Report::empty()?,
                 cpu: Duration::ZERO,
                 peak_rss_kib: None,
+                round_p99_us: Vec::new(),
             })
         })
         .collect::<anyhow::Result<_>>()?;
@@ -236,6 +240,7 @@ fn compare(
                 p99_us = report.quantile_us(0.99),
                 "measured"
             );
+            tallies[index].round_p99_us.push(report.quantile_us(0.99));
             tallies[index].report.merge(&report);
         }
     }
@@ -288,12 +293,27 @@ fn table(args: &Args, tallies: &[Tally]) -> String {
                 tally.cpu.as_secs_f64() * 100_000.0 / report.responses() as f64
             )
         };
+        let round_p99 =
+            median(tally.round_p99_us.clone()).map_or("-".to_owned(), |m| m.to_string());
+        // Per round, minus the baseline's p99 of the same round: drift cancels pairwise.
+        let round_added = match direct {
+            Some(direct) if tally.kind != Kind::Direct => median(
+                tally
+                    .round_p99_us
+                    .iter()
+                    .zip(&direct.round_p99_us)
+                    .map(|(&mine, &base)| mine as i64 - base as i64)
+                    .collect(),
+            )
+            .map_or("-".to_owned(), |m| format!("{m:+}")),
+            _ => "-".to_owned(),
+        };
         let rss = tally
             .peak_rss_kib
             .map_or("-".to_owned(), |kib| format!("{:.1}", kib as f64 / 1024.0));
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {cpu} | {rss} |",
+            "| {} | {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {round_p99} | {round_added} | {cpu} | {rss} |",
             tally.label,
             report.responses(),
             report.errors + report.non_2xx,
@@ -307,4 +327,23 @@ fn table(args: &Args, tallies: &[Tally]) -> String {
         );
     }
     out
+}
+
+/// The median (the lower middle one for an even count), `None` when empty.
+fn median<T: Ord + Copy>(mut values: Vec<T>) -> Option<T> {
+    values.sort_unstable();
+    values.get(values.len().saturating_sub(1) / 2).copied()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::median;
+
+    #[test]
+    fn median_of_rounds() {
+        assert_eq!(median::<u64>(vec![]), None);
+        assert_eq!(median(vec![5u64]), Some(5));
+        assert_eq!(median(vec![9u64, 1, 5]), Some(5));
+        assert_eq!(median(vec![4i64, -2, 8, 1]), Some(1));
+    }
 }

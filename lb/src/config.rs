@@ -85,6 +85,18 @@ pub enum IoDriver {
     Auto,
 }
 
+/// How an io_uring ring runs completion work (the kernel's "task work").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum UringTaskrun {
+    /// Kernel default: task work interrupts the thread (a signal-like notification).
+    Default,
+    /// `COOP_TASKRUN | SINGLE_ISSUER`: task work waits for the thread's next ring syscall.
+    Coop,
+    /// `DEFER_TASKRUN | SINGLE_ISSUER` (kernel >= 6.1): task work runs only when the thread
+    /// waits for completions, batched.
+    Defer,
+}
+
 /// Everything `rinha-lb` is told at start.
 #[derive(Debug, Clone, clap::Parser)]
 #[command(name = "rinha-lb", version, about)]
@@ -105,6 +117,10 @@ pub struct Config {
     #[arg(long, env = "IO_DRIVER", value_enum, default_value_t = IoDriver::Auto)]
     pub io_driver: IoDriver,
 
+    /// io_uring task-work mode (ignored under epoll); falls back to `default` if refused.
+    #[arg(long, env = "URING_TASKRUN", value_enum, default_value_t = UringTaskrun::Defer)]
+    pub uring_taskrun: UringTaskrun,
+
     /// Open client connections allowed at once (all workers together); past it, new clients
     /// are closed at once. Each connection holds two descriptors.
     #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
@@ -117,6 +133,11 @@ pub struct Config {
     /// How long a backend connect may take before the backend counts as down (milliseconds).
     #[arg(long, env = "CONNECT_TIMEOUT_MS", default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..))]
     pub connect_timeout_ms: u64,
+
+    /// How relayed chunks are written: `runtime` (ring/epoll write) or `direct` (a non-blocking
+    /// `send(2)` first; measured slower on io_uring, see relay.rs).
+    #[arg(long, env = "RELAY_SEND", value_enum, default_value_t = crate::relay::SendMode::Runtime)]
+    pub relay_send: crate::relay::SendMode,
 
     /// Relay buffer per direction and connection (bytes).
     #[arg(long, env = "BUFFER_SIZE", default_value_t = 16 * 1024, value_parser = clap::value_parser!(u32).range(512..=(1 << 24)))]

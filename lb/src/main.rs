@@ -23,7 +23,7 @@ fn main() -> ExitCode {
 }
 
 fn run(config: Arc<Config>) -> anyhow::Result<()> {
-    let driver = runtime::choose(config.io_driver)?;
+    let driver = runtime::choose(config.io_driver, config.uring_taskrun)?;
     let fd_limit = runtime::raise_fd_limit()?;
     let needed = u64::from(config.max_connections) * 2 + 64;
     if fd_limit < needed {
@@ -42,6 +42,9 @@ fn run(config: Arc<Config>) -> anyhow::Result<()> {
         config.backends_display()
     );
 
+    if let runtime::Driver::IoUring(taskrun) = driver {
+        tracing::info!(?taskrun, "io_uring task-work mode");
+    }
     let cap = Arc::new(server::ConnectionCap::new(config.max_connections as usize));
     let (stop_tx, stop_rx) = flume::bounded::<()>(1);
     let mut threads = Vec::with_capacity(workers);

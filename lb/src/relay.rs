@@ -13,17 +13,34 @@
 //! Buffered copy rather than monoio's `zero_copy` (splice through a pipe): on io_uring the
 //! kernel runs splices on worker threads, measured ~100 us per small round trip here against
 //! ~19 us for this loop (issue 4).
+//!
+//! Writes go through the runtime ([`SendMode::Runtime`], the default): on io_uring the write
+//! joins the next read in one `io_uring_enter`. [`SendMode::Direct`] tries one non-blocking
+//! `send(2)` first and only hands the rest to the runtime; it saves the write completion but
+//! costs a syscall of its own, and measured 7-12 % more lb CPU per request on io_uring in
+//! two interleaved `rinha-bench lbs` runs (docs/benchmarks.md), so it is off by default.
 
 use std::io;
+use std::os::fd::{AsRawFd, RawFd};
 use std::pin::pin;
 use std::time::Duration;
 
+use monoio::buf::IoBuf;
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, Split, Splitable};
 use monoio::net::TcpStream;
 
 /// How long the second direction may stay open once the first has finished cleanly: a peer
 /// that half-closed and then vanished must not pin two descriptors forever.
 const HALF_OPEN_LIMIT: Duration = Duration::from_secs(60);
+
+/// How relayed chunks are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SendMode {
+    /// A non-blocking `send(2)` first; the runtime writes only the rest.
+    Direct,
+    /// Every chunk through the runtime (an io_uring write, or epoll readiness + write).
+    Runtime,
+}
 
 /// How a relayed connection ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,20 +54,27 @@ pub enum Outcome {
 }
 
 /// Relays between `client` and `backend` until both directions end; both are closed on return.
-pub async fn relay<B>(client: TcpStream, backend: B, buffer_size: usize) -> Outcome
+pub async fn relay<B>(client: TcpStream, backend: B, buffer_size: usize, send: SendMode) -> Outcome
 where
-    B: Split + AsyncReadRent + AsyncWriteRent,
+    B: Split + AsyncReadRent + AsyncWriteRent + AsRawFd,
 {
+    // The descriptors stay open as long as the halves below, which outlive both copy loops.
+    let (client_fd, backend_fd) = match send {
+        SendMode::Direct => (Some(client.as_raw_fd()), Some(backend.as_raw_fd())),
+        SendMode::Runtime => (None, None),
+    };
     let (mut client_read, mut client_write) = client.into_split();
     let (mut backend_read, mut backend_write) = backend.into_split();
     let mut upstream = pin!(copy_one_way(
         &mut client_read,
         &mut backend_write,
+        backend_fd,
         Vec::with_capacity(buffer_size)
     ));
     let mut downstream = pin!(copy_one_way(
         &mut backend_read,
         &mut client_write,
+        client_fd,
         Vec::with_capacity(buffer_size)
     ));
     let remaining = monoio::select! {
@@ -80,7 +104,13 @@ enum Remaining {
 }
 
 /// Copies `from` into `to` until `from` sends FIN, then shuts down `to`'s write half.
-async fn copy_one_way<R, W>(from: &mut R, to: &mut W, mut buf: Vec<u8>) -> io::Result<()>
+/// `to_fd`, when given, is `to`'s descriptor for the direct `send(2)` fast path.
+async fn copy_one_way<R, W>(
+    from: &mut R,
+    to: &mut W,
+    to_fd: Option<RawFd>,
+    mut buf: Vec<u8>,
+) -> io::Result<()>
 where
     R: AsyncReadRent,
     W: AsyncWriteRent,
@@ -89,11 +119,42 @@ where
         buf.clear();
         let (read, returned) = from.read(buf).await;
         buf = returned;
-        if read? == 0 {
+        let len = read?;
+        if len == 0 {
             return to.shutdown().await;
         }
-        let (written, returned) = to.write_all(buf).await;
-        buf = returned;
-        written?;
+        let sent = match to_fd {
+            Some(fd) => send_now(fd, &buf[..len])?,
+            None => 0,
+        };
+        if sent < len {
+            let (written, returned) = to.write_all(buf.slice(sent..len)).await;
+            buf = returned.into_inner();
+            written?;
+        }
+    }
+}
+
+/// One non-blocking `send(2)`: how many bytes the kernel took (0 when the buffer is full).
+fn send_now(fd: RawFd, bytes: &[u8]) -> io::Result<usize> {
+    // SAFETY: `fd` is an open stream socket owned by the caller's stream for the whole call,
+    // and `bytes` is valid for `bytes.len()` bytes. MSG_NOSIGNAL: a closed peer is EPIPE,
+    // never SIGPIPE.
+    let rc = unsafe {
+        libc::send(
+            fd,
+            bytes.as_ptr().cast(),
+            bytes.len(),
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        )
+    };
+    if rc >= 0 {
+        return Ok(rc as usize);
+    }
+    let error = io::Error::last_os_error();
+    match error.kind() {
+        io::ErrorKind::WouldBlock => Ok(0),
+        io::ErrorKind::Interrupted => Ok(0),
+        _ => Err(error),
     }
 }

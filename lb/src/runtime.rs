@@ -10,7 +10,7 @@ use std::io;
 
 use monoio::{IoUringDriver, LegacyDriver, RuntimeBuilder};
 
-use crate::config::IoDriver;
+use crate::config::{IoDriver, UringTaskrun};
 
 /// io_uring submission queue entries per worker. Each open connection has at most two
 /// operations in flight (one read per direction); the kernel queues completions past this.
@@ -19,14 +19,15 @@ const RING_ENTRIES: u32 = 1024;
 /// The driver the workers run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Driver {
-    IoUring,
+    /// io_uring, with the task-work mode the kernel accepted.
+    IoUring(UringTaskrun),
     Epoll,
 }
 
 impl fmt::Display for Driver {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            Driver::IoUring => "io_uring",
+            Driver::IoUring(_) => "io_uring",
             Driver::Epoll => "epoll",
         })
     }
@@ -41,37 +42,57 @@ pub enum RuntimeError {
     Build { driver: Driver, source: io::Error },
 }
 
-/// Resolves the requested driver to the one that will run.
-pub fn choose(requested: IoDriver) -> Result<Driver, RuntimeError> {
+/// Resolves the requested driver to the one that will run. A task-work mode the kernel
+/// refuses (older than 5.19 for `coop`, 6.1 for `defer`) falls back to the default mode.
+pub fn choose(requested: IoDriver, taskrun: UringTaskrun) -> Result<Driver, RuntimeError> {
+    let uring = || {
+        probe_uring(taskrun)
+            .map(|()| Driver::IoUring(taskrun))
+            .or_else(|_| {
+                probe_uring(UringTaskrun::Default).map(|()| Driver::IoUring(UringTaskrun::Default))
+            })
+    };
     match requested {
         IoDriver::Epoll => Ok(Driver::Epoll),
-        IoDriver::Uring => probe_uring()
-            .map(|()| Driver::IoUring)
-            .map_err(RuntimeError::UringUnavailable),
-        IoDriver::Auto => {
-            if monoio::utils::detect_uring() && probe_uring().is_ok() {
-                Ok(Driver::IoUring)
-            } else {
-                Ok(Driver::Epoll)
-            }
-        }
+        IoDriver::Uring => uring().map_err(RuntimeError::UringUnavailable),
+        IoDriver::Auto if monoio::utils::detect_uring() => Ok(uring().unwrap_or(Driver::Epoll)),
+        IoDriver::Auto => Ok(Driver::Epoll),
     }
 }
 
-fn probe_uring() -> io::Result<()> {
+fn probe_uring(taskrun: UringTaskrun) -> io::Result<()> {
+    uring_runtime(taskrun).build().map(drop)
+}
+
+/// The io_uring runtime builder for `taskrun`.
+///
+/// Why `defer` is the default: in the default mode `perf` put ~4 % of the lb's samples in
+/// `get_signal`, the kernel interrupting the thread to run completion work; `defer` runs that
+/// work inside the wait the worker makes anyway, with no interruption. In interleaved
+/// `rinha-bench lbs` runs the three modes measured within noise of each other (4.4-4.6
+/// CPU-s per 100k requests, docs/benchmarks.md), so the choice rests on the mechanism.
+fn uring_runtime(taskrun: UringTaskrun) -> RuntimeBuilder<IoUringDriver> {
+    let mut ring = io_uring::IoUring::builder();
+    match taskrun {
+        UringTaskrun::Default => {}
+        UringTaskrun::Coop => {
+            ring.setup_coop_taskrun().setup_single_issuer();
+        }
+        UringTaskrun::Defer => {
+            ring.setup_defer_taskrun().setup_single_issuer();
+        }
+    }
     RuntimeBuilder::<IoUringDriver>::new()
         .with_entries(RING_ENTRIES)
-        .build()
-        .map(drop)
+        .uring_builder(ring)
 }
 
 /// Builds a runtime with `driver` (timers on) on the calling thread and runs `future` to the end.
 pub fn block_on<F: Future>(driver: Driver, future: F) -> Result<F::Output, RuntimeError> {
     let build_error = |source| RuntimeError::Build { driver, source };
     match driver {
-        Driver::IoUring => {
-            let mut rt = RuntimeBuilder::<IoUringDriver>::new()
-                .with_entries(RING_ENTRIES)
+        Driver::IoUring(taskrun) => {
+            let mut rt = uring_runtime(taskrun)
                 .enable_timer()
                 .build()
                 .map_err(build_error)?;
@@ -117,15 +138,49 @@ mod tests {
 
     #[test]
     fn epoll_is_always_available() {
-        assert_eq!(choose(IoDriver::Epoll).unwrap(), Driver::Epoll);
+        assert_eq!(
+            choose(IoDriver::Epoll, UringTaskrun::Defer).unwrap(),
+            Driver::Epoll
+        );
         let ran = block_on(Driver::Epoll, async { monoio::utils::is_legacy() }).unwrap();
         assert!(ran, "the epoll runtime must run monoio's legacy driver");
     }
 
     #[test]
     fn auto_names_the_driver_that_runs() {
-        let driver = choose(IoDriver::Auto).unwrap();
+        let driver = choose(IoDriver::Auto, UringTaskrun::Defer).unwrap();
         let legacy = block_on(driver, async { monoio::utils::is_legacy() }).unwrap();
         assert_eq!(legacy, driver == Driver::Epoll);
+    }
+}
+
+#[cfg(test)]
+mod uring_tests {
+    use super::*;
+
+    #[test]
+    fn every_taskrun_mode_runs_io() {
+        if !monoio::utils::detect_uring() {
+            return; // nothing to check on a kernel without io_uring
+        }
+        for taskrun in [
+            UringTaskrun::Default,
+            UringTaskrun::Coop,
+            UringTaskrun::Defer,
+        ] {
+            let Ok(driver) = choose(IoDriver::Uring, taskrun) else {
+                continue;
+            };
+            let echoed = block_on(driver, async {
+                use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+                let (mut a, mut b) = monoio::net::UnixStream::pair().unwrap();
+                let (written, _) = a.write_all(b"ping".to_vec()).await;
+                written.unwrap();
+                let (read, buf) = b.read(Vec::with_capacity(8)).await;
+                (read.unwrap(), buf)
+            })
+            .unwrap();
+            assert_eq!(echoed, (4, b"ping".to_vec()), "{driver:?}");
+        }
     }
 }

@@ -206,6 +206,7 @@ pub async fn run_worker(
     ));
     let worker_open = Rc::new(Cell::new(0usize));
     let buffer_size = config.buffer_size as usize;
+    let send = config.relay_send;
     let mut stopped = pin!(stop.recv_async());
     loop {
         let accepted = monoio::select! {
@@ -235,8 +236,12 @@ pub async fn run_worker(
         monoio::spawn(async move {
             let _slot = slot;
             let outcome = match backends.connect().await {
-                Some(BackendStream::Unix(backend)) => relay(client, backend, buffer_size).await,
-                Some(BackendStream::Tcp(backend)) => relay(client, backend, buffer_size).await,
+                Some(BackendStream::Unix(backend)) => {
+                    relay(client, backend, buffer_size, send).await
+                }
+                Some(BackendStream::Tcp(backend)) => {
+                    relay(client, backend, buffer_size, send).await
+                }
                 None => {
                     tracing::debug!("every backend is down: closing the client");
                     return;

@@ -27,6 +27,7 @@ under_both_drivers!(
     round_robin_spreads_connections,
     killed_backend_clients_move_and_restart_is_used,
     large_and_pipelined_bytes_are_exact,
+    large_and_pipelined_bytes_are_exact_with_direct_sends,
     half_close_reaches_the_backend_and_the_reply_returns,
     thousand_concurrent_connections,
     fds_return_to_baseline,
@@ -125,9 +126,18 @@ fn killed_backend_clients_move_and_restart_is_used(driver: &str) {
 }
 
 fn large_and_pipelined_bytes_are_exact(driver: &str) {
+    bytes_are_exact(driver, &[]);
+}
+
+/// The same with a direct `send(2)` tried before every runtime write.
+fn large_and_pipelined_bytes_are_exact_with_direct_sends(driver: &str) {
+    bytes_are_exact(driver, &[("RELAY_SEND", "direct")]);
+}
+
+fn bytes_are_exact(driver: &str, env: &[(&str, &str)]) {
     let dir = TempDir::new("bytes");
     let (b1, b2) = two_backends(&dir);
-    let lb = Lb::start(driver, &[&b1.path, &b2.path], &[]);
+    let lb = Lb::start(driver, &[&b1.path, &b2.path], env);
 
     // 8 MiB one way while the echo streams back: far larger than every buffer on the path.
     let payload = noise(8 << 20, 7);

@@ -64,9 +64,49 @@ impl fmt::Display for Kind {
     }
 }
 
+/// A contender to start: its kind, the name it is reported under, and extra environment
+/// (rinha-lb variants, e.g. `IO_DRIVER=epoll`).
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub kind: Kind,
+    pub label: String,
+    pub env: Vec<(String, String)>,
+}
+
+impl Entry {
+    pub fn plain(kind: Kind) -> Entry {
+        Entry {
+            kind,
+            label: kind.to_string(),
+            env: Vec::new(),
+        }
+    }
+
+    /// Parses `LABEL:KEY=VALUE[,KEY=VALUE...]` into a rinha-lb variant named `rinha-lb[LABEL]`.
+    pub fn variant(text: &str) -> anyhow::Result<Entry> {
+        let (label, settings) = text
+            .split_once(':')
+            .context("a variant is LABEL:KEY=VALUE[,KEY=VALUE...]")?;
+        let env = settings
+            .split(',')
+            .map(|pair| {
+                pair.split_once('=')
+                    .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+                    .with_context(|| format!("`{pair}` is not KEY=VALUE"))
+            })
+            .collect::<anyhow::Result<_>>()?;
+        Ok(Entry {
+            kind: Kind::RinhaLb,
+            label: format!("rinha-lb[{label}]"),
+            env,
+        })
+    }
+}
+
 /// A started contender: where to send load and which process to measure.
 pub struct Contender {
     pub kind: Kind,
+    pub label: String,
     pub target: Target,
     process: Option<Child>,
 }
@@ -80,7 +120,7 @@ impl Contender {
     pub fn check_alive(&mut self) -> anyhow::Result<()> {
         if let Some(child) = self.process.as_mut() {
             if let Some(status) = child.try_wait()? {
-                bail!("{} exited: {status}", self.kind);
+                bail!("{} exited: {status}", self.label);
             }
         }
         Ok(())
@@ -104,14 +144,17 @@ pub struct Setup<'a> {
     pub rinha_lb_driver: &'a str,
 }
 
-/// Starts `kind` listening on `port` and waits until it accepts connections.
-pub fn start(kind: Kind, port: u16, setup: &Setup<'_>) -> anyhow::Result<Contender> {
+/// Starts `entry` listening on `port` and waits until it accepts connections.
+pub fn start(entry: &Entry, port: u16, setup: &Setup<'_>) -> anyhow::Result<Contender> {
+    let kind = entry.kind;
+    let label = entry.label.clone();
     let listen: SocketAddr = ([127, 0, 0, 1], port).into();
     let [backend1, backend2] = setup.backends;
     let mut command = match kind {
         Kind::Direct => {
             return Ok(Contender {
                 kind,
+                label,
                 target: Target::Unix(backend1.to_owned()),
                 process: None,
             })
@@ -126,7 +169,8 @@ pub fn start(kind: Kind, port: u16, setup: &Setup<'_>) -> anyhow::Result<Contend
                 )
                 .env("WORKERS", "1")
                 .env("IO_DRIVER", setup.rinha_lb_driver)
-                .env("RUST_LOG", "warn");
+                .env("RUST_LOG", "warn")
+                .envs(entry.env.iter().map(|(k, v)| (k, v)));
             command
         }
         Kind::HaproxyTcp | Kind::HaproxyHttp => {
@@ -166,9 +210,10 @@ pub fn start(kind: Kind, port: u16, setup: &Setup<'_>) -> anyhow::Result<Contend
         .stderr(Stdio::inherit());
     let child = command
         .spawn()
-        .with_context(|| format!("starting {kind}"))?;
+        .with_context(|| format!("starting {label}"))?;
     let mut contender = Contender {
         kind,
+        label,
         target: Target::Tcp(listen),
         process: Some(child),
     };
@@ -176,7 +221,7 @@ pub fn start(kind: Kind, port: u16, setup: &Setup<'_>) -> anyhow::Result<Contend
     while TcpStream::connect(listen).is_err() {
         contender.check_alive()?;
         if Instant::now() >= deadline {
-            bail!("{kind} did not accept on {listen} within 10 s");
+            bail!("{} did not accept on {listen} within 10 s", contender.label);
         }
         std::thread::sleep(Duration::from_millis(20));
     }

@@ -20,7 +20,7 @@ use anyhow::{bail, Context};
 
 use crate::load::{self, LoadSpec, Pace, Report};
 use backend::FixedBackend;
-use contenders::{Contender, Kind, Setup};
+use contenders::{Contender, Entry, Kind, Setup};
 
 /// How the load is paced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -58,20 +58,32 @@ pub struct Args {
     /// `IO_DRIVER` for rinha-lb.
     #[arg(long, default_value = "auto")]
     pub lb_io_driver: String,
-    /// First of four consecutive loopback ports for the contenders (default: ephemeral ports).
+    /// First of consecutive loopback ports (one per contender) for the contenders (default: ephemeral ports).
     #[arg(long)]
     pub port_base: Option<u16>,
     /// The rinha-lb binary (default: next to this one, i.e. the same target/<profile>/).
     #[arg(long)]
     pub rinha_lb: Option<PathBuf>,
+    /// Run only these contenders (comma list of rinha-lb, haproxy-tcp, haproxy-http,
+    /// nginx-stream, direct).
+    #[arg(long, value_delimiter = ',')]
+    pub only: Vec<String>,
+    /// An extra rinha-lb contender with more environment, `LABEL:KEY=VALUE[,KEY=VALUE...]`,
+    /// reported as `rinha-lb[LABEL]` (e.g. `epoll:IO_DRIVER=epoll`); repeatable.
+    #[arg(long)]
+    pub variant: Vec<String>,
 }
 
 /// What one contender measured over all rounds.
 struct Tally {
     kind: Kind,
+    label: String,
     report: Report,
     cpu: Duration,
     peak_rss_kib: Option<u64>,
+    /// p99 of each round, in round order: the median of these resists a co-tenant's burst
+    /// that lands in one contender's window, which the merged p99 does not.
+    round_p99_us: Vec<u64>,
 }
 
 /// Runs `rinha-bench lbs`.
@@ -89,11 +101,28 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             rinha_lb.display()
         );
     }
-    let kinds = available_contenders(args.install)?;
+    let mut entries: Vec<Entry> = available_contenders(args.install)?
+        .into_iter()
+        .filter(|kind| {
+            args.only.is_empty() || args.only.iter().any(|name| *name == kind.to_string())
+        })
+        .map(Entry::plain)
+        .collect();
+    for variant in &args.variant {
+        // Variants go right after the plain rinha-lb, before the baseline.
+        let at = entries
+            .iter()
+            .rposition(|e| e.kind == Kind::RinhaLb)
+            .map_or(0, |i| i + 1);
+        entries.insert(at, Entry::variant(variant)?);
+    }
+    if entries.is_empty() {
+        bail!("no contender left to run (see --only)");
+    }
 
     let dir = std::env::temp_dir().join(format!("rinha-bench-lbs-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    let result = compare(&args, &kinds, &dir, &rinha_lb);
+    let result = compare(&args, &entries, &dir, &rinha_lb);
     let _ = std::fs::remove_dir_all(&dir);
     let table = result?;
     println!("{table}");
@@ -128,7 +157,7 @@ fn available_contenders(install: bool) -> anyhow::Result<Vec<Kind>> {
 
 fn compare(
     args: &Args,
-    kinds: &[Kind],
+    entries: &[Entry],
     dir: &std::path::Path,
     rinha_lb: &std::path::Path,
 ) -> anyhow::Result<String> {
@@ -143,11 +172,11 @@ fn compare(
         rinha_lb,
         rinha_lb_driver: &args.lb_io_driver,
     };
-    let ports = contenders::pick_ports(args.port_base, kinds.len())?;
-    let mut started: Vec<Contender> = Vec::with_capacity(kinds.len());
-    for (&kind, &port) in kinds.iter().zip(&ports) {
-        started.push(contenders::start(kind, port, &setup)?);
-        tracing::info!(contender = %kind, port, "started");
+    let ports = contenders::pick_ports(args.port_base, entries.len())?;
+    let mut started: Vec<Contender> = Vec::with_capacity(entries.len());
+    for (entry, &port) in entries.iter().zip(&ports) {
+        started.push(contenders::start(entry, port, &setup)?);
+        tracing::info!(contender = %entry.label, port, "started");
     }
 
     let pace = match args.mode {
@@ -173,7 +202,7 @@ fn compare(
             if warm.ok == 0 {
                 bail!(
                     "{} answered nothing during warm-up: {warm:?}",
-                    contender.kind
+                    contender.label
                 );
             }
         }
@@ -184,9 +213,11 @@ fn compare(
         .map(|contender| {
             Ok(Tally {
                 kind: contender.kind,
+                label: contender.label.clone(),
                 report: Report::empty()?,
                 cpu: Duration::ZERO,
                 peak_rss_kib: None,
+                round_p99_us: Vec::new(),
             })
         })
         .collect::<anyhow::Result<_>>()?;
@@ -202,13 +233,14 @@ fn compare(
             }
             tracing::info!(
                 round,
-                contender = %contender.kind,
+                contender = %contender.label,
                 ok = report.ok,
                 errors = report.errors + report.non_2xx,
                 p50_us = report.quantile_us(0.5),
                 p99_us = report.quantile_us(0.99),
                 "measured"
             );
+            tallies[index].round_p99_us.push(report.quantile_us(0.99));
             tallies[index].report.merge(&report);
         }
     }
@@ -261,13 +293,28 @@ fn table(args: &Args, tallies: &[Tally]) -> String {
                 tally.cpu.as_secs_f64() * 100_000.0 / report.responses() as f64
             )
         };
+        let round_p99 =
+            median(tally.round_p99_us.clone()).map_or("-".to_owned(), |m| m.to_string());
+        // Per round, minus the baseline's p99 of the same round: drift cancels pairwise.
+        let round_added = match direct {
+            Some(direct) if tally.kind != Kind::Direct => median(
+                tally
+                    .round_p99_us
+                    .iter()
+                    .zip(&direct.round_p99_us)
+                    .map(|(&mine, &base)| mine as i64 - base as i64)
+                    .collect(),
+            )
+            .map_or("-".to_owned(), |m| format!("{m:+}")),
+            _ => "-".to_owned(),
+        };
         let rss = tally
             .peak_rss_kib
             .map_or("-".to_owned(), |kib| format!("{:.1}", kib as f64 / 1024.0));
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {cpu} | {rss} |",
-            tally.kind,
+            "| {} | {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {round_p99} | {round_added} | {cpu} | {rss} |",
+            tally.label,
             report.responses(),
             report.errors + report.non_2xx,
             report.throughput(),
@@ -280,4 +327,23 @@ fn table(args: &Args, tallies: &[Tally]) -> String {
         );
     }
     out
+}
+
+/// The median (the lower middle one for an even count), `None` when empty.
+fn median<T: Ord + Copy>(mut values: Vec<T>) -> Option<T> {
+    values.sort_unstable();
+    values.get(values.len().saturating_sub(1) / 2).copied()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::median;
+
+    #[test]
+    fn median_of_rounds() {
+        assert_eq!(median::<u64>(vec![]), None);
+        assert_eq!(median(vec![5u64]), Some(5));
+        assert_eq!(median(vec![9u64, 1, 5]), Some(5));
+        assert_eq!(median(vec![4i64, -2, 8, 1]), Some(1));
+    }
 }

@@ -1,0 +1,292 @@
+//! `rinha-bench processor`: a faithful emulator of the contest's payment processor
+//! (RINHA-2025.md section 3), on tokio + hyper, one current-thread runtime.
+//!
+//! Layout:
+//! - this file: [`Args`] (the CLI), [`Config`], [`spawn`] / [`Running`] (a processor on its
+//!   own thread, for tests and the stack), [`run`] (the CLI until SIGINT/SIGTERM);
+//! - `server`: the accept loop; `routes`: dispatch and the payment endpoints; `admin`: the
+//!   token-protected endpoints; `state`: what connections share;
+//! - `store`: payments in memory; `limiter`: 800 running / 500 queued; `health`: the
+//!   fixed-window health limit; `chaos`: injected faults;
+//! - `money`, `timestamp`, `body`: exact amounts, ISO-8601 times, case-insensitive JSON.
+//!
+//! Deviations from the official processor, on purpose: a body that does not parse, or lacks
+//! `correlationId`, `amount` or `requestedAt`, gets 400 (the official also answers 400 for an
+//! unparsable body); negative amounts are refused with 400; `GET /payments/{id}` with an id
+//! that is not a UUID is 404.
+
+mod admin;
+mod body;
+mod chaos;
+mod health;
+mod limiter;
+pub mod money;
+mod routes;
+mod server;
+mod state;
+mod store;
+pub mod timestamp;
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use tokio::net::{TcpListener, TcpSocket};
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+pub use admin::TOKEN_HEADER;
+pub use chaos::Chaos;
+pub use limiter::Limits;
+pub use money::Fee;
+pub use store::{Payment, Summary};
+
+use state::Shared;
+
+/// Command-line arguments of `rinha-bench processor` (each also an environment variable).
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    /// Address to listen on.
+    #[arg(long, env = "PROCESSOR_LISTEN", default_value = "127.0.0.1:8001")]
+    pub listen: SocketAddr,
+    /// Fee per transaction, as a decimal fraction of the amount (0.05 = 5 %).
+    #[arg(long, env = "PROCESSOR_FEE", default_value = "0.05")]
+    pub fee: Fee,
+    /// Initial admin token (header X-Rinha-Token).
+    #[arg(long, env = "PROCESSOR_TOKEN", default_value = "123")]
+    pub token: String,
+    /// Length of the service-health window, in seconds (one call per window).
+    #[arg(long, env = "PROCESSOR_HEALTH_WINDOW", default_value = "5", value_parser = parse_seconds)]
+    pub health_window: Duration,
+    /// Chaos: after storing every Nth payment, close the connection instead of answering.
+    #[arg(long, env = "PROCESSOR_CHAOS_DROP_EVERY", default_value_t = 0)]
+    pub chaos_drop_every: u64,
+    /// Chaos: reset the connection of every Nth POST /payments before processing it.
+    #[arg(long, env = "PROCESSOR_CHAOS_RESET_EVERY", default_value_t = 0)]
+    pub chaos_reset_every: u64,
+    /// Requests to POST /payments processed at once.
+    #[arg(long, env = "PROCESSOR_MAX_RUNNING", default_value_t = 800)]
+    pub max_running: usize,
+    /// Requests to POST /payments waiting for a slot before 429.
+    #[arg(long, env = "PROCESSOR_MAX_QUEUED", default_value_t = 500)]
+    pub max_queued: usize,
+}
+
+fn parse_seconds(text: &str) -> Result<Duration, String> {
+    let seconds: f64 = text
+        .parse()
+        .map_err(|_| format!("not a number: {text:?}"))?;
+    Duration::try_from_secs_f64(seconds)
+        .ok()
+        .filter(|window| !window.is_zero())
+        .ok_or_else(|| format!("not a positive duration: {text:?}"))
+}
+
+/// Everything one processor needs to start.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub fee: Fee,
+    pub token: String,
+    pub health_window: Duration,
+    pub chaos: Chaos,
+    pub limits: Limits,
+}
+
+impl Config {
+    /// `127.0.0.1:0`, token `123`, a 5 s health window, no chaos, the official limits.
+    pub fn for_tests(fee_percent: u32) -> Config {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            fee: Fee::from_percent(fee_percent),
+            token: String::from("123"),
+            health_window: Duration::from_secs(5),
+            chaos: Chaos::none(),
+            limits: Limits::default(),
+        }
+    }
+}
+
+impl From<Args> for Config {
+    fn from(args: Args) -> Config {
+        Config {
+            listen: args.listen,
+            fee: args.fee,
+            token: args.token,
+            health_window: args.health_window,
+            chaos: Chaos {
+                drop_every: args.chaos_drop_every,
+                reset_every: args.chaos_reset_every,
+            },
+            limits: Limits {
+                running: args.max_running,
+                queued: args.max_queued,
+            },
+        }
+    }
+}
+
+/// A processor serving on its own thread and runtime; dropping it stops the server and
+/// joins the thread.
+///
+/// The helpers (`set_delay`, `summary`, ...) touch the processor's state directly, without
+/// HTTP, so tests of other parts stay fast; the HTTP admin endpoints are tested on their own.
+pub struct Running {
+    pub addr: SocketAddr,
+    shared: Arc<Shared>,
+    shutdown: Option<oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Running {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Running").field("addr", &self.addr).finish()
+    }
+}
+
+impl Running {
+    /// `http://ADDR`, the base URL to reach this processor.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Sets the delay of `POST /payments`, in milliseconds; returns the previous one.
+    pub fn set_delay(&self, ms: u64) -> u64 {
+        self.shared.set_delay_ms(ms)
+    }
+
+    /// Makes `POST /payments` fail (500) or not; returns the previous setting.
+    pub fn set_failure(&self, failing: bool) -> bool {
+        self.shared.set_failing(failing)
+    }
+
+    /// Replaces the admin token.
+    pub fn set_token(&self, token: &str) {
+        self.shared.set_token(token.to_owned());
+    }
+
+    /// The admin summary for `[from, to]` (inclusive; everything if either is `None`).
+    pub fn summary(&self, from: Option<DateTime<Utc>>, to: Option<DateTime<Utc>>) -> Summary {
+        self.summary_micros(
+            from.map(|at| at.timestamp_micros()),
+            to.map(|at| at.timestamp_micros()),
+        )
+    }
+
+    /// [`Running::summary`] with bounds in microseconds since the epoch.
+    pub fn summary_micros(&self, from: Option<i64>, to: Option<i64>) -> Summary {
+        self.shared.store().summary(from, to, self.shared.fee)
+    }
+
+    /// The payment stored under `id`.
+    pub fn payment(&self, id: Uuid) -> Option<Payment> {
+        self.shared.store().get(&id)
+    }
+
+    /// How many payments are stored.
+    pub fn stored(&self) -> usize {
+        self.shared.store().count()
+    }
+
+    /// Removes every payment.
+    pub fn purge(&self) {
+        self.shared.store().purge();
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+}
+
+/// Binds with a deep backlog: bursts of new connections (the 800 + 500 limiter test, a
+/// ramp of users) must not overflow the SYN queue and stall in retransmits.
+fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(4096)
+}
+
+/// Starts a processor on its own thread with its own current-thread runtime, on a real TCP
+/// listener; returns once it is accepting connections.
+pub fn spawn(config: Config) -> std::io::Result<Running> {
+    let runtime = runtime()?;
+    let listener = {
+        let _entered = runtime.enter();
+        bind(config.listen)?
+    };
+    let addr = listener.local_addr()?;
+    let shared = Arc::new(Shared::new(&config));
+    let (shutdown, stop) = oneshot::channel::<()>();
+    let thread = std::thread::Builder::new()
+        .name(format!("processor-{}", addr.port()))
+        .spawn({
+            let shared = shared.clone();
+            move || {
+                tracing::info!("processor listening on {addr}");
+                runtime.block_on(server::serve(listener, shared, async {
+                    let _ = stop.await;
+                }));
+            }
+        })?;
+    Ok(Running {
+        addr,
+        shared,
+        shutdown: Some(shutdown),
+        thread: Some(thread),
+    })
+}
+
+/// Runs `rinha-bench processor` until SIGINT or SIGTERM.
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let config = Config::from(args);
+    let runtime = runtime().context("cannot start the runtime")?;
+    runtime.block_on(async {
+        let listener =
+            bind(config.listen).with_context(|| format!("cannot listen on {}", config.listen))?;
+        let addr = listener.local_addr()?;
+        let shared = Arc::new(Shared::new(&config));
+        // The first line alone, so scripts can wait for it and read the address.
+        tracing::info!("processor listening on {addr}");
+        tracing::info!(
+            fee = %config.fee,
+            health_window = ?config.health_window,
+            drop_every = config.chaos.drop_every,
+            reset_every = config.chaos.reset_every,
+            "processor settings"
+        );
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .context("cannot watch SIGTERM")?;
+        server::serve(listener, shared, async move {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = terminate.recv() => {}
+            }
+        })
+        .await;
+        tracing::info!("processor on {addr} stopped");
+        Ok(ExitCode::SUCCESS)
+    })
+}

@@ -1,0 +1,241 @@
+//! The HTTP surface: dispatch by path and method (unknown path 404, wrong method 405), the
+//! public payment endpoints, and the small response helpers the admin module shares.
+//!
+//! `POST /payments` runs as the official one does: the concurrency limiter admits it, its
+//! body is read, then (in a task of its own, so a caller that hangs up cancels nothing) the
+//! delay read at arrival, then the failure flag, then the insert.
+
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE, RETRY_AFTER};
+use hyper::{Method, Request, Response, StatusCode};
+use uuid::Uuid;
+
+use super::admin;
+use super::body::JsonObject;
+use super::health::Claim;
+use super::money::{self, Cents};
+use super::state::Shared;
+use super::store::Payment;
+use super::timestamp;
+
+/// The largest request body read; a payment is ~120 bytes.
+const MAX_BODY: usize = 64 * 1024;
+
+/// The response type of every handler.
+pub type HttpResponse = Response<Full<Bytes>>;
+
+/// Ends the connection without an answer (hyper closes it when the service fails).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Abort {
+    /// Chaos: the payment was stored, the response is lost.
+    #[error("chaos: response dropped after the insert")]
+    Dropped,
+    /// Chaos: the connection is reset before anything is processed.
+    #[error("chaos: connection reset")]
+    Reset,
+    /// The payment task ended without an answer (the runtime is shutting down).
+    #[error("payment task did not finish")]
+    Cancelled,
+}
+
+/// Per-connection context the handlers may need.
+#[derive(Debug, Default)]
+pub struct Connection {
+    /// A duplicate of the socket, kept only when resets are injected.
+    pub socket: Option<OwnedFd>,
+}
+
+/// Answers one request.
+pub async fn handle(
+    shared: Arc<Shared>,
+    connection: Arc<Connection>,
+    request: Request<Incoming>,
+) -> Result<HttpResponse, Abort> {
+    let path = request.uri().path();
+    let method = request.method();
+    let response = match path {
+        "/payments" => match *method {
+            Method::POST => return post_payment(shared, &connection, request).await,
+            _ => not_allowed("POST"),
+        },
+        "/payments/service-health" => match *method {
+            Method::GET => service_health(&shared).await,
+            _ => not_allowed("GET"),
+        },
+        "/admin/payments-summary" => match *method {
+            Method::GET => admin::summary(&shared, &request),
+            _ => not_allowed("GET"),
+        },
+        "/admin/configurations/token"
+        | "/admin/configurations/delay"
+        | "/admin/configurations/failure" => match *method {
+            Method::PUT => admin::configure(&shared, request).await,
+            _ => not_allowed("PUT"),
+        },
+        "/admin/purge-payments" => match *method {
+            Method::POST => admin::purge(&shared, &request),
+            _ => not_allowed("POST"),
+        },
+        _ => match path.strip_prefix("/payments/") {
+            Some(id) if !id.is_empty() && !id.contains('/') => match *method {
+                Method::GET => get_payment(&shared, id),
+                _ => not_allowed("GET"),
+            },
+            _ => empty(StatusCode::NOT_FOUND),
+        },
+    };
+    Ok(response)
+}
+
+async fn post_payment(
+    shared: Arc<Shared>,
+    connection: &Connection,
+    request: Request<Incoming>,
+) -> Result<HttpResponse, Abort> {
+    if shared.chaos.reset_this_post() {
+        if let Some(socket) = &connection.socket {
+            if let Err(err) = super::chaos::arm_reset(socket) {
+                tracing::warn!("chaos: cannot arm a reset: {err}");
+            }
+        }
+        return Err(Abort::Reset);
+    }
+    let arrived_delay = Duration::from_millis(shared.delay_ms());
+    // Waiting in line is cancelled if the caller goes away, as ASP.NET's limiter does.
+    let permit = match shared.limiter.admit().await {
+        Ok(permit) => permit,
+        Err(_) => return Ok(empty(StatusCode::TOO_MANY_REQUESTS)),
+    };
+    let Some(body) = read_body(request).await else {
+        return Ok(message(StatusCode::BAD_REQUEST, "unreadable body"));
+    };
+    let payment = match parse_payment(&body) {
+        Ok(payment) => payment,
+        Err(reason) => return Ok(message(StatusCode::BAD_REQUEST, reason)),
+    };
+    // From here on the work happens whether or not the caller is still connected.
+    let task = tokio::spawn(async move {
+        let _permit = permit;
+        if !arrived_delay.is_zero() {
+            tokio::time::sleep(arrived_delay).await;
+        }
+        if shared.failing() {
+            return Ok(message(StatusCode::INTERNAL_SERVER_ERROR, "payment failed"));
+        }
+        let inserted = shared.store().insert(payment);
+        match inserted {
+            Err(_) => Ok(message(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "correlationId already exists",
+            )),
+            Ok(()) if shared.chaos.drop_after_store() => Err(Abort::Dropped),
+            Ok(()) => Ok(message(StatusCode::OK, "payment processed successfully")),
+        }
+    });
+    task.await.unwrap_or(Err(Abort::Cancelled))
+}
+
+/// Reads a `POST /payments` body into a payment, or says why it is refused (400).
+pub fn parse_payment(body: &[u8]) -> Result<Payment, String> {
+    let object = JsonObject::parse(body).map_err(|e| e.to_string())?;
+    let id = object.string("correlationId").map_err(|e| e.to_string())?;
+    let correlation_id = Uuid::parse_str(&id).map_err(|_| "correlationId is not a UUID")?;
+    let amount = object.number_text("amount").map_err(|e| e.to_string())?;
+    let cents = money::parse_cents(&amount).map_err(|e| format!("amount: {e}"))?;
+    let requested_at = object.string("requestedAt").map_err(|e| e.to_string())?;
+    let requested_at_micros = timestamp::parse_micros(&requested_at).map_err(|e| e.to_string())?;
+    Ok(Payment {
+        correlation_id,
+        cents,
+        requested_at_micros,
+    })
+}
+
+fn get_payment(shared: &Shared, id: &str) -> HttpResponse {
+    let Ok(id) = Uuid::parse_str(id) else {
+        return empty(StatusCode::NOT_FOUND);
+    };
+    let found = shared.store().get(&id);
+    match found {
+        Some(payment) => json(
+            StatusCode::OK,
+            format!(
+                r#"{{"correlationId":"{}","amount":{},"requestedAt":"{}"}}"#,
+                payment.correlation_id,
+                Cents(payment.cents),
+                timestamp::format_micros(payment.requested_at_micros)
+            ),
+        ),
+        None => empty(StatusCode::NOT_FOUND),
+    }
+}
+
+async fn service_health(shared: &Shared) -> HttpResponse {
+    match shared.health.claim(std::time::Instant::now()) {
+        Claim::Now => {}
+        Claim::At(at) => tokio::time::sleep_until(at.into()).await,
+        Claim::Rejected => {
+            let seconds = shared.health.window().as_secs_f64().ceil().max(1.0) as u64;
+            let mut response = empty(StatusCode::TOO_MANY_REQUESTS);
+            response
+                .headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from(seconds));
+            return response;
+        }
+    }
+    json(
+        StatusCode::OK,
+        format!(
+            r#"{{"failing":{},"minResponseTime":{}}}"#,
+            shared.failing(),
+            shared.delay_ms()
+        ),
+    )
+}
+
+/// The whole body, or `None` when it cannot be read or is too large.
+pub async fn read_body(request: Request<Incoming>) -> Option<Bytes> {
+    Limited::new(request.into_body(), MAX_BODY)
+        .collect()
+        .await
+        .ok()
+        .map(|collected| collected.to_bytes())
+}
+
+/// A JSON response.
+pub fn json(status: StatusCode, body: String) -> HttpResponse {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=utf-8"),
+    );
+    response
+}
+
+/// `{"message":"..."}` (the official processor's shape).
+pub fn message(status: StatusCode, text: impl AsRef<str>) -> HttpResponse {
+    let text = serde_json::to_string(text.as_ref()).unwrap_or_else(|_| String::from("\"\""));
+    json(status, format!(r#"{{"message":{text}}}"#))
+}
+
+/// A response without a body.
+pub fn empty(status: StatusCode) -> HttpResponse {
+    let mut response = Response::new(Full::new(Bytes::new()));
+    *response.status_mut() = status;
+    response
+}
+
+fn not_allowed(allow: &'static str) -> HttpResponse {
+    let mut response = empty(StatusCode::METHOD_NOT_ALLOWED);
+    response
+        .headers_mut()
+        .insert(ALLOW, HeaderValue::from_static(allow));
+    response
+}

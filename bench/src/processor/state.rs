@@ -1,0 +1,79 @@
+//! What every connection of one processor shares: its settings (fee, token, delay,
+//! failure), the store, the limiters and the chaos counters.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Instant;
+
+use super::chaos::ChaosCounters;
+use super::health::HealthWindow;
+use super::limiter::Limiter;
+use super::money::Fee;
+use super::store::Store;
+use super::Config;
+
+/// One processor's state.
+#[derive(Debug)]
+pub struct Shared {
+    pub fee: Fee,
+    token: Mutex<String>,
+    delay_ms: AtomicU64,
+    failing: AtomicBool,
+    store: Mutex<Store>,
+    pub limiter: Limiter,
+    pub health: HealthWindow,
+    pub chaos: ChaosCounters,
+}
+
+/// Locks `mutex`, ignoring poisoning: every critical section leaves its data consistent.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    match mutex.lock() {
+        Ok(guard) => guard,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+impl Shared {
+    pub fn new(config: &Config) -> Shared {
+        Shared {
+            fee: config.fee,
+            token: Mutex::new(config.token.clone()),
+            delay_ms: AtomicU64::new(0),
+            failing: AtomicBool::new(false),
+            store: Mutex::new(Store::default()),
+            limiter: Limiter::new(config.limits),
+            health: HealthWindow::new(config.health_window, Instant::now()),
+            chaos: ChaosCounters::new(config.chaos),
+        }
+    }
+
+    pub fn store(&self) -> MutexGuard<'_, Store> {
+        lock(&self.store)
+    }
+
+    pub fn token_matches(&self, presented: &[u8]) -> bool {
+        lock(&self.token).as_bytes() == presented
+    }
+
+    pub fn set_token(&self, token: String) {
+        *lock(&self.token) = token;
+    }
+
+    pub fn delay_ms(&self) -> u64 {
+        self.delay_ms.load(Ordering::Acquire)
+    }
+
+    /// Sets the delay, returning the old one.
+    pub fn set_delay_ms(&self, ms: u64) -> u64 {
+        self.delay_ms.swap(ms, Ordering::AcqRel)
+    }
+
+    pub fn failing(&self) -> bool {
+        self.failing.load(Ordering::Acquire)
+    }
+
+    /// Sets the failure flag, returning the old one.
+    pub fn set_failing(&self, failing: bool) -> bool {
+        self.failing.swap(failing, Ordering::AcqRel)
+    }
+}

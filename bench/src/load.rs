@@ -194,9 +194,22 @@ pub fn post_payment_request(host: &str) -> Vec<u8> {
     .into_bytes()
 }
 
+/// Writes the bytes of one request into an empty buffer: for loads whose every request must
+/// differ (a fresh `correlationId` per payment), where `spec.request` would repeat itself.
+pub type RequestWriter = dyn Fn(&mut Vec<u8>) + Send + Sync;
+
 /// Runs one load and returns what it measured. Blocks for `spec.duration` (plus the time the
 /// last responses take).
 pub fn run(spec: &LoadSpec) -> Result<Report, LoadError> {
+    run_inner(spec, None)
+}
+
+/// Like [`run`], but each request is written by `writer` (`spec.request` is not sent).
+pub fn run_with(spec: &LoadSpec, writer: Arc<RequestWriter>) -> Result<Report, LoadError> {
+    run_inner(spec, Some(writer))
+}
+
+fn run_inner(spec: &LoadSpec, writer: Option<Arc<RequestWriter>>) -> Result<Report, LoadError> {
     let connections = spec.pace.connections();
     if connections == 0 {
         return Err(LoadError::NoConnections);
@@ -217,11 +230,11 @@ pub fn run(spec: &LoadSpec) -> Result<Report, LoadError> {
     });
     let mut threads = Vec::with_capacity(connections);
     for n in 0..connections {
-        let (schedule, spec) = (schedule.clone(), spec.clone());
+        let (schedule, spec, writer) = (schedule.clone(), spec.clone(), writer.clone());
         let thread = std::thread::Builder::new()
             .name(format!("load-{n}"))
             .stack_size(256 * 1024)
-            .spawn(move || drive_connection(&spec, &schedule))
+            .spawn(move || drive_connection(&spec, writer.as_deref(), &schedule))
             .map_err(LoadError::Spawn)?;
         threads.push(thread);
     }
@@ -255,11 +268,16 @@ impl Schedule {
     }
 }
 
-fn drive_connection(spec: &LoadSpec, schedule: &Schedule) -> Result<Report, LoadError> {
+fn drive_connection(
+    spec: &LoadSpec,
+    writer: Option<&RequestWriter>,
+    schedule: &Schedule,
+) -> Result<Report, LoadError> {
     precise_sleeps();
     let mut report = Report::empty()?;
     let mut connection: Option<Connection> = None;
     let mut buf = Vec::with_capacity(4096);
+    let mut fresh = Vec::with_capacity(256);
     sleep_until(schedule.start);
     loop {
         let due = match schedule.interval {
@@ -289,7 +307,15 @@ fn drive_connection(spec: &LoadSpec, schedule: &Schedule) -> Result<Report, Load
                 }
             },
         };
-        match exchange(stream, &spec.request, &mut buf) {
+        let request: &[u8] = match writer {
+            Some(write) => {
+                fresh.clear();
+                write(&mut fresh);
+                &fresh
+            }
+            None => &spec.request,
+        };
+        match exchange(stream, request, &mut buf) {
             Ok(Exchange { status, keep_alive }) => {
                 let micros = due.elapsed().as_micros() as u64;
                 if (200..300).contains(&status) {

@@ -280,6 +280,11 @@ impl Stack {
         format!("http://127.0.0.1:{}", self.fallback_port)
     }
 
+    /// The running parts (name, address, log, pid), in start order.
+    pub fn parts(&self) -> &[Part] {
+        &self.parts
+    }
+
     /// The parts, where each listens and where its log goes.
     pub fn describe(&self) -> String {
         let mut out = format!("local stack in {}\n", self.dir.display());

@@ -1,0 +1,317 @@
+//! One run of one driver: start the stack with `IO_DRIVER` set for both backends and the load
+//! balancer, confirm the driver from each start line, then the contest test, the fixed-rate
+//! open-loop loads and the closed-loop saturation, reading each process's CPU time around
+//! every measured window and its peak RSS after the contest and at the end.
+
+use std::time::Duration;
+
+use anyhow::Context;
+
+use super::{payments, verify, Args, Driver, MEASURED};
+use crate::lbs::contenders::{cpu_time, peak_rss_kib};
+use crate::load::{self, LoadSpec, Pace, Report as LoadReport, Target};
+use crate::rinha::calls::Processor;
+use crate::rinha::client::{Endpoint, HostClient};
+use crate::rinha::report::Percentiles;
+use crate::stack::Stack;
+
+/// The processors' admin token: their initial one, which the contest test also sets (its
+/// `--token` default).
+const ADMIN_TOKEN: &str = "123";
+
+/// Percentiles of one measurement, in milliseconds.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct Latency {
+    pub p50: f64,
+    pub p99: f64,
+    pub p999: f64,
+}
+
+impl Latency {
+    fn of_load(report: &LoadReport) -> Latency {
+        if report.latency_us.is_empty() {
+            return Latency::default();
+        }
+        let ms = |q: f64| report.quantile_us(q) as f64 / 1000.0;
+        Latency {
+            p50: ms(0.5),
+            p99: ms(0.99),
+            p999: ms(0.999),
+        }
+    }
+}
+
+/// CPU seconds (user + system) of each measured process over one window, in [`MEASURED`] order.
+pub type CpuSecs = [f64; 3];
+
+/// The contest test of one run.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Contest {
+    /// Successful `POST /payments`.
+    pub post: Latency,
+    /// The score's p99 (every successful request, rounded as the contest does), ms.
+    pub score_p99_ms: f64,
+    /// The score (`total_liquido`).
+    pub profit: f64,
+    pub successful_posts: u64,
+    pub failed_posts: u64,
+    pub inconsistencies: u64,
+    pub lag: i64,
+    pub cpu_secs: CpuSecs,
+}
+
+/// One fixed-rate open-loop load.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Rate {
+    pub rate: f64,
+    pub latency: Latency,
+    pub ok: u64,
+    /// Non-2xx answers and lost requests.
+    pub failed: u64,
+    pub cpu_secs: CpuSecs,
+}
+
+/// The closed-loop saturation.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Saturation {
+    /// Successful responses per second.
+    pub throughput: f64,
+    pub ok: u64,
+    pub failed: u64,
+    pub cpu_secs: CpuSecs,
+}
+
+/// Everything one run of one driver measured.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Run {
+    pub round: u32,
+    pub driver: Driver,
+    /// `(part, driver=...)` as each process's start line said.
+    pub confirmed: Vec<(String, String)>,
+    pub contest: Option<Contest>,
+    pub rates: Vec<Rate>,
+    pub saturation: Option<Saturation>,
+    /// `VmHWM` in KiB right after the contest test.
+    pub peak_rss_contest_kib: Option<[u64; 3]>,
+    /// `VmHWM` in KiB at the end of the run (all phases).
+    pub peak_rss_kib: [u64; 3],
+}
+
+/// Starts the stack with `driver`, measures, and stops the stack whatever happened.
+pub async fn run(args: &Args, round: u32, driver: Driver) -> anyhow::Result<Run> {
+    let mut opts = args.stack.clone();
+    // Appended last, so they win over any IO_DRIVER given with --backend-env/--lb-env.
+    let io_driver = format!("IO_DRIVER={}", driver.env_value());
+    opts.backend_env.push(io_driver.clone());
+    opts.lb_env.push(io_driver);
+    let stack = Stack::start(&opts)
+        .await
+        .with_context(|| format!("starting the stack with IO_DRIVER={}", driver.env_value()))?;
+    if !args.quiet {
+        eprint!("{}", stack.describe());
+    }
+    let result = measure(args, &stack, round, driver).await;
+    stack.stop().await;
+    result
+}
+
+/// The pids of the measured processes, in [`MEASURED`] order.
+fn pids(stack: &Stack) -> anyhow::Result<[u32; 3]> {
+    let pid = |name: &str| {
+        stack
+            .parts()
+            .iter()
+            .find(|part| part.name == name)
+            .and_then(|part| part.pid())
+            .with_context(|| format!("{name} is not running"))
+    };
+    Ok([pid(MEASURED[0])?, pid(MEASURED[1])?, pid(MEASURED[2])?])
+}
+
+fn cpu_now(pids: &[u32; 3]) -> anyhow::Result<[Duration; 3]> {
+    let read = |pid: u32| cpu_time(pid).with_context(|| format!("CPU time of pid {pid}"));
+    Ok([read(pids[0])?, read(pids[1])?, read(pids[2])?])
+}
+
+fn cpu_since(pids: &[u32; 3], before: &[Duration; 3]) -> anyhow::Result<CpuSecs> {
+    let after = cpu_now(pids)?;
+    Ok(std::array::from_fn(|i| {
+        after[i].saturating_sub(before[i]).as_secs_f64()
+    }))
+}
+
+fn peak_rss(pids: &[u32; 3]) -> anyhow::Result<[u64; 3]> {
+    let read = |pid: u32| peak_rss_kib(pid).with_context(|| format!("VmHWM of pid {pid}"));
+    Ok([read(pids[0])?, read(pids[1])?, read(pids[2])?])
+}
+
+async fn measure(args: &Args, stack: &Stack, round: u32, driver: Driver) -> anyhow::Result<Run> {
+    let mut confirmed = Vec::new();
+    for part in stack.parts() {
+        let program = match part.name.as_str() {
+            "rinha-lb" => "rinha-lb",
+            name if name.starts_with("backend-") => "rinha",
+            _ => continue,
+        };
+        let got = verify::confirm(&part.name, program, &part.log, driver).await?;
+        confirmed.push((part.name.clone(), format!("driver={got}")));
+    }
+    let pids = pids(stack)?;
+
+    let mut run = Run {
+        round,
+        driver,
+        confirmed,
+        contest: None,
+        rates: Vec::new(),
+        saturation: None,
+        peak_rss_contest_kib: None,
+        peak_rss_kib: [0; 3],
+    };
+    if args.duration > 0 {
+        run.contest = Some(contest(args, stack, &pids).await?);
+        run.peak_rss_contest_kib = Some(peak_rss(&pids)?);
+    }
+
+    // From here on the processors answer at once: what is measured is our stack.
+    quiet_processors(stack).await?;
+    let target: Target = format!("127.0.0.1:{}", args.stack.lb_port).parse()?;
+    let writer = payments::writer("localhost");
+    let spec = |pace: Pace, secs: u64| LoadSpec {
+        target: target.clone(),
+        // Unused: `run_with` writes every request.
+        request: Vec::new().into(),
+        pace,
+        duration: Duration::from_secs(secs),
+    };
+    let open = |rate: f64| Pace::Open {
+        rate_per_sec: rate,
+        connections: args.open_connections,
+    };
+    if let (Some(&first), true) = (args.rates.first(), args.warmup_secs > 0) {
+        let warm = blocking_load(spec(open(first), args.warmup_secs), writer.clone()).await?;
+        anyhow::ensure!(
+            warm.ok > 0,
+            "the stack answered nothing during the warm-up: {warm:?}"
+        );
+    }
+    for &rate in &args.rates {
+        let before = cpu_now(&pids)?;
+        let report = blocking_load(spec(open(rate), args.open_secs), writer.clone()).await?;
+        let cpu_secs = cpu_since(&pids, &before)?;
+        log_load(driver, round, &format!("open {rate}/s"), &report);
+        run.rates.push(Rate {
+            rate,
+            latency: Latency::of_load(&report),
+            ok: report.ok,
+            failed: report.non_2xx + report.errors,
+            cpu_secs,
+        });
+    }
+    if args.saturation_secs > 0 {
+        let pace = Pace::Closed {
+            connections: args.saturation_connections,
+        };
+        let before = cpu_now(&pids)?;
+        let report = blocking_load(spec(pace, args.saturation_secs), writer.clone()).await?;
+        let cpu_secs = cpu_since(&pids, &before)?;
+        log_load(driver, round, "saturation", &report);
+        let secs = report.elapsed.as_secs_f64();
+        run.saturation = Some(Saturation {
+            throughput: if secs > 0.0 {
+                report.ok as f64 / secs
+            } else {
+                0.0
+            },
+            ok: report.ok,
+            failed: report.non_2xx + report.errors,
+            cpu_secs,
+        });
+    }
+    run.peak_rss_kib = peak_rss(&pids)?;
+    Ok(run)
+}
+
+/// The contest test against the running stack, through the `rinha` module's entry point.
+async fn contest(args: &Args, stack: &Stack, pids: &[u32; 3]) -> anyhow::Result<Contest> {
+    let mut flags = vec![
+        "--target".to_owned(),
+        stack.lb_url(),
+        "--default".to_owned(),
+        stack.default_url(),
+        "--fallback".to_owned(),
+        stack.fallback_url(),
+        "--max-requests".to_owned(),
+        args.max_requests.to_string(),
+        "--duration".to_owned(),
+        args.duration.to_string(),
+    ];
+    if args.quiet {
+        flags.push("--quiet".to_owned());
+    }
+    let rinha_args = crate::rinha::Args::from_flags(flags)?;
+    let before = cpu_now(pids)?;
+    let report = crate::rinha::run_test(&rinha_args)
+        .await
+        .context("the contest test")?;
+    let cpu_secs = cpu_since(pids, &before)?;
+    let post = Percentiles::of(&report.snapshot.posts);
+    let counts = report.snapshot.counts;
+    Ok(Contest {
+        post: Latency {
+            p50: post.p50,
+            p99: post.p99,
+            p999: post.p999,
+        },
+        score_p99_ms: report.score.p99_ms,
+        profit: report.score.profit,
+        successful_posts: counts.success,
+        failed_posts: counts.failed(),
+        inconsistencies: report.score.inconsistencies,
+        lag: report.score.lag,
+        cpu_secs,
+    })
+}
+
+/// Sets both processors to answer at once and never fail (the contest test's stages leave
+/// them reset already; this makes it a checked precondition).
+async fn quiet_processors(stack: &Stack) -> anyhow::Result<()> {
+    for url in [stack.default_url(), stack.fallback_url()] {
+        let mut processor = Processor {
+            client: HostClient::new(Endpoint::parse(&url)?),
+            token: ADMIN_TOKEN.to_owned(),
+        };
+        processor
+            .set_delay(0, None)
+            .await
+            .with_context(|| format!("setting {url}'s delay to 0"))?;
+        processor
+            .set_failure(false, None)
+            .await
+            .with_context(|| format!("clearing {url}'s failure"))?;
+    }
+    Ok(())
+}
+
+/// Runs a load on a blocking thread (the generator sleeps and blocks by design).
+async fn blocking_load(
+    spec: LoadSpec,
+    writer: std::sync::Arc<load::RequestWriter>,
+) -> anyhow::Result<LoadReport> {
+    Ok(tokio::task::spawn_blocking(move || load::run_with(&spec, writer)).await??)
+}
+
+fn log_load(driver: Driver, round: u32, what: &str, report: &LoadReport) {
+    tracing::info!(
+        round,
+        driver = driver.env_value(),
+        load = what,
+        ok = report.ok,
+        failed = report.non_2xx + report.errors,
+        req_per_s = format!("{:.0}", report.throughput()),
+        p50_us = report.quantile_us(0.5),
+        p99_us = report.quantile_us(0.99),
+        p999_us = report.quantile_us(0.999),
+        "measured"
+    );
+}

@@ -3,11 +3,17 @@
 //!
 //! Closed: every payment goes. After [`OPEN_AFTER`] consecutive failures it opens: then a
 //! real queued payment is let through as a probe at most once per [`PROBE_INTERVAL`], with
-//! at most [`MAX_PROBES`] probes in flight; the first success closes it. The interval keeps
-//! a failing processor (and our CPU quota) from being hammered; the in-flight cap is high
-//! enough (`MAX_PROBES x PROBE_INTERVAL` = 2 s) that a processor answering slowly, e.g. with
-//! a 2 s delay, still gets a fresh probe every interval, so its recovery is seen within
-//! about one interval plus its new response time instead of after the old, slow probes.
+//! at most [`MAX_PROBES`] probe in flight; the first success closes it. The interval keeps
+//! a failing processor (and our CPU quota) from being hammered.
+//!
+//! Why a single probe in flight, although several would see a recovery sooner when the
+//! failing processor is also slow: a probe sent under a 2 s delay while failing is *stored*
+//! if the failure is switched off before its delay ends (second 40 of the official test),
+//! and the consistency check runs at that very moment. Every such probe in flight is a
+//! payment whose storage instant may fall within a few milliseconds of the check, which no
+//! summary rule can place on the right side reliably (measured: with 50 probes in flight,
+//! one inconsistency at 40 s in a full run). Seeing the recovery up to one delay later costs
+//! nothing: the backlog still drains within seconds, long before the end of the test.
 
 use std::cell::Cell;
 use std::time::{Duration, Instant};
@@ -16,8 +22,8 @@ use std::time::{Duration, Instant};
 pub const OPEN_AFTER: u32 = 3;
 /// At most one probe starts per interval while open.
 pub const PROBE_INTERVAL: Duration = Duration::from_millis(40);
-/// At most this many probes in flight while open.
-pub const MAX_PROBES: u32 = 50;
+/// At most this many probes in flight while open (see the module doc).
+pub const MAX_PROBES: u32 = 1;
 
 /// Whether a call went as a probe of an open breaker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -15,7 +15,9 @@
 //! one inconsistency at 40 s in a full run). Seeing the recovery up to one delay later costs
 //! nothing: the backlog still drains within seconds, long before the end of the test.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::future::poll_fn;
+use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 /// Consecutive failures that open the breaker.
@@ -39,6 +41,10 @@ pub struct Breaker {
     open: Cell<bool>,
     next_probe: Cell<Instant>,
     probes: Cell<u32>,
+    /// Senders parked until a probe slot frees (woken by `release`, not by polling: with
+    /// dozens of senders waiting, a timer loop would burn the CPU quota while the
+    /// processors fail).
+    parked: RefCell<Vec<Waker>>,
 }
 
 impl Default for Breaker {
@@ -48,6 +54,7 @@ impl Default for Breaker {
             open: Cell::new(false),
             next_probe: Cell::new(Instant::now()),
             probes: Cell::new(0),
+            parked: RefCell::new(Vec::new()),
         }
     }
 }
@@ -81,8 +88,21 @@ impl Breaker {
             if let Some(p) = self.try_admit(now) {
                 return p;
             }
-            let wake = self.next_probe.get().max(now + Duration::from_millis(1));
-            monoio::time::sleep(wake - now).await;
+            if self.probes.get() >= MAX_PROBES {
+                // Wait for the probe in flight to finish (it may close the breaker).
+                poll_fn(|cx| {
+                    if !self.open.get() || self.probes.get() < MAX_PROBES {
+                        Poll::Ready(())
+                    } else {
+                        self.parked.borrow_mut().push(cx.waker().clone());
+                        Poll::Pending
+                    }
+                })
+                .await;
+            } else {
+                let wake = self.next_probe.get().max(now + Duration::from_millis(1));
+                monoio::time::sleep(wake - now).await;
+            }
         }
     }
 
@@ -92,6 +112,7 @@ impl Breaker {
         self.failures.set(0);
         if self.open.replace(false) {
             tracing::info!("processor recovered: breaker closed");
+            self.wake_parked();
         }
     }
 
@@ -109,6 +130,14 @@ impl Breaker {
     fn release(&self, permit: Permit) {
         if permit == Permit::Probe {
             self.probes.set(self.probes.get().saturating_sub(1));
+            self.wake_parked();
+        }
+    }
+
+    fn wake_parked(&self) {
+        let parked = std::mem::take(&mut *self.parked.borrow_mut());
+        for w in parked {
+            w.wake();
         }
     }
 }
@@ -138,6 +167,24 @@ mod tests {
         b.success(Permit::Probe);
         assert!(!b.is_open());
         assert_eq!(b.try_admit(t2), Some(Permit::Normal));
+    }
+
+    #[test]
+    fn senders_parked_on_the_probe_cap_wake_when_it_frees() {
+        let b = std::rc::Rc::new(Breaker::new());
+        for _ in 0..OPEN_AFTER {
+            b.failure(Permit::Normal);
+        }
+        monoio::start::<monoio::time::TimeDriver<monoio::LegacyDriver>, _>(async move {
+            let probe = b.admit().await;
+            assert_eq!(probe, Permit::Probe);
+            let b2 = b.clone();
+            let waiter = monoio::spawn(async move { b2.admit().await });
+            monoio::time::sleep(Duration::from_millis(20)).await;
+            assert_eq!(b.parked.borrow().len(), 1);
+            b.success(probe);
+            assert_eq!(waiter.await, Permit::Normal);
+        });
     }
 
     #[test]

@@ -141,10 +141,11 @@ impl Comparison {
         let order: Vec<&str> = self.runs.iter().map(|r| r.driver.env_value()).collect();
         format!(
             "rinha-bench drivers: medians over {} run(s) per driver, order {}; latency in ms from \
-             the intended send time (open loop)\n\n{}",
+             the intended send time (open loop)\n\n{}\nper run:\n{}",
             self.runs.len() / 2,
             order.join(", "),
-            summary::table(&self.rows)
+            summary::table(&self.rows),
+            summary::runs(&self.runs)
         )
     }
 }

@@ -211,13 +211,13 @@ async fn measure(args: &Args, stack: &Stack, round: u32, driver: Driver) -> anyh
             "the stack answered nothing during the warm-up: {warm:?}"
         );
         expected += warm.ok;
-        backlog.wait_for(expected).await?;
+        backlog.wait_for(expected).await;
     }
     for &rate in &args.rates {
         let before = cpu_now(&pids)?;
         let report = blocking_load(spec(open(rate), args.open_secs), writer.clone()).await?;
         expected += report.ok;
-        let drained = backlog.wait_for(expected).await?;
+        let drained = backlog.wait_for(expected).await;
         let cpu_secs = cpu_since(&pids, &before)?;
         log_load(driver, round, &format!("open {rate}/s"), &report, &drained);
         run.rates.push(Rate {
@@ -237,7 +237,7 @@ async fn measure(args: &Args, stack: &Stack, round: u32, driver: Driver) -> anyh
         let before = cpu_now(&pids)?;
         let report = blocking_load(spec(pace, args.saturation_secs), writer.clone()).await?;
         expected += report.ok;
-        let drained = backlog.wait_for(expected).await?;
+        let drained = backlog.wait_for(expected).await;
         let cpu_secs = cpu_since(&pids, &before)?;
         log_load(driver, round, "saturation", &report, &drained);
         let secs = report.elapsed.as_secs_f64();
@@ -292,7 +292,7 @@ async fn contest(
         .context("the contest test")?;
     // From here on the processors answer at once: what is measured is our stack.
     quiet_processors(stack).await?;
-    let drained = backlog.wait_for(report.snapshot.counts.success).await?;
+    let drained = backlog.wait_for(report.snapshot.counts.success).await;
     let cpu_secs = cpu_since(pids, &before)?;
     let post = Percentiles::of(&report.snapshot.posts);
     let counts = report.snapshot.counts;

@@ -151,6 +151,12 @@ pub fn rows(
     for (i, rate) in rates.iter().enumerate() {
         b.section = format!("open loop, {rate} req/s");
         b.latency("POST /payments", |run| run.rates.get(i).map(|r| r.latency));
+        b.row("requests/s achieved", "req/s", false, |run| {
+            run.rates.get(i).map(|r| r.achieved)
+        });
+        b.row("backlog drain after the load", "s", true, |run| {
+            run.rates.get(i).map(|r| r.drained.secs)
+        });
         b.row("CPU-s / 100k req, lb + backends", "s", true, |run| {
             run.rates
                 .get(i)
@@ -225,6 +231,34 @@ fn better(row: &Row) -> &'static str {
         Some(r) if (r < 1.0) == row.lower_is_better => "uring",
         Some(_) => "epoll",
     }
+}
+
+/// One line per run (the medians hide outliers; these show them).
+pub fn runs(runs: &[Run]) -> String {
+    let mut out = String::new();
+    for run in runs {
+        let _ = write!(out, "- round {} {}:", run.round, run.driver.env_value());
+        if let Some(c) = &run.contest {
+            let _ = write!(
+                out,
+                " contest POST p99 {:.2} ms, p99.9 {:.2} ms, score {:.0}, inconsistencies {}, lag {};",
+                c.post.p99, c.post.p999, c.profit, c.inconsistencies, c.lag
+            );
+        }
+        let open: Vec<String> = run
+            .rates
+            .iter()
+            .map(|r| format!("{}/s p99 {:.2} ms", r.rate, r.latency.p99))
+            .collect();
+        if !open.is_empty() {
+            let _ = write!(out, " open loop {};", open.join(", "));
+        }
+        if let Some(s) = &run.saturation {
+            let _ = write!(out, " saturation {:.0} req/s", s.throughput);
+        }
+        let _ = writeln!(out);
+    }
+    out
 }
 
 /// The rows as a markdown table.

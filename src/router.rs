@@ -14,7 +14,7 @@ use crate::config::{Endpoint, IoDriver};
 use crate::core::Core;
 use crate::http::client::{exchange, ExchangeError};
 use crate::payment::write_amount;
-use crate::store::{Totals, Window};
+use crate::store::{AsOf, Totals, Window};
 use crate::time::format_iso_ms;
 
 /// The longest a shard waits for in-flight payments before answering.
@@ -25,6 +25,7 @@ pub const SHARD_WAIT: Duration = Duration::from_millis(500);
 pub enum RouterCmd {
     Summary {
         window: Window,
+        as_of: AsOf,
         include_peers: bool,
         reply: flume::Sender<Result<Totals, SummaryError>>,
     },
@@ -39,6 +40,7 @@ pub enum RouterCmd {
 pub enum ShardCmd {
     Summary {
         window: Window,
+        as_of: AsOf,
         reply: flume::Sender<Totals>,
     },
     Purge {
@@ -64,15 +66,18 @@ pub struct RouterHandle {
 }
 
 impl RouterHandle {
+    /// The summary of `window` as of the moment the request reached this instance.
     pub async fn summary(
         &self,
         window: Window,
+        as_of: AsOf,
         include_peers: bool,
     ) -> Result<Totals, SummaryError> {
         let (reply, rx) = flume::bounded(1);
         self.tx
             .send(RouterCmd::Summary {
                 window,
+                as_of,
                 include_peers,
                 reply,
             })
@@ -132,10 +137,11 @@ impl Router {
         match cmd {
             RouterCmd::Summary {
                 window,
+                as_of,
                 include_peers,
                 reply,
             } => {
-                let _ = reply.send(self.summary(window, include_peers).await);
+                let _ = reply.send(self.summary(window, as_of, include_peers).await);
             }
             RouterCmd::Purge {
                 include_peers,
@@ -146,19 +152,28 @@ impl Router {
         }
     }
 
-    async fn summary(&self, window: Window, include_peers: bool) -> Result<Totals, SummaryError> {
+    async fn summary(
+        &self,
+        window: Window,
+        as_of: AsOf,
+        include_peers: bool,
+    ) -> Result<Totals, SummaryError> {
         // Ask everyone first, then collect: the shards' waits and the peers' run together.
         let mut waits = Vec::with_capacity(self.shards.len());
         for shard in &self.shards {
             let (reply, rx) = flume::bounded(1);
             shard
-                .send(ShardCmd::Summary { window, reply })
+                .send(ShardCmd::Summary {
+                    window,
+                    as_of,
+                    reply,
+                })
                 .map_err(|_| SummaryError::Shard)?;
             waits.push(rx);
         }
         let mut peer_calls = Vec::new();
         if include_peers {
-            let path = summary_path(window);
+            let path = summary_path(window, as_of);
             for peer in &self.peers {
                 let peer = peer.clone();
                 let path = path.clone();
@@ -216,10 +231,14 @@ impl Router {
 pub async fn serve_shard(core: Rc<Core>, rx: flume::Receiver<ShardCmd>) {
     while let Ok(cmd) = rx.recv_async().await {
         match cmd {
-            ShardCmd::Summary { window, reply } => {
+            ShardCmd::Summary {
+                window,
+                as_of,
+                reply,
+            } => {
                 let core = core.clone();
                 monoio::spawn(async move {
-                    let totals = core.shard.summary(window, SHARD_WAIT).await;
+                    let totals = core.shard.summary(window, as_of, SHARD_WAIT).await;
                     let _ = reply.send(totals);
                 });
             }
@@ -231,8 +250,9 @@ pub async fn serve_shard(core: Rc<Core>, rx: flume::Receiver<ShardCmd>) {
     }
 }
 
-fn summary_path(window: Window) -> String {
-    let mut path = String::from("/internal/payments-summary?");
+/// The peer's query: the window, and the moment it is taken at as wall-clock µs (`asof`).
+fn summary_path(window: Window, as_of: AsOf) -> String {
+    let mut path = format!("/internal/payments-summary?asof={}&", as_of.to_wall_us());
     if let Some(f) = window.from_us {
         path.push_str("from=");
         path.push_str(std::str::from_utf8(&format_iso_ms(f)).unwrap_or_default());
@@ -372,13 +392,19 @@ mod tests {
             from_us: Some(0),
             to_us: Some(1_000),
         };
+        let as_of = AsOf::now();
+        let wall = as_of.to_wall_us();
+        let path = summary_path(w, as_of);
+        let (asof, rest) = path
+            .strip_prefix("/internal/payments-summary?asof=")
+            .and_then(|p| p.split_once('&'))
+            .expect("asof first");
+        assert!((asof.parse::<i64>().unwrap() - wall).abs() < 5_000);
         assert_eq!(
-            summary_path(w),
-            "/internal/payments-summary?from=1970-01-01T00:00:00.000Z&to=1970-01-01T00:00:00.001Z"
+            rest,
+            "from=1970-01-01T00:00:00.000Z&to=1970-01-01T00:00:00.001Z"
         );
-        assert_eq!(
-            summary_path(Window::default()),
-            "/internal/payments-summary?"
-        );
+        let path = summary_path(Window::default(), as_of);
+        assert!(path.ends_with('&') && !path.contains("from="));
     }
 }

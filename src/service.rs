@@ -10,7 +10,7 @@ use crate::http::request::{percent_decode, query_param, Method, Request};
 use crate::http::response::{self, status, Connection};
 use crate::payment;
 use crate::router::{write_summary, SummaryError};
-use crate::store::Window;
+use crate::store::{AsOf, Window};
 use crate::time::parse_iso;
 
 /// Answers `req` into `out`.
@@ -70,6 +70,15 @@ async fn summary(
     conn: Connection,
     out: &mut Vec<u8>,
 ) {
+    // The moment this summary is taken at (store.rs, "As of when"): now, or for a peer's
+    // internal query the moment the first instance received it.
+    let as_of = if include_peers {
+        AsOf::now()
+    } else {
+        query_param(query, b"asof")
+            .and_then(|v| std::str::from_utf8(v).ok()?.parse::<i64>().ok())
+            .map_or_else(AsOf::now, AsOf::from_wall_us)
+    };
     let Some(window) = parse_window(query) else {
         response::json(
             out,
@@ -79,7 +88,7 @@ async fn summary(
         );
         return;
     };
-    match core.router.summary(window, include_peers).await {
+    match core.router.summary(window, as_of, include_peers).await {
         Ok(totals) => {
             let mut body = Vec::with_capacity(128);
             write_summary(&mut body, &totals);

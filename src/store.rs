@@ -29,6 +29,15 @@
 //! attempt whose outcome was unknown (timed out) stays in flight until it is resolved, and
 //! unresolved payments go to the head of the queue so the wait is short.
 //!
+//! # As of when
+//! "At T" is the moment the summary request reached us ([`AsOf`], read when the core parsed
+//! it and passed on to the shards and, as wall-clock µs, to the peers), not the moment a
+//! shard gets to it: behind the router, a peer, or a core busy draining a backlog (second 40
+//! of the official test) that can be milliseconds later, and a payment the processor stored
+//! in between would be counted by us but not by the processors, asked at T. So every record
+//! remembers when its attempt was sent and when it was recorded; a record made after T
+//! counts only if its attempt, in flight at T, was old enough to be stored by then.
+//!
 //! Scan cost: 9.9 µs for a window over a 10,000-record shard (`cargo bench -p rinha --bench
 //! shard_window`, the shared 2-core dev VM, 2026-11-25); a whole contest run is ~16,750
 //! records over all shards, so a linear scan is cheaper than any index would be to keep.
@@ -49,7 +58,36 @@ struct Record {
     requested_at_us: i64,
     cents: u64,
     processor: Processor,
-    attempt: AttemptId,
+    /// When the attempt the processor kept was sent, and when we learned of it.
+    sent_at: Instant,
+    recorded_at: Instant,
+}
+
+/// The moment a summary is taken at: when its request reached this instance.
+#[derive(Debug, Clone, Copy)]
+pub struct AsOf(pub Instant);
+
+impl AsOf {
+    pub fn now() -> Self {
+        Self(Instant::now())
+    }
+
+    /// The instant of a wall-clock time (µs since the epoch) sent by a peer on this or
+    /// another host; a time in the future (clock skew) means now.
+    pub fn from_wall_us(wall_us: i64) -> Self {
+        let now = Instant::now();
+        let behind = crate::time::now_us().saturating_sub(wall_us).max(0);
+        Self(
+            now.checked_sub(Duration::from_micros(behind as u64))
+                .unwrap_or(now),
+        )
+    }
+
+    /// This moment as wall-clock µs since the epoch, for a peer.
+    pub fn to_wall_us(self) -> i64 {
+        let ago = Instant::now().saturating_duration_since(self.0);
+        crate::time::now_us() - ago.as_micros().min(i64::MAX as u128) as i64
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -148,12 +186,18 @@ impl Shard {
         cents: u64,
         processor: Processor,
     ) {
-        self.in_flight.borrow_mut().remove(&attempt);
+        let recorded_at = Instant::now();
+        let sent_at = self
+            .in_flight
+            .borrow_mut()
+            .remove(&attempt)
+            .map_or(recorded_at, |f| f.sent_at);
         self.records.borrow_mut().push(Record {
             requested_at_us,
             cents,
             processor,
-            attempt,
+            sent_at,
+            recorded_at,
         });
     }
 
@@ -212,31 +256,23 @@ impl Shard {
         totals
     }
 
-    /// The summary of `window` as the processors see it now (see the module doc): records
-    /// present now, plus the in-flight attempts old enough to be stored already, awaited
-    /// for at most `bound`.
-    pub async fn summary(&self, window: Window, bound: Duration) -> Totals {
-        let now = Instant::now();
-        let seen = self.records.borrow().len();
-        let mut awaited: Vec<AttemptId> = self
+    /// The summary of `window` as the processors saw it at `as_of` (see the module doc):
+    /// the records made by then, plus the attempts in flight then that were old enough to be
+    /// stored already, awaited for at most `bound` if they are still in flight.
+    pub async fn summary(&self, window: Window, as_of: AsOf, bound: Duration) -> Totals {
+        let stored_by_then = |p: Processor, sent: Instant| {
+            as_of.0.saturating_duration_since(sent)
+                >= self.expected_storage(p, sent).saturating_sub(MARGIN)
+        };
+        let mut pending: Vec<AttemptId> = self
             .in_flight
             .borrow()
             .iter()
-            .filter(|(_, f)| window.contains(f.requested_at_us))
-            .filter(|(_, f)| {
-                let stored_after = self
-                    .expected_storage(f.processor, f.sent_at)
-                    .saturating_sub(MARGIN);
-                now.duration_since(f.sent_at) >= stored_after
-            })
+            .filter(|(_, f)| f.sent_at <= as_of.0 && window.contains(f.requested_at_us))
+            .filter(|(_, f)| stored_by_then(f.processor, f.sent_at))
             .map(|(id, _)| *id)
             .collect();
-        let mut totals = self.window(window);
-        if awaited.is_empty() {
-            return totals;
-        }
-        let deadline = now + bound;
-        let mut pending = awaited.clone();
+        let deadline = Instant::now() + bound;
         loop {
             pending.retain(|id| self.in_flight.borrow().contains_key(id));
             if pending.is_empty() || Instant::now() >= deadline {
@@ -247,11 +283,11 @@ impl Shard {
         if !pending.is_empty() {
             tracing::debug!(unresolved = pending.len(), "summary wait bound reached");
         }
-        // Records appended since `now`: only those of awaited attempts count.
-        awaited.sort_unstable_by_key(|a| a.0);
-        for r in self.records.borrow().get(seen..).unwrap_or(&[]) {
+        let mut totals = Totals::default();
+        for r in self.records.borrow().iter() {
             if window.contains(r.requested_at_us)
-                && awaited.binary_search_by_key(&r.attempt.0, |a| a.0).is_ok()
+                && (r.recorded_at <= as_of.0
+                    || (r.sent_at <= as_of.0 && stored_by_then(r.processor, r.sent_at)))
             {
                 totals.count(r.processor, r.cents);
             }
@@ -315,7 +351,7 @@ mod tests {
                 s2.record(a, 5_000, 700, P);
             });
             let t = s
-                .summary(Window::default(), Duration::from_millis(500))
+                .summary(Window::default(), AsOf::now(), Duration::from_millis(500))
                 .await;
             assert_eq!(t.requests[0], 1);
             assert_eq!(t.cents[0], 700);
@@ -340,7 +376,7 @@ mod tests {
                 s2.record(old, 1_000, 10, Processor::Fallback);
             });
             let t = s
-                .summary(Window::default(), Duration::from_millis(500))
+                .summary(Window::default(), AsOf::now(), Duration::from_millis(500))
                 .await;
             assert_eq!(
                 t,
@@ -351,7 +387,9 @@ mod tests {
             );
             // Asked again after it landed, it counts.
             assert_eq!(
-                s.summary(Window::default(), Duration::ZERO).await.requests,
+                s.summary(Window::default(), AsOf::now(), Duration::ZERO)
+                    .await
+                    .requests,
                 [1, 1]
             );
         });
@@ -379,7 +417,7 @@ mod tests {
             });
             // 30 ms old, needs 2 s: not stored at the processor yet, not counted.
             let t = s
-                .summary(Window::default(), Duration::from_millis(200))
+                .summary(Window::default(), AsOf::now(), Duration::from_millis(200))
                 .await;
             assert_eq!(t.requests, [0, 0]);
         });
@@ -392,7 +430,7 @@ mod tests {
             let _a = s.begin_attempt(1_000, P);
             let t0 = Instant::now();
             let t = s
-                .summary(Window::default(), Duration::from_millis(50))
+                .summary(Window::default(), AsOf::now(), Duration::from_millis(50))
                 .await;
             assert!(t0.elapsed() < Duration::from_millis(200));
             assert_eq!(t, Totals::default());
@@ -410,8 +448,49 @@ mod tests {
                 from_us: Some(2_000),
                 to_us: Some(3_000),
             };
-            s.summary(w, Duration::from_millis(300)).await;
+            s.summary(w, AsOf::now(), Duration::from_millis(300)).await;
             assert!(t0.elapsed() < Duration::from_millis(100));
         });
+    }
+    #[test]
+    fn records_made_after_the_moment_asked_count_only_if_stored_by_then() {
+        rt(async {
+            let s = Shard::new();
+            // The processor answers in 50 ms: an attempt is stored ~50 ms after it was sent.
+            s.observe_response(P, Instant::now(), Duration::from_millis(50));
+            let old = s.begin_attempt(1_000, P);
+            monoio::time::sleep(Duration::from_millis(60)).await;
+            let young = s.begin_attempt(2_000, P);
+            // Asked now; both answers come in only afterwards (a busy core, a slow router).
+            let as_of = AsOf::now();
+            monoio::time::sleep(Duration::from_millis(5)).await;
+            s.record(old, 1_000, 100, P);
+            s.record(young, 2_000, 200, P);
+            // The old one was stored when we were asked, the young one was not.
+            let t = s.summary(Window::default(), as_of, Duration::ZERO).await;
+            assert_eq!(t.requests, [1, 0]);
+            assert_eq!(t.cents, [100, 0]);
+            // Asked after both landed, both count.
+            let t = s
+                .summary(Window::default(), AsOf::now(), Duration::ZERO)
+                .await;
+            assert_eq!(t.requests, [2, 0]);
+        });
+    }
+
+    #[test]
+    fn as_of_survives_the_trip_through_wall_clock_time() {
+        let t0 = Instant::now();
+        std::thread::sleep(Duration::from_millis(20));
+        let back = AsOf::from_wall_us(AsOf(t0).to_wall_us());
+        let err = if back.0 > t0 {
+            back.0 - t0
+        } else {
+            t0 - back.0
+        };
+        assert!(err < Duration::from_millis(5), "{err:?}");
+        // A moment in the future (a skewed peer clock) is taken as now.
+        let future = AsOf::from_wall_us(crate::time::now_us() + 10_000_000);
+        assert!(future.0 <= Instant::now());
     }
 }

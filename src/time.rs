@@ -4,6 +4,14 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+/// Microseconds since the epoch, now.
+pub fn now_us() -> i64 {
+    let d = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    d.as_micros().min(i64::MAX as u128) as i64
+}
+
 /// Microseconds since the epoch, now, truncated to the millisecond: the processor stores
 /// `requestedAt` with millisecond precision, so the store must record exactly that.
 pub fn now_ms_as_us() -> i64 {

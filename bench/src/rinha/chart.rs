@@ -137,7 +137,7 @@ pub fn svg(report: &Report) -> String {
             r#"<polyline fill="none" stroke="{color}" stroke-width="1.5" points="{}"/>"#,
             points.join(" ")
         );
-        let lx = LEFT + 10.0 + 70.0 * k as f64;
+        let lx = LEFT + 10.0 + 90.0 * k as f64;
         let ly = HEIGHT - 8.0;
         let _ = writeln!(
             w,
@@ -151,9 +151,9 @@ pub fn svg(report: &Report) -> String {
     let _ = writeln!(
         w,
         r##"<rect x="{:.1}" y="{:.1}" width="14" height="8" fill="#dde6f0"/><text x="{:.1}" y="{:.1}">requests/s (right axis); dashed: stage (d/f delay ms, ! = failing)</text>"##,
-        LEFT + 220.0,
+        LEFT + 290.0,
         HEIGHT - 16.0,
-        LEFT + 238.0,
+        LEFT + 308.0,
         HEIGHT - 8.0
     );
     let _ = writeln!(w, "</svg>");

@@ -94,8 +94,9 @@ impl Totals {
 }
 
 /// How much younger than the response-time estimate an attempt may be and still be
-/// awaited: the estimate includes the way back, the processor stored it a little earlier.
-const MARGIN: Duration = Duration::from_millis(10);
+/// awaited: the estimate includes the way back, so the processor stored it a little
+/// earlier. Small, because an attempt in this band that is not stored yet gets counted.
+const MARGIN: Duration = Duration::from_millis(3);
 /// How often a waiting summary looks again at its awaited attempts.
 const POLL: Duration = Duration::from_millis(2);
 /// Completed attempts remembered per processor for the neighbour rule.

@@ -110,6 +110,12 @@ async fn both_drivers_run_and_the_ratios_come_from_the_measurements() {
         assert!(contest.successful_posts > 0, "{contest:?}");
         assert_eq!(run.rates.len(), 2);
         assert!(run.rates.iter().all(|r| r.ok > 0), "{:?}", run.rates);
+        // Every accepted payment was recorded before its window closed.
+        assert!(
+            run.rates.iter().all(|r| r.drained.complete),
+            "{:?}",
+            run.rates
+        );
         let saturation = run.saturation.as_ref().expect("a saturation ran");
         assert!(saturation.ok > 0 && saturation.throughput > 0.0);
         assert!(
@@ -151,7 +157,7 @@ async fn both_drivers_run_and_the_ratios_come_from_the_measurements() {
         ),
         (
             "saturation, closed loop, 4 connections",
-            "requests/s sustained",
+            "requests/s answered (intake)",
             u.saturation.as_ref().unwrap().throughput,
             e.saturation.as_ref().unwrap().throughput,
         ),

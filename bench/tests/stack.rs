@@ -90,7 +90,11 @@ async fn a_part_that_never_listens_is_reported_after_the_timeout() {
         "echo starting but never listening >&2; exec sleep 30",
     );
     let lb = script(&dir, "lb", "exit 1");
-    let opts = opts(rinha, lb);
+    // Room for the processors to come up on a busy machine; the backend then uses it all.
+    let opts = StackOpts {
+        up_timeout: 6,
+        ..opts(rinha, lb)
+    };
     let began = Instant::now();
     let err = Stack::start(&opts).await.expect_err("never up");
     let text = err.to_string();

@@ -3,21 +3,29 @@
 //!
 //! Closed: every payment goes. After [`OPEN_AFTER`] consecutive failures it opens: then a
 //! real queued payment is let through as a probe at most once per [`PROBE_INTERVAL`], with
-//! at most [`MAX_PROBES`] probes in flight; the first success closes it. The interval keeps
-//! a failing processor (and our CPU quota) from being hammered; the in-flight cap is high
-//! enough (`MAX_PROBES x PROBE_INTERVAL` = 2 s) that a processor answering slowly, e.g. with
-//! a 2 s delay, still gets a fresh probe every interval, so its recovery is seen within
-//! about one interval plus its new response time instead of after the old, slow probes.
+//! at most [`MAX_PROBES`] probe in flight; the first success closes it. The interval keeps
+//! a failing processor (and our CPU quota) from being hammered.
+//!
+//! Why a single probe in flight, although several would see a recovery sooner when the
+//! failing processor is also slow: a probe sent under a 2 s delay while failing is *stored*
+//! if the failure is switched off before its delay ends (second 40 of the official test),
+//! and the consistency check runs at that very moment. Every such probe in flight is a
+//! payment whose storage instant may fall within a few milliseconds of the check, which no
+//! summary rule can place on the right side reliably (measured: with 50 probes in flight,
+//! one inconsistency at 40 s in a full run). Seeing the recovery up to one delay later costs
+//! nothing: the backlog still drains within seconds, long before the end of the test.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::future::poll_fn;
+use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 /// Consecutive failures that open the breaker.
 pub const OPEN_AFTER: u32 = 3;
 /// At most one probe starts per interval while open.
 pub const PROBE_INTERVAL: Duration = Duration::from_millis(40);
-/// At most this many probes in flight while open.
-pub const MAX_PROBES: u32 = 50;
+/// At most this many probes in flight while open (see the module doc).
+pub const MAX_PROBES: u32 = 1;
 
 /// Whether a call went as a probe of an open breaker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,6 +41,10 @@ pub struct Breaker {
     open: Cell<bool>,
     next_probe: Cell<Instant>,
     probes: Cell<u32>,
+    /// Senders parked until a probe slot frees (woken by `release`, not by polling: with
+    /// dozens of senders waiting, a timer loop would burn the CPU quota while the
+    /// processors fail).
+    parked: RefCell<Vec<Waker>>,
 }
 
 impl Default for Breaker {
@@ -42,6 +54,7 @@ impl Default for Breaker {
             open: Cell::new(false),
             next_probe: Cell::new(Instant::now()),
             probes: Cell::new(0),
+            parked: RefCell::new(Vec::new()),
         }
     }
 }
@@ -75,8 +88,21 @@ impl Breaker {
             if let Some(p) = self.try_admit(now) {
                 return p;
             }
-            let wake = self.next_probe.get().max(now + Duration::from_millis(1));
-            monoio::time::sleep(wake - now).await;
+            if self.probes.get() >= MAX_PROBES {
+                // Wait for the probe in flight to finish (it may close the breaker).
+                poll_fn(|cx| {
+                    if !self.open.get() || self.probes.get() < MAX_PROBES {
+                        Poll::Ready(())
+                    } else {
+                        self.parked.borrow_mut().push(cx.waker().clone());
+                        Poll::Pending
+                    }
+                })
+                .await;
+            } else {
+                let wake = self.next_probe.get().max(now + Duration::from_millis(1));
+                monoio::time::sleep(wake - now).await;
+            }
         }
     }
 
@@ -86,6 +112,7 @@ impl Breaker {
         self.failures.set(0);
         if self.open.replace(false) {
             tracing::info!("processor recovered: breaker closed");
+            self.wake_parked();
         }
     }
 
@@ -103,6 +130,14 @@ impl Breaker {
     fn release(&self, permit: Permit) {
         if permit == Permit::Probe {
             self.probes.set(self.probes.get().saturating_sub(1));
+            self.wake_parked();
+        }
+    }
+
+    fn wake_parked(&self) {
+        let parked = std::mem::take(&mut *self.parked.borrow_mut());
+        for w in parked {
+            w.wake();
         }
     }
 }
@@ -132,6 +167,24 @@ mod tests {
         b.success(Permit::Probe);
         assert!(!b.is_open());
         assert_eq!(b.try_admit(t2), Some(Permit::Normal));
+    }
+
+    #[test]
+    fn senders_parked_on_the_probe_cap_wake_when_it_frees() {
+        let b = std::rc::Rc::new(Breaker::new());
+        for _ in 0..OPEN_AFTER {
+            b.failure(Permit::Normal);
+        }
+        monoio::start::<monoio::time::TimeDriver<monoio::LegacyDriver>, _>(async move {
+            let probe = b.admit().await;
+            assert_eq!(probe, Permit::Probe);
+            let b2 = b.clone();
+            let waiter = monoio::spawn(async move { b2.admit().await });
+            monoio::time::sleep(Duration::from_millis(20)).await;
+            assert_eq!(b.parked.borrow().len(), 1);
+            b.success(probe);
+            assert_eq!(waiter.await, Permit::Normal);
+        });
     }
 
     #[test]

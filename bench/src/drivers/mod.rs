@@ -5,9 +5,11 @@
 //! drift hits both. A run ([`session`]) confirms the driver from every start line
 //! ([`verify`]), then measures the contest test, fixed-rate open-loop loads with fresh
 //! payments ([`payments`]), and the closed-loop saturation, with the CPU time and peak RSS of
-//! the lb and both backends. [`summary`] takes the medians per driver and their ratio;
+//! the lb and both backends, each window running on until the [`backlog`] of accepted payments
+//! is recorded. [`summary`] takes the medians per driver and their ratio;
 //! [`chart`] draws the percentiles. [`compare`] is the library entry point.
 
+pub mod backlog;
 pub mod chart;
 pub mod payments;
 pub mod session;
@@ -80,8 +82,9 @@ pub struct Args {
     /// Seconds of load per open-loop rate.
     #[arg(long, default_value_t = 10)]
     pub open_secs: u64,
-    /// Client connections of the open-loop loads.
-    #[arg(long, default_value_t = 128)]
+    /// Client connections of the open-loop loads (each a thread of the generator: more of them
+    /// cost this 2-core machine more than they add at 20k req/s).
+    #[arg(long, default_value_t = 32)]
     pub open_connections: usize,
     /// Seconds of unmeasured load at the first rate before the open-loop measurements.
     #[arg(long, default_value_t = 2)]

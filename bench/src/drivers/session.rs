@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
+use super::backlog::{Backlog, Drained};
 use super::{payments, verify, Args, Driver, MEASURED};
 use crate::lbs::contenders::{cpu_time, peak_rss_kib};
 use crate::load::{self, LoadSpec, Pace, Report as LoadReport, Target};
@@ -57,6 +58,8 @@ pub struct Contest {
     pub failed_posts: u64,
     pub inconsistencies: u64,
     pub lag: i64,
+    /// The wait for the backlog after the test (counted in `cpu_secs`).
+    pub drained: Drained,
     pub cpu_secs: CpuSecs,
 }
 
@@ -68,16 +71,25 @@ pub struct Rate {
     pub ok: u64,
     /// Non-2xx answers and lost requests.
     pub failed: u64,
+    /// Responses per second from the first send to the last response (below `rate` when the
+    /// stack, or the machine, could not keep up).
+    pub achieved: f64,
+    /// The wait for the backlog after the load (counted in `cpu_secs`).
+    pub drained: Drained,
     pub cpu_secs: CpuSecs,
 }
 
 /// The closed-loop saturation.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Saturation {
-    /// Successful responses per second.
+    /// Successful responses per second (intake).
     pub throughput: f64,
+    /// Payments accepted and recorded per second, the wait for the backlog included.
+    pub processed: f64,
     pub ok: u64,
     pub failed: u64,
+    /// The wait for the backlog after the load (counted in `cpu_secs`).
+    pub drained: Drained,
     pub cpu_secs: CpuSecs,
 }
 
@@ -168,13 +180,17 @@ async fn measure(args: &Args, stack: &Stack, round: u32, driver: Driver) -> anyh
         peak_rss_contest_kib: None,
         peak_rss_kib: [0; 3],
     };
+    let mut backlog = Backlog::new(&stack.lb_url())?;
+    // Payments the backends should hold by now (the contest test purges them first).
+    let mut expected = backlog.recorded().await?;
     if args.duration > 0 {
-        run.contest = Some(contest(args, stack, &pids).await?);
+        let contest = contest(args, stack, &pids, &mut backlog).await?;
+        expected = contest.drained.recorded.max(contest.successful_posts);
+        run.contest = Some(contest);
         run.peak_rss_contest_kib = Some(peak_rss(&pids)?);
+    } else {
+        quiet_processors(stack).await?;
     }
-
-    // From here on the processors answer at once: what is measured is our stack.
-    quiet_processors(stack).await?;
     let target: Target = format!("127.0.0.1:{}", args.stack.lb_port).parse()?;
     let writer = payments::writer("localhost");
     let spec = |pace: Pace, secs: u64| LoadSpec {
@@ -194,17 +210,23 @@ async fn measure(args: &Args, stack: &Stack, round: u32, driver: Driver) -> anyh
             warm.ok > 0,
             "the stack answered nothing during the warm-up: {warm:?}"
         );
+        expected += warm.ok;
+        backlog.wait_for(expected).await?;
     }
     for &rate in &args.rates {
         let before = cpu_now(&pids)?;
         let report = blocking_load(spec(open(rate), args.open_secs), writer.clone()).await?;
+        expected += report.ok;
+        let drained = backlog.wait_for(expected).await?;
         let cpu_secs = cpu_since(&pids, &before)?;
-        log_load(driver, round, &format!("open {rate}/s"), &report);
+        log_load(driver, round, &format!("open {rate}/s"), &report, &drained);
         run.rates.push(Rate {
             rate,
             latency: Latency::of_load(&report),
             ok: report.ok,
             failed: report.non_2xx + report.errors,
+            achieved: per_sec(report.ok, report.elapsed.as_secs_f64()),
+            drained,
             cpu_secs,
         });
     }
@@ -214,17 +236,17 @@ async fn measure(args: &Args, stack: &Stack, round: u32, driver: Driver) -> anyh
         };
         let before = cpu_now(&pids)?;
         let report = blocking_load(spec(pace, args.saturation_secs), writer.clone()).await?;
+        expected += report.ok;
+        let drained = backlog.wait_for(expected).await?;
         let cpu_secs = cpu_since(&pids, &before)?;
-        log_load(driver, round, "saturation", &report);
+        log_load(driver, round, "saturation", &report, &drained);
         let secs = report.elapsed.as_secs_f64();
         run.saturation = Some(Saturation {
-            throughput: if secs > 0.0 {
-                report.ok as f64 / secs
-            } else {
-                0.0
-            },
+            throughput: per_sec(report.ok, secs),
+            processed: per_sec(report.ok, secs + drained.secs),
             ok: report.ok,
             failed: report.non_2xx + report.errors,
+            drained,
             cpu_secs,
         });
     }
@@ -232,8 +254,22 @@ async fn measure(args: &Args, stack: &Stack, round: u32, driver: Driver) -> anyh
     Ok(run)
 }
 
-/// The contest test against the running stack, through the `rinha` module's entry point.
-async fn contest(args: &Args, stack: &Stack, pids: &[u32; 3]) -> anyhow::Result<Contest> {
+fn per_sec(count: u64, secs: f64) -> f64 {
+    if secs > 0.0 {
+        count as f64 / secs
+    } else {
+        0.0
+    }
+}
+
+/// The contest test against the running stack, through the `rinha` module's entry point, then
+/// the wait for its backlog with the processors answering at once.
+async fn contest(
+    args: &Args,
+    stack: &Stack,
+    pids: &[u32; 3],
+    backlog: &mut Backlog,
+) -> anyhow::Result<Contest> {
     let mut flags = vec![
         "--target".to_owned(),
         stack.lb_url(),
@@ -254,6 +290,9 @@ async fn contest(args: &Args, stack: &Stack, pids: &[u32; 3]) -> anyhow::Result<
     let report = crate::rinha::run_test(&rinha_args)
         .await
         .context("the contest test")?;
+    // From here on the processors answer at once: what is measured is our stack.
+    quiet_processors(stack).await?;
+    let drained = backlog.wait_for(report.snapshot.counts.success).await?;
     let cpu_secs = cpu_since(pids, &before)?;
     let post = Percentiles::of(&report.snapshot.posts);
     let counts = report.snapshot.counts;
@@ -269,6 +308,7 @@ async fn contest(args: &Args, stack: &Stack, pids: &[u32; 3]) -> anyhow::Result<
         failed_posts: counts.failed(),
         inconsistencies: report.score.inconsistencies,
         lag: report.score.lag,
+        drained,
         cpu_secs,
     })
 }
@@ -301,7 +341,7 @@ async fn blocking_load(
     Ok(tokio::task::spawn_blocking(move || load::run_with(&spec, writer)).await??)
 }
 
-fn log_load(driver: Driver, round: u32, what: &str, report: &LoadReport) {
+fn log_load(driver: Driver, round: u32, what: &str, report: &LoadReport, drained: &Drained) {
     tracing::info!(
         round,
         driver = driver.env_value(),
@@ -312,6 +352,7 @@ fn log_load(driver: Driver, round: u32, what: &str, report: &LoadReport) {
         p50_us = report.quantile_us(0.5),
         p99_us = report.quantile_us(0.99),
         p999_us = report.quantile_us(0.999),
+        drain_s = format!("{:.1}", drained.secs),
         "measured"
     );
 }

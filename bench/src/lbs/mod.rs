@@ -266,11 +266,11 @@ fn table(args: &Args, tallies: &[Tally]) -> String {
     );
     let _ = writeln!(
         out,
-        "| contender | requests | errors | req/s | p50 | p99 | p99.9 | added p50 | added p99 | added p99.9 | CPU-s / 100k req | peak RSS MiB |"
+        "| contender | requests | errors | req/s | p50 | p99 | p99.9 | added p50 | added p99 | added p99.9 | median round p99 | added, median round | CPU-s / 100k req | peak RSS MiB |"
     );
     let _ = writeln!(
         out,
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     );
     for tally in tallies {
         let report = &tally.report;
@@ -337,7 +337,35 @@ fn median<T: Ord + Copy>(mut values: Vec<T>) -> Option<T> {
 
 #[cfg(test)]
 mod tests {
-    use super::median;
+    use super::*;
+
+    #[test]
+    fn table_rows_match_the_header() {
+        let args = <Args as clap::FromArgMatches>::from_arg_matches(
+            &<Args as clap::Args>::augment_args(clap::Command::new("lbs"))
+                .get_matches_from(["lbs"]),
+        )
+        .unwrap();
+        let mut report = Report::empty().unwrap();
+        report.ok = 1;
+        report.latency_us.record(100).unwrap();
+        let tally = |kind: Kind| Tally {
+            kind,
+            label: kind.to_string(),
+            report: report.clone(),
+            cpu: Duration::from_millis(10),
+            peak_rss_kib: Some(4096),
+            round_p99_us: vec![100, 120],
+        };
+        let text = table(&args, &[tally(Kind::RinhaLb), tally(Kind::Direct)]);
+        let rows: Vec<&str> = text.lines().filter(|l| l.starts_with('|')).collect();
+        assert_eq!(rows.len(), 4);
+        let columns = rows[0].matches('|').count();
+        assert!(
+            rows.iter().all(|row| row.matches('|').count() == columns),
+            "{text}"
+        );
+    }
 
     #[test]
     fn median_of_rounds() {

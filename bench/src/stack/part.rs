@@ -54,15 +54,26 @@ impl Part {
         };
         let out = std::fs::File::create(&log).map_err(spawn_err)?;
         let err = out.try_clone().map_err(spawn_err)?;
-        let child = Command::new(program)
+        let mut command = Command::new(program);
+        command
             .args(args)
             .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(spawn_err)?;
+            .kill_on_drop(true);
+        // ETXTBSY: a freshly written executable is still open for writing in a process another
+        // thread is forking (the fd lives until that child execs). It passes within moments.
+        let mut attempts = 0;
+        let child = loop {
+            match command.spawn() {
+                Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && attempts < 50 => {
+                    attempts += 1;
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                other => break other.map_err(spawn_err)?,
+            }
+        };
         Ok(Part {
             name: name.to_string(),
             addr,

@@ -49,7 +49,7 @@ pub enum Outcome {
     Finished,
     /// One side failed (reset, broken pipe) and both were closed.
     Aborted,
-    /// One side stayed open longer than [`HALF_OPEN_LIMIT`] after the other finished.
+    /// One side stayed open longer than `HALF_OPEN_LIMIT` (60 s) after the other finished.
     HalfOpenTimeout,
 }
 

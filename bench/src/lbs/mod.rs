@@ -61,7 +61,7 @@ pub struct Args {
     /// First of consecutive loopback ports (one per contender) for the contenders (default: ephemeral ports).
     #[arg(long)]
     pub port_base: Option<u16>,
-    /// The rinha-lb binary (default: next to this one, i.e. the same target/<profile>/).
+    /// The rinha-lb binary (default: next to this one, i.e. the same `target/<profile>/`).
     #[arg(long)]
     pub rinha_lb: Option<PathBuf>,
     /// Run only these contenders (comma list of rinha-lb, haproxy-tcp, haproxy-http,

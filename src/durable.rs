@@ -1,0 +1,240 @@
+//! The journal as one core uses it: group commit shared by every task of the runtime.
+//!
+//! Intake and the senders append records to the core's [`Journal`] and, when the record
+//! must be on file before they go on (an `accepted` before its 202, an `attempt` before its
+//! send, a `purged` before its 200), wait for the next commit. One task per core, the
+//! [`committer`], makes that commit: woken by the first record of a batch, it first lets
+//! every other task that is ready in this turn of the event loop append its own, then
+//! writes them all with one `write` (and one `fdatasync` in `batch` mode). Under load a
+//! commit carries the records of every connection served in that turn, not one each.
+//!
+//! `confirmed` and `dropped` do not wait: if one is lost in a crash, the payment replays as
+//! pinned to the processor of its last attempt and is resolved there by a lookup, which
+//! finds the same outcome.
+//!
+//! A commit failure fails only the waiters of that commit (intake answers 503 for those
+//! payments, which were never queued; a sender puts its payment back). A poisoned journal
+//! fails every later commit: intake then refuses payments (one error log).
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::rc::Rc;
+use std::task::{Poll, Waker};
+use std::time::Duration;
+
+use uuid::Uuid;
+
+use crate::core::Core;
+use crate::journal::{self, Journal, JournalError};
+use crate::processor::Processor;
+
+/// How many failed commit generations are remembered (a waiter looks its own up on the turn
+/// after the commit, so a handful would do).
+const FAILED_KEPT: usize = 256;
+/// How long the committer waits for a record before looking for a quiet moment to compact.
+const IDLE_CHECK: Duration = Duration::from_secs(1);
+
+/// Why a record is not durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("journal commit failed")]
+pub struct NotDurable;
+
+/// One core's journal and its group-commit state.
+#[derive(Debug)]
+pub struct Durable {
+    journal: RefCell<Journal>,
+    /// Generation the records appended now belong to.
+    open_gen: Cell<u64>,
+    /// Last generation written (or failed).
+    done_gen: Cell<u64>,
+    /// Recent generations whose commit failed.
+    failed: RefCell<VecDeque<u64>>,
+    /// Tasks waiting for a commit.
+    waiters: RefCell<Vec<Waker>>,
+    /// The committer, parked until a record is appended.
+    committer: RefCell<Option<Waker>>,
+    dirty: Cell<bool>,
+    poisoned_logged: Cell<bool>,
+}
+
+impl Durable {
+    pub fn new(journal: Journal) -> Self {
+        Durable {
+            journal: RefCell::new(journal),
+            open_gen: Cell::new(1),
+            done_gen: Cell::new(0),
+            failed: RefCell::new(VecDeque::new()),
+            waiters: RefCell::new(Vec::new()),
+            committer: RefCell::new(None),
+            dirty: Cell::new(false),
+            poisoned_logged: Cell::new(false),
+        }
+    }
+
+    /// Whether the journal refuses every commit (intake must refuse payments).
+    pub fn poisoned(&self) -> bool {
+        self.poisoned_logged.get()
+    }
+
+    /// Appends an `accepted` record; wait for [`Durable::committed`] before answering.
+    pub fn accepted(&self, id: Uuid, cents: u64) -> u64 {
+        self.journal.borrow_mut().accepted(id, cents);
+        self.mark()
+    }
+
+    /// Appends an `attempt` record; wait for [`Durable::committed`] before sending.
+    pub fn attempt(&self, id: Uuid, processor: Processor, requested_at_us: i64) -> u64 {
+        self.journal
+            .borrow_mut()
+            .attempt(id, to_journal(processor), requested_at_us);
+        self.mark()
+    }
+
+    /// Appends a `confirmed` record (committed with the next batch; nobody waits).
+    pub fn confirmed(&self, id: Uuid, processor: Processor, requested_at_us: i64, cents: u64) {
+        self.journal
+            .borrow_mut()
+            .confirmed(id, to_journal(processor), requested_at_us, cents);
+        self.mark();
+    }
+
+    /// Appends a `dropped` record (committed with the next batch; nobody waits).
+    pub fn dropped(&self, id: Uuid) {
+        self.journal.borrow_mut().dropped(id);
+        self.mark();
+    }
+
+    /// Appends a `purged` record; wait for [`Durable::committed`] before answering.
+    pub fn purged(&self) -> u64 {
+        self.journal.borrow_mut().purged();
+        self.mark()
+    }
+
+    /// Waits until the commit of generation `gen` is done; `Err` if it failed.
+    pub async fn committed(&self, gen: u64) -> Result<(), NotDurable> {
+        poll_fn(|cx| {
+            if self.done_gen.get() >= gen {
+                Poll::Ready(())
+            } else {
+                self.waiters.borrow_mut().push(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+        .await;
+        if self.failed.borrow().contains(&gen) {
+            Err(NotDurable)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Writes whatever is appended now (used by the committer and at shutdown).
+    pub fn commit_now(&self) {
+        let gen = self.open_gen.get();
+        self.open_gen.set(gen + 1);
+        self.dirty.set(false);
+        let result = self.journal.borrow_mut().commit();
+        if let Err(e) = result {
+            self.note_failure(gen, &e);
+        }
+        self.done_gen.set(gen);
+        let waiters = std::mem::take(&mut *self.waiters.borrow_mut());
+        for w in waiters {
+            w.wake();
+        }
+    }
+
+    /// Compacts if the journal has grown enough (call only when no payment is pending).
+    pub fn maybe_compact(&self) {
+        if self.dirty.get() {
+            return;
+        }
+        if let Err(e) = self.journal.borrow_mut().maybe_compact() {
+            tracing::warn!(error = %e, "journal compaction failed");
+        }
+    }
+
+    fn note_failure(&self, gen: u64, e: &JournalError) {
+        let mut failed = self.failed.borrow_mut();
+        if failed.len() == FAILED_KEPT {
+            failed.pop_front();
+        }
+        failed.push_back(gen);
+        if matches!(e, JournalError::Poisoned) {
+            if !self.poisoned_logged.replace(true) {
+                tracing::error!(error = %e, "journal unusable: refusing new payments (503) until restart");
+            }
+        } else {
+            tracing::warn!(error = %e, "journal commit failed; its payments were refused");
+        }
+    }
+
+    /// Marks the open generation as holding records and wakes the committer.
+    fn mark(&self) -> u64 {
+        if !self.dirty.replace(true) {
+            if let Some(w) = self.committer.borrow_mut().take() {
+                w.wake();
+            }
+        }
+        self.open_gen.get()
+    }
+
+    /// Waits until a record is appended, or `IDLE_CHECK` passes; true if a record is there.
+    async fn wait_dirty(&self) -> bool {
+        let wait = poll_fn(|cx| {
+            if self.dirty.get() {
+                Poll::Ready(())
+            } else {
+                *self.committer.borrow_mut() = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        });
+        monoio::time::timeout(IDLE_CHECK, wait).await.is_ok()
+    }
+}
+
+/// The commit task of one core (see the module doc).
+pub async fn committer(core: Rc<Core>) {
+    let Some(durable) = core.durable.as_ref() else {
+        return;
+    };
+    loop {
+        if durable.wait_dirty().await {
+            // Let every task already woken in this turn append its records first.
+            yield_now().await;
+            durable.commit_now();
+        } else if core.pending() == 0 {
+            durable.maybe_compact();
+        }
+    }
+}
+
+/// Puts the current task at the back of the run queue once.
+async fn yield_now() {
+    let mut yielded = false;
+    poll_fn(|cx| {
+        if yielded {
+            Poll::Ready(())
+        } else {
+            yielded = true;
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }
+    })
+    .await
+}
+
+pub fn to_journal(p: Processor) -> journal::Processor {
+    match p {
+        Processor::Default => journal::Processor::Default,
+        Processor::Fallback => journal::Processor::Fallback,
+    }
+}
+
+pub fn from_journal(p: journal::Processor) -> Processor {
+    match p {
+        journal::Processor::Default => Processor::Default,
+        journal::Processor::Fallback => Processor::Fallback,
+    }
+}

@@ -88,6 +88,7 @@ pub fn run(config: Config) -> Result<usize, StartError> {
         // Before any core opens its file: the core count may differ from the last run.
         Some(dir) => {
             crate::journal::rebalance(dir, config.workers)?;
+            tracing::info!(dir = %dir.display(), sync = ?config.journal_sync, "journal on");
         }
         None => tracing::info!(
             "memory only: DATA_DIR unset, accepted payments do not survive a restart"

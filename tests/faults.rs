@@ -84,7 +84,8 @@ fn kill9_backend_lb_serves_from_the_other_and_restart_loses_nothing() {
 #[test]
 fn kill9_lb_clients_reconnect_and_nothing_is_lost() {
     let procs = Processors::start();
-    let mut fleet = Fleet::start(&procs, &[]);
+    // `batch` here, so the fdatasync path runs under a fault too.
+    let mut fleet = Fleet::start(&procs, &[("JOURNAL_SYNC", "batch")]);
     let load = with_load(
         &mut fleet,
         Duration::from_millis(20),
@@ -198,4 +199,22 @@ fn lost_responses_and_reset_connections_are_resolved_exactly_once() {
     assert_only_in_flight_lost(&load);
     assert!(load.lost.is_empty());
     fleet.drained_and_exact(&procs, &load, DRAIN);
+}
+
+#[test]
+fn the_start_log_says_whether_payments_are_kept() {
+    let procs = Processors::start();
+    let dir = common::TempDir::new();
+    let memory = common::Instance::start(&dir.0, "m", "auto", &procs, &[], &[]);
+    let data = dir.0.join("data").display().to_string();
+    let kept = common::Instance::start(&dir.0, "k", "auto", &procs, &[], &[("DATA_DIR", &data)]);
+    assert!(common::eventually(Duration::from_secs(5), || {
+        memory.log_text().contains("rinha started") && kept.log_text().contains("rinha started")
+    }));
+    let (m, k) = (memory.log_text(), kept.log_text());
+    assert_eq!(m.matches("memory only").count(), 1, "{m}");
+    assert!(
+        !k.contains("memory only") && k.contains("journal on"),
+        "{k}"
+    );
 }

@@ -196,63 +196,62 @@ impl Durable {
         self.open_gen.get()
     }
 
-    /// Waits until a record is appended, or `IDLE_CHECK` passes; true if a record is there.
-    async fn wait_dirty(&self) -> bool {
-        if self.dirty.get() {
-            // Under load: no timer to arm.
-            return true;
-        }
-        let wait = poll_fn(|cx| {
+    /// Waits until a waited-on record is appended.
+    async fn wait_dirty(&self) {
+        poll_fn(|cx| {
             if self.dirty.get() {
                 Poll::Ready(())
             } else {
                 *self.committer.borrow_mut() = Some(cx.waker().clone());
                 Poll::Pending
             }
-        });
-        monoio::time::timeout(IDLE_CHECK, wait).await.is_ok()
+        })
+        .await
     }
 }
 
-/// The commit task of one core (see the module doc).
+/// The commit task of one core (see the module doc), and its idle ticker.
 pub async fn committer(core: Rc<Core>) {
-    if let Some(durable) = core.durable.as_ref() {
-        commit_loop(durable, || core.pending() == 0).await;
+    if core.durable.is_none() {
+        return;
+    }
+    let c = core.clone();
+    monoio::spawn(async move {
+        if let Some(d) = c.durable.as_ref() {
+            idle_ticker(d, || c.pending() == 0).await;
+        }
+    });
+    if let Some(d) = core.durable.as_ref() {
+        commit_loop(d).await;
     }
 }
 
-/// Commits each turn's records; compacts when `quiet()` (nothing queued or in flight).
-async fn commit_loop(durable: &Durable, quiet: impl Fn() -> bool) {
+/// Commits once per turn of the event loop that appended a waited-on record.
+///
+/// No explicit yield before the commit: the first `mark()` of a turn pushes this task to
+/// the back of the run queue, behind every task the same driver poll woke, so those
+/// append their records first. No timer either: under load, arming one per commit costs
+/// more than the commit.
+async fn commit_loop(durable: &Durable) {
     loop {
-        let appended = durable.wait_dirty().await;
-        if appended {
-            // Let every task already woken in this turn append its records first.
-            yield_now().await;
-            durable.commit_now();
-        } else if durable.lazy.get() {
+        durable.wait_dirty().await;
+        durable.commit_now();
+    }
+}
+
+/// Every [`IDLE_CHECK`]: writes the records nobody waits for if no commit took them, and
+/// compacts when `quiet()` (nothing queued or in flight). Below the size threshold the
+/// compaction check is one comparison.
+async fn idle_ticker(durable: &Durable, quiet: impl Fn() -> bool) {
+    loop {
+        monoio::time::sleep(IDLE_CHECK).await;
+        if durable.lazy.get() && !durable.dirty.get() {
             durable.commit_now();
         }
-        // A trickle of payments that never leaves a second without a record must not keep
-        // the file from being compacted. Below the size threshold this is one comparison.
         if quiet() {
             durable.maybe_compact();
         }
     }
-}
-
-/// Puts the current task at the back of the run queue once.
-async fn yield_now() {
-    let mut yielded = false;
-    poll_fn(|cx| {
-        if yielded {
-            Poll::Ready(())
-        } else {
-            yielded = true;
-            cx.waker().wake_by_ref();
-            Poll::Pending
-        }
-    })
-    .await
 }
 
 pub fn to_journal(p: Processor) -> journal::Processor {
@@ -289,7 +288,9 @@ mod tests {
         let d = durable(dir.path());
         rt(async {
             let c = d.clone();
-            monoio::spawn(async move { commit_loop(&c, || false).await });
+            monoio::spawn(async move { commit_loop(&c).await });
+            let c = d.clone();
+            monoio::spawn(async move { idle_ticker(&c, || false).await });
             let tasks: Vec<_> = (0..20u128)
                 .map(|n| {
                     let d = d.clone();
@@ -326,7 +327,9 @@ mod tests {
         let d = durable(dir.path());
         rt(async {
             let c = d.clone();
-            monoio::spawn(async move { commit_loop(&c, || false).await });
+            monoio::spawn(async move { commit_loop(&c).await });
+            let c = d.clone();
+            monoio::spawn(async move { idle_ticker(&c, || false).await });
             assert_eq!(d.committed(d.accepted(Uuid::from_u128(1), 1)).await, Ok(()));
             d.journal.borrow_mut().fail_writes_for_test().unwrap();
             let gen = d.accepted(Uuid::from_u128(2), 1);

@@ -3,8 +3,8 @@
 //! `POST /payments` is the hot path, the one p99 is made of: parse the body, validate,
 //! push on the core's queue, answer 202 (with `DATA_DIR`, after the journal's group
 //! commit). It must never allocate per request beyond the queue entry, take a lock, or log
-//! above debug. Everything else (summaries, purges) is
-//! rare and may take the slow road through the router thread.
+//! above debug. Everything else (summaries, purges) is rare and may take the slow road
+//! through the router thread.
 
 use std::time::Instant;
 

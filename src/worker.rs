@@ -35,6 +35,9 @@ use crate::time::now_ms_as_us;
 
 /// Pause before looking up an unknown outcome again after the lookup itself failed.
 const LOOKUP_RETRY: Duration = Duration::from_millis(50);
+/// Pause of a sender whose `attempt` record cannot be written because the journal is
+/// poisoned (the payments wait, in memory and on file, for a restart).
+const POISONED_PAUSE: Duration = Duration::from_secs(1);
 /// Pause of a sender after a failure while the breaker is still closed, so a processor
 /// that fails fast is not spun on before the breaker opens.
 const FAILURE_PAUSE: Duration = Duration::from_millis(5);
@@ -98,7 +101,13 @@ async fn process(core: &Core, mut p: Queued) {
             core.shard.end_attempt(attempt);
             up.breaker.cancel(permit);
             core.queue.retry_later(p);
-            monoio::time::sleep(LOOKUP_RETRY).await;
+            // A poisoned journal stays so until a restart: do not spin on it.
+            let pause = if d.poisoned() {
+                POISONED_PAUSE
+            } else {
+                LOOKUP_RETRY
+            };
+            monoio::time::sleep(pause).await;
             return;
         }
     }

@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use clap::Parser;
 
+use crate::journal::SyncMode;
+
 /// Where a server listens or a peer is reached: a unix socket path or a TCP address.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Endpoint {
@@ -189,6 +191,8 @@ pub struct Config {
     pub io_driver: IoDriver,
     pub fallback_after: Option<Duration>,
     pub data_dir: Option<PathBuf>,
+    /// Whether a journal commit waits for the disk (`JOURNAL_SYNC`).
+    pub journal_sync: SyncMode,
     pub purge_token: Option<String>,
     pub queue_capacity: usize,
     pub senders: usize,
@@ -224,9 +228,10 @@ impl Config {
         if args.peer_timeout_ms == 0 {
             return Err(ConfigError::Range("PEER_TIMEOUT_MS", "at least 1"));
         }
-        if args.journal_sync != "none" && args.journal_sync != "batch" {
-            return Err(ConfigError::Range("JOURNAL_SYNC", "none or batch"));
-        }
+        let journal_sync: SyncMode = args
+            .journal_sync
+            .parse()
+            .map_err(|_| ConfigError::Range("JOURNAL_SYNC", "none or batch"))?;
         Ok(Config {
             listen: Endpoint::parse(&args.listen)?,
             default_url: ProcessorUrl::parse(&args.processor_default_url)?,
@@ -236,6 +241,7 @@ impl Config {
             io_driver: args.io_driver,
             fallback_after: args.fallback_after_ms.map(Duration::from_millis),
             data_dir: args.data_dir,
+            journal_sync,
             purge_token: args.purge_token.filter(|t| !t.is_empty()),
             queue_capacity: args.queue_capacity,
             senders: args.senders,

@@ -1,12 +1,14 @@
 //! Everything one core owns: its queue, its store shard, its view of the two processors,
 //! and the channel to the summary router. Built inside the core's runtime and shared by
 //! that runtime's tasks through `Rc`; nothing here crosses threads except the channels.
+//! With `DATA_DIR` set it also owns the core's journal ([`Durable`]).
 
 use std::cell::Cell;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use crate::config::Config;
+use crate::durable::Durable;
 use crate::processor::breaker::Breaker;
 use crate::processor::client::ProcessorClient;
 use crate::processor::Processor;
@@ -30,6 +32,8 @@ pub struct Core {
     pub shard: Shard,
     upstreams: [Upstream; 2],
     pub router: RouterHandle,
+    /// The journal (`DATA_DIR` set), or `None` when memory only.
+    pub durable: Option<Durable>,
     shutting_down: Cell<bool>,
     /// Payments a sender holds right now (taken from the queue, not yet settled).
     busy: Cell<usize>,
@@ -41,6 +45,7 @@ impl Core {
         config: Arc<Config>,
         resolved: [Option<SocketAddr>; 2],
         router: RouterHandle,
+        durable: Option<Durable>,
     ) -> Self {
         let upstreams = [
             Upstream {
@@ -58,6 +63,7 @@ impl Core {
             shard: Shard::new(),
             upstreams,
             router,
+            durable,
             config,
             shutting_down: Cell::new(false),
             busy: Cell::new(0),

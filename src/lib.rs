@@ -14,7 +14,8 @@
 //! - [`store`]: the per-core shard of processed payments and the in-flight rule.
 //! - [`router`]: summaries and purges across shards and peers.
 //! - [`time`]: timestamps; [`shutdown`]: signals.
-//! - [`journal`]: the per-core append-only journal (durability, replay, compaction).
+//! - [`journal`]: the per-core append-only journal (durability, replay, compaction);
+//!   [`durable`]: how a core uses it (group commit shared by its tasks).
 //!
 //! A payment's life: [`conn`] reads it, [`service`] validates it and calls
 //! [`queue::Queue::accept`] (the intake seam) and answers 202; a [`worker`] sender sends it
@@ -23,6 +24,7 @@
 pub mod config;
 pub mod conn;
 pub mod core;
+pub mod durable;
 pub mod http;
 pub mod journal;
 pub mod listener;

@@ -72,6 +72,18 @@ impl Queue {
         Ok(())
     }
 
+    /// Whether intake may take one more payment.
+    pub fn has_room(&self) -> bool {
+        self.items.borrow().len() < self.capacity
+    }
+
+    /// Queues a payment whose acceptance is already on file (journal committed, or
+    /// replayed at start): never refused, since the 2XX is owed or already given.
+    pub fn admit(&self, payment: Queued) {
+        self.items.borrow_mut().push_back(payment);
+        self.wake_one();
+    }
+
     /// Puts a payment back for a later attempt (never refused: it was already accepted).
     pub fn retry_later(&self, payment: Queued) {
         self.items.borrow_mut().push_back(payment);

@@ -244,6 +244,13 @@ pub async fn serve_shard(core: Rc<Core>, rx: flume::Receiver<ShardCmd>) {
             }
             ShardCmd::Purge { reply } => {
                 core.shard.purge();
+                if let Some(d) = &core.durable {
+                    // A failed commit leaves the records on file: they would come back at
+                    // the next start, so the purge is not acknowledged.
+                    if d.committed(d.purged()).await.is_err() {
+                        continue;
+                    }
+                }
                 let _ = reply.send(());
             }
         }

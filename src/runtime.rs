@@ -18,7 +18,10 @@ use monoio::{IoUringDriver, LegacyDriver, RuntimeBuilder};
 
 use crate::config::{Config, IoDriver};
 use crate::core::Core;
+use crate::durable::{self, Durable};
+use crate::journal::{Journal, Replay};
 use crate::listener::{Accepted, Prepared};
+use crate::queue::Queued;
 use crate::router::{self, RouterHandle, ShardCmd};
 use crate::{conn, shutdown, worker};
 
@@ -67,6 +70,8 @@ pub enum StartError {
     Thread(io::Error),
     #[error("core {0} failed to start: {1}")]
     Core(usize, String),
+    #[error("journal: {0}")]
+    Journal(#[from] crate::journal::JournalError),
 }
 
 /// Starts everything, serves until SIGTERM/SIGINT, drains, and returns how many payments
@@ -79,6 +84,16 @@ pub fn run(config: Config) -> Result<usize, StartError> {
         resolve_logged("default", &config.default_url),
         resolve_logged("fallback", &config.fallback_url),
     ];
+    match &config.data_dir {
+        // Before any core opens its file: the core count may differ from the last run.
+        Some(dir) => {
+            crate::journal::rebalance(dir, config.workers)?;
+            tracing::info!(dir = %dir.display(), sync = ?config.journal_sync, "journal on");
+        }
+        None => tracing::info!(
+            "memory only: DATA_DIR unset, accepted payments do not survive a restart"
+        ),
+    }
     let mut prepared = Prepared::new(&config.listen)
         .map_err(|e| StartError::Listen(config.listen.to_string(), e))?;
 
@@ -189,12 +204,26 @@ async fn core_main(
             return 0;
         }
     };
+    let (durable, replay) = match &config.data_dir {
+        None => (None, None),
+        Some(dir) => match Journal::open(dir, id, config.journal_sync) {
+            Ok((j, replay)) => (Some(Durable::new(j)), Some(replay)),
+            Err(e) => {
+                let _ = ready_tx.send(Err(e.to_string()));
+                return 0;
+            }
+        },
+    };
+    let core = Rc::new(Core::new(id, config.clone(), resolved, router, durable));
+    if let Some(replay) = replay {
+        restore(&core, replay);
+    }
     let _ = ready_tx.send(Ok(Ready {
         tcp_addr: listener.tcp_addr(),
         legacy: monoio::utils::is_legacy(),
     }));
-    let core = Rc::new(Core::new(id, config.clone(), resolved, router));
     monoio::spawn(router::serve_shard(core.clone(), shard_rx));
+    monoio::spawn(durable::committer(core.clone()));
     for _ in 0..config.senders {
         monoio::spawn(worker::sender(core.clone()));
     }
@@ -223,5 +252,48 @@ async fn core_main(
     while core.pending() > 0 && Instant::now() < deadline {
         monoio::time::sleep(Duration::from_millis(5)).await;
     }
+    if let Some(d) = &core.durable {
+        // Confirmations of the last turn; what is still unsettled replays at the next start.
+        d.commit_now();
+        if core.pending() == 0 {
+            d.maybe_compact();
+        }
+    }
     core.pending()
+}
+
+/// Puts a replayed journal back: confirmed payments into the shard, unsettled ones into
+/// the queue (a pinned one first resolved at its processor, never re-sent blindly).
+fn restore(core: &Core, replay: Replay) {
+    let (confirmed, unsettled) = (replay.confirmed.len(), replay.unsettled.len());
+    for c in replay.confirmed {
+        let p = durable::from_journal(c.processor);
+        let attempt = core.shard.begin_attempt(c.requested_at_us, p);
+        core.shard.record(attempt, c.requested_at_us, c.cents, p);
+    }
+    let mut pinned = 0;
+    for u in replay.unsettled {
+        let (pin, unresolved) = match u.pinned {
+            Some((p, requested_at_us)) => {
+                pinned += 1;
+                let p = durable::from_journal(p);
+                (Some(p), Some(core.shard.begin_attempt(requested_at_us, p)))
+            }
+            None => (None, None),
+        };
+        core.queue.admit(Queued {
+            id: u.id,
+            cents: u.cents,
+            accepted_at: Instant::now(),
+            pinned: pin,
+            unresolved,
+        });
+    }
+    tracing::info!(
+        core = core.id,
+        confirmed,
+        unsettled,
+        pinned,
+        "journal replayed"
+    );
 }

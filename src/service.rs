@@ -1,14 +1,18 @@
 //! What each request means: routing by method and path, and the answers.
 //!
 //! `POST /payments` is the hot path, the one p99 is made of: parse the body, validate,
-//! push on the core's queue, answer 202. It must never allocate per request beyond the
-//! queue entry, take a lock, or log above debug. Everything else (summaries, purges) is
-//! rare and may take the slow road through the router thread.
+//! push on the core's queue, answer 202 (with `DATA_DIR`, after the journal's group
+//! commit). It must never allocate per request beyond the queue entry, take a lock, or log
+//! above debug. Everything else (summaries, purges) is rare and may take the slow road
+//! through the router thread.
+
+use std::time::Instant;
 
 use crate::core::Core;
 use crate::http::request::{percent_decode, query_param, Method, Request};
 use crate::http::response::{self, status, Connection};
 use crate::payment;
+use crate::queue::Queued;
 use crate::router::{write_summary, SummaryError};
 use crate::store::{AsOf, Window};
 use crate::time::parse_iso;
@@ -20,7 +24,7 @@ pub async fn handle(core: &Core, req: &Request<'_>, out: &mut Vec<u8>) {
         http10: req.http10,
     };
     match (req.path, req.method) {
-        (b"/payments", Method::Post) => accept_payment(core, req.body, conn, out),
+        (b"/payments", Method::Post) => accept_payment(core, req.body, conn, out).await,
         (b"/payments-summary", Method::Get) => summary(core, req.query, true, conn, out).await,
         (b"/internal/payments-summary", Method::Get) => {
             summary(core, req.query, false, conn, out).await
@@ -52,14 +56,49 @@ pub async fn handle(core: &Core, req: &Request<'_>, out: &mut Vec<u8>) {
     }
 }
 
-/// The hot path (see the module doc).
-fn accept_payment(core: &Core, body: &[u8], conn: Connection, out: &mut Vec<u8>) {
-    match payment::parse(body) {
-        Ok(p) => match core.queue.accept(p) {
+/// The hot path (see the module doc). With a journal, the 202 waits for the group commit
+/// that holds the payment's `accepted` record, and the payment is queued only then: a
+/// failed commit answers 503 and leaves nothing behind.
+async fn accept_payment(core: &Core, body: &[u8], conn: Connection, out: &mut Vec<u8>) {
+    let p = match payment::parse(body) {
+        Ok(p) => p,
+        Err(e) => return response::json(out, status::BAD_REQUEST, conn, e.json()),
+    };
+    let Some(durable) = &core.durable else {
+        return match core.queue.accept(p) {
             Ok(()) => response::empty(out, status::ACCEPTED, conn),
             Err(_) => response::json(out, status::UNAVAILABLE, conn, br#"{"error":"queue full"}"#),
-        },
-        Err(e) => response::json(out, status::BAD_REQUEST, conn, e.json()),
+        };
+    };
+    if !core.queue.has_room() {
+        return response::json(out, status::UNAVAILABLE, conn, br#"{"error":"queue full"}"#);
+    }
+    if durable.poisoned() {
+        return response::json(
+            out,
+            status::UNAVAILABLE,
+            conn,
+            br#"{"error":"journal unavailable"}"#,
+        );
+    }
+    let gen = durable.accepted(p.id, p.cents);
+    match durable.committed(gen).await {
+        Ok(()) => {
+            core.queue.admit(Queued {
+                id: p.id,
+                cents: p.cents,
+                accepted_at: Instant::now(),
+                pinned: None,
+                unresolved: None,
+            });
+            response::empty(out, status::ACCEPTED, conn)
+        }
+        Err(_) => response::json(
+            out,
+            status::UNAVAILABLE,
+            conn,
+            br#"{"error":"journal unavailable"}"#,
+        ),
     }
 }
 

@@ -15,6 +15,9 @@
 //!   payment's first attempt: that id belongs to someone else's payment: not ours to
 //!   record, dropped.
 //!
+//! With a journal, each send is preceded by a committed `attempt` record and each outcome
+//! followed by a `confirmed` or `dropped` one (see [`crate::durable`]).
+//!
 //! Policy: the default processor only (its fee is the lowest and every top entry found
 //! waiting cheaper than the fallback), unless `FALLBACK_AFTER_MS` is set: then a payment
 //! that waited that long goes to the fallback while the default's breaker is open and the
@@ -32,6 +35,9 @@ use crate::time::now_ms_as_us;
 
 /// Pause before looking up an unknown outcome again after the lookup itself failed.
 const LOOKUP_RETRY: Duration = Duration::from_millis(50);
+/// Pause of a sender whose `attempt` record cannot be written because the journal is
+/// poisoned (the payments wait, in memory and on file, for a restart).
+const POISONED_PAUSE: Duration = Duration::from_secs(1);
 /// Pause of a sender after a failure while the breaker is still closed, so a processor
 /// that fails fast is not spun on before the breaker opens.
 const FAILURE_PAUSE: Duration = Duration::from_millis(5);
@@ -54,6 +60,9 @@ async fn process(core: &Core, mut p: Queued) {
         match up.client.get_payment(&p.id, timeout).await {
             Ok(Lookup::Found { requested_at_us }) => {
                 core.shard.record(attempt, requested_at_us, p.cents, proc);
+                if let Some(d) = &core.durable {
+                    d.confirmed(p.id, proc, requested_at_us, p.cents);
+                }
                 tracing::debug!(id = %p.id, processor = proc.name(), "unknown outcome resolved: stored");
             }
             Ok(Lookup::NotFound) => {
@@ -81,6 +90,27 @@ async fn process(core: &Core, mut p: Queued) {
     let permit = up.breaker.admit().await;
     let requested_at_us = now_ms_as_us();
     let attempt = core.shard.begin_attempt(requested_at_us, proc);
+    if let Some(d) = &core.durable {
+        // The attempt must be on file before the send: a payment replayed without it
+        // would be sent blindly and, if this send stored it, refused as a duplicate (422)
+        // and never recorded.
+        if d.committed(d.attempt(p.id, proc, requested_at_us))
+            .await
+            .is_err()
+        {
+            core.shard.end_attempt(attempt);
+            up.breaker.cancel(permit);
+            core.queue.retry_later(p);
+            // A poisoned journal stays so until a restart: do not spin on it.
+            let pause = if d.poisoned() {
+                POISONED_PAUSE
+            } else {
+                LOOKUP_RETRY
+            };
+            monoio::time::sleep(pause).await;
+            return;
+        }
+    }
     let sent = Instant::now();
     let result = up
         .client
@@ -96,6 +126,9 @@ async fn process(core: &Core, mut p: Queued) {
             up.breaker.success(permit);
             core.shard.observe_latency(proc, sent.elapsed());
             core.shard.record(attempt, requested_at_us, p.cents, proc);
+            if let Some(d) = &core.durable {
+                d.confirmed(p.id, proc, requested_at_us, p.cents);
+            }
         }
         Ok(422) if p.pinned.is_some() => {
             // An earlier attempt of ours was stored: find out with which requestedAt.
@@ -106,6 +139,9 @@ async fn process(core: &Core, mut p: Queued) {
         Ok(422) => {
             up.breaker.success(permit);
             core.shard.end_attempt(attempt);
+            if let Some(d) = &core.durable {
+                d.dropped(p.id);
+            }
             tracing::debug!(id = %p.id, "correlationId already used by another payment; dropped");
         }
         Ok(status) if status == 429 || status >= 500 => {
@@ -117,6 +153,9 @@ async fn process(core: &Core, mut p: Queued) {
             // repeating it cannot succeed.
             up.breaker.success(permit);
             core.shard.end_attempt(attempt);
+            if let Some(d) = &core.durable {
+                d.dropped(p.id);
+            }
             tracing::warn!(id = %p.id, status, "processor refused the payment; dropped");
         }
         Err(CallError::Connect(e)) => {

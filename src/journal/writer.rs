@@ -195,6 +195,13 @@ impl Journal {
         Ok(())
     }
 
+    /// For tests of the journal's users: every later write fails, as on a full disk.
+    #[cfg(test)]
+    pub(crate) fn fail_writes_for_test(&mut self) -> std::io::Result<()> {
+        self.file = OpenOptions::new().read(true).open(&self.path)?;
+        Ok(())
+    }
+
     /// Compacts if the file has passed the threshold (and doubled since the last
     /// compaction). Meant for quiet moments: it reads and rewrites the whole file. Returns
     /// whether it compacted.

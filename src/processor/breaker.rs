@@ -127,6 +127,11 @@ impl Breaker {
         }
     }
 
+    /// The permit was not used (nothing was sent): neither a success nor a failure.
+    pub fn cancel(&self, permit: Permit) {
+        self.release(permit);
+    }
+
     fn release(&self, permit: Permit) {
         if permit == Permit::Probe {
             self.probes.set(self.probes.get().saturating_sub(1));

@@ -1,0 +1,347 @@
+//! The journal as one core uses it: group commit shared by every task of the runtime.
+//!
+//! Intake and the senders append records to the core's [`Journal`] and, when the record
+//! must be on file before they go on (an `accepted` before its 202, an `attempt` before its
+//! send, a `purged` before its 200), wait for the next commit. One task per core, the
+//! [`committer`], makes that commit: woken by the first record of a batch, it first lets
+//! every other task that is ready in this turn of the event loop append its own, then
+//! writes them all with one `write` (and one `fdatasync` in `batch` mode). Under load a
+//! commit carries the records of every connection served in that turn, not one each.
+//!
+//! `confirmed` and `dropped` do not wait and do not wake the committer: they ride along
+//! with the next commit (under load, the next turn's), or are written on their own after
+//! at most [`IDLE_CHECK`]. That saves a `write` per payment. If one is lost in a crash, the
+//! payment replays as pinned to the processor of its last attempt and is resolved there by
+//! a lookup, which finds the same outcome.
+//!
+//! A commit failure fails only the waiters of that commit (intake answers 503 for those
+//! payments, which were never queued; a sender puts its payment back). A poisoned journal
+//! fails every later commit: intake then refuses payments (one error log).
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::rc::Rc;
+use std::task::{Poll, Waker};
+use std::time::Duration;
+
+use uuid::Uuid;
+
+use crate::core::Core;
+use crate::journal::{self, Journal, JournalError};
+use crate::processor::Processor;
+
+/// How many failed commit generations are remembered (a waiter looks its own up on the turn
+/// after the commit, so a handful would do).
+const FAILED_KEPT: usize = 256;
+/// How long the committer waits for a waited-on record before it writes the records nobody
+/// waits for (`confirmed`, `dropped`) on their own, and looks for a quiet moment to compact.
+const IDLE_CHECK: Duration = Duration::from_millis(200);
+
+/// Why a record is not durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("journal commit failed")]
+pub struct NotDurable;
+
+/// One core's journal and its group-commit state.
+#[derive(Debug)]
+pub struct Durable {
+    journal: RefCell<Journal>,
+    /// Generation the records appended now belong to.
+    open_gen: Cell<u64>,
+    /// Last generation written (or failed).
+    done_gen: Cell<u64>,
+    /// Recent generations whose commit failed.
+    failed: RefCell<VecDeque<u64>>,
+    /// Tasks waiting for a commit.
+    waiters: RefCell<Vec<Waker>>,
+    /// The committer, parked until a record is appended.
+    committer: RefCell<Option<Waker>>,
+    dirty: Cell<bool>,
+    /// Records nobody waits for are appended and not written yet.
+    lazy: Cell<bool>,
+    poisoned_logged: Cell<bool>,
+    /// Commits made (each one `write`).
+    commits: Cell<u64>,
+}
+
+impl Durable {
+    pub fn new(journal: Journal) -> Self {
+        Durable {
+            journal: RefCell::new(journal),
+            open_gen: Cell::new(1),
+            done_gen: Cell::new(0),
+            failed: RefCell::new(VecDeque::new()),
+            waiters: RefCell::new(Vec::new()),
+            committer: RefCell::new(None),
+            dirty: Cell::new(false),
+            lazy: Cell::new(false),
+            poisoned_logged: Cell::new(false),
+            commits: Cell::new(0),
+        }
+    }
+
+    /// Whether the journal refuses every commit (intake must refuse payments).
+    pub fn poisoned(&self) -> bool {
+        self.poisoned_logged.get()
+    }
+
+    /// Appends an `accepted` record; wait for [`Durable::committed`] before answering.
+    pub fn accepted(&self, id: Uuid, cents: u64) -> u64 {
+        self.journal.borrow_mut().accepted(id, cents);
+        self.mark()
+    }
+
+    /// Appends an `attempt` record; wait for [`Durable::committed`] before sending.
+    pub fn attempt(&self, id: Uuid, processor: Processor, requested_at_us: i64) -> u64 {
+        self.journal
+            .borrow_mut()
+            .attempt(id, to_journal(processor), requested_at_us);
+        self.mark()
+    }
+
+    /// Appends a `confirmed` record (written with the next commit; nobody waits).
+    pub fn confirmed(&self, id: Uuid, processor: Processor, requested_at_us: i64, cents: u64) {
+        self.journal
+            .borrow_mut()
+            .confirmed(id, to_journal(processor), requested_at_us, cents);
+        self.lazy.set(true);
+    }
+
+    /// Appends a `dropped` record (written with the next commit; nobody waits).
+    pub fn dropped(&self, id: Uuid) {
+        self.journal.borrow_mut().dropped(id);
+        self.lazy.set(true);
+    }
+
+    /// Appends a `purged` record; wait for [`Durable::committed`] before answering.
+    pub fn purged(&self) -> u64 {
+        self.journal.borrow_mut().purged();
+        self.mark()
+    }
+
+    /// Waits until the commit of generation `gen` is done; `Err` if it failed.
+    pub async fn committed(&self, gen: u64) -> Result<(), NotDurable> {
+        poll_fn(|cx| {
+            if self.done_gen.get() >= gen {
+                Poll::Ready(())
+            } else {
+                self.waiters.borrow_mut().push(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+        .await;
+        if self.failed.borrow().contains(&gen) {
+            Err(NotDurable)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Writes whatever is appended now (used by the committer and at shutdown).
+    pub fn commit_now(&self) {
+        let gen = self.open_gen.get();
+        self.open_gen.set(gen + 1);
+        self.dirty.set(false);
+        self.lazy.set(false);
+        self.commits.set(self.commits.get() + 1);
+        let result = self.journal.borrow_mut().commit();
+        if let Err(e) = result {
+            self.note_failure(gen, &e);
+        }
+        self.done_gen.set(gen);
+        let waiters = std::mem::take(&mut *self.waiters.borrow_mut());
+        for w in waiters {
+            w.wake();
+        }
+    }
+
+    /// Commits made so far.
+    pub fn commits(&self) -> u64 {
+        self.commits.get()
+    }
+
+    /// Compacts if the journal has grown enough (call only when no payment is pending).
+    pub fn maybe_compact(&self) {
+        if self.dirty.get() || self.lazy.get() {
+            return;
+        }
+        if let Err(e) = self.journal.borrow_mut().maybe_compact() {
+            tracing::warn!(error = %e, "journal compaction failed");
+        }
+    }
+
+    fn note_failure(&self, gen: u64, e: &JournalError) {
+        let mut failed = self.failed.borrow_mut();
+        if failed.len() == FAILED_KEPT {
+            failed.pop_front();
+        }
+        failed.push_back(gen);
+        if matches!(e, JournalError::Poisoned) {
+            if !self.poisoned_logged.replace(true) {
+                tracing::error!(error = %e, "journal unusable: refusing new payments (503) until restart");
+            }
+        } else {
+            tracing::warn!(error = %e, "journal commit failed; its payments were refused");
+        }
+    }
+
+    /// Marks the open generation as holding records and wakes the committer.
+    fn mark(&self) -> u64 {
+        if !self.dirty.replace(true) {
+            if let Some(w) = self.committer.borrow_mut().take() {
+                w.wake();
+            }
+        }
+        self.open_gen.get()
+    }
+
+    /// Waits until a waited-on record is appended.
+    async fn wait_dirty(&self) {
+        poll_fn(|cx| {
+            if self.dirty.get() {
+                Poll::Ready(())
+            } else {
+                *self.committer.borrow_mut() = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+        .await
+    }
+}
+
+/// The commit task of one core (see the module doc), and its idle ticker.
+pub async fn committer(core: Rc<Core>) {
+    if core.durable.is_none() {
+        return;
+    }
+    let c = core.clone();
+    monoio::spawn(async move {
+        if let Some(d) = c.durable.as_ref() {
+            idle_ticker(d, || c.pending() == 0).await;
+        }
+    });
+    if let Some(d) = core.durable.as_ref() {
+        commit_loop(d).await;
+    }
+}
+
+/// Commits once per turn of the event loop that appended a waited-on record.
+///
+/// No explicit yield before the commit: the first `mark()` of a turn pushes this task to
+/// the back of the run queue, behind every task the same driver poll woke, so those
+/// append their records first. No timer either: under load, arming one per commit costs
+/// more than the commit.
+async fn commit_loop(durable: &Durable) {
+    loop {
+        durable.wait_dirty().await;
+        durable.commit_now();
+    }
+}
+
+/// Every [`IDLE_CHECK`]: writes the records nobody waits for if no commit took them, and
+/// compacts when `quiet()` (nothing queued or in flight). Below the size threshold the
+/// compaction check is one comparison.
+async fn idle_ticker(durable: &Durable, quiet: impl Fn() -> bool) {
+    loop {
+        monoio::time::sleep(IDLE_CHECK).await;
+        if durable.lazy.get() && !durable.dirty.get() {
+            durable.commit_now();
+        }
+        if quiet() {
+            durable.maybe_compact();
+        }
+    }
+}
+
+pub fn to_journal(p: Processor) -> journal::Processor {
+    match p {
+        Processor::Default => journal::Processor::Default,
+        Processor::Fallback => journal::Processor::Fallback,
+    }
+}
+
+pub fn from_journal(p: journal::Processor) -> Processor {
+    match p {
+        journal::Processor::Default => Processor::Default,
+        journal::Processor::Fallback => Processor::Fallback,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::journal::SyncMode;
+
+    fn rt<F: std::future::Future<Output = ()>>(f: F) {
+        monoio::start::<monoio::time::TimeDriver<monoio::LegacyDriver>, _>(f)
+    }
+
+    fn durable(dir: &std::path::Path) -> Rc<Durable> {
+        let (j, _) = Journal::open(dir, 0, SyncMode::None).unwrap();
+        Rc::new(Durable::new(j))
+    }
+
+    #[test]
+    fn one_commit_carries_every_task_of_the_turn() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = durable(dir.path());
+        rt(async {
+            let c = d.clone();
+            monoio::spawn(async move { commit_loop(&c).await });
+            let c = d.clone();
+            monoio::spawn(async move { idle_ticker(&c, || false).await });
+            let tasks: Vec<_> = (0..20u128)
+                .map(|n| {
+                    let d = d.clone();
+                    monoio::spawn(async move {
+                        let gen = d.accepted(Uuid::from_u128(n), 100);
+                        d.committed(gen).await
+                    })
+                })
+                .collect();
+            for t in tasks {
+                assert_eq!(t.await, Ok(()));
+            }
+            assert_eq!(d.commits(), 1);
+            // A confirmation alone waits for the idle flush; a later waited-on record takes
+            // it along.
+            d.confirmed(Uuid::from_u128(0), Processor::Default, 5, 100);
+            monoio::time::sleep(Duration::from_millis(20)).await;
+            assert_eq!(d.commits(), 1);
+            assert_eq!(d.committed(d.purged()).await, Ok(()));
+            assert_eq!(d.commits(), 2);
+            d.dropped(Uuid::from_u128(1));
+            monoio::time::sleep(IDLE_CHECK * 2).await;
+            assert_eq!(d.commits(), 3, "written on its own when idle");
+        });
+        drop(d);
+        let (_, replay) = Journal::open(dir.path(), 0, SyncMode::None).unwrap();
+        assert_eq!(replay.unsettled.len(), 18);
+        assert!(replay.confirmed.is_empty(), "purged after the confirmation");
+    }
+
+    #[test]
+    fn a_failed_commit_fails_its_waiters_and_poisons_intake() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = durable(dir.path());
+        rt(async {
+            let c = d.clone();
+            monoio::spawn(async move { commit_loop(&c).await });
+            let c = d.clone();
+            monoio::spawn(async move { idle_ticker(&c, || false).await });
+            assert_eq!(d.committed(d.accepted(Uuid::from_u128(1), 1)).await, Ok(()));
+            d.journal.borrow_mut().fail_writes_for_test().unwrap();
+            let gen = d.accepted(Uuid::from_u128(2), 1);
+            assert_eq!(d.committed(gen).await, Err(NotDurable));
+            // The cut-back also failed on the read-only handle: the journal is poisoned.
+            let gen = d.accepted(Uuid::from_u128(3), 1);
+            assert_eq!(d.committed(gen).await, Err(NotDurable));
+            assert!(d.poisoned());
+        });
+        drop(d);
+        let (_, replay) = Journal::open(dir.path(), 0, SyncMode::None).unwrap();
+        let ids: Vec<_> = replay.unsettled.iter().map(|u| u.id).collect();
+        assert_eq!(ids, vec![Uuid::from_u128(1)]);
+    }
+}

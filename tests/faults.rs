@@ -1,0 +1,220 @@
+//! Fault tests (issue 7, "Faults"): real `rinha` processes with journals (`DATA_DIR`) behind
+//! a real `rinha-lb`, the emulated processors in-process, a paced load that remembers the
+//! ids it got a 2XX for. Each test kills, stops or starves a part mid-load, then checks
+//! after the drain that every 2XX payment is stored by a processor exactly once and that
+//! our summary equals the processors'.
+//!
+//! Each test is bounded (a few seconds of load, a bounded drain) and they run in parallel:
+//! they share nothing but the CPU.
+
+mod common;
+mod faults_support;
+
+use std::time::Duration;
+
+use common::Processors;
+use faults_support::{cpu_seconds, kill, load, Fleet, Outcome};
+use rinha::journal::replay_dir;
+use rinha_bench::processor::Chaos;
+
+const DRAIN: Duration = Duration::from_secs(40);
+/// Load connections: each loses at most its one request in flight when a part dies.
+const CONNS: usize = 8;
+
+/// Runs the load in a thread while `during` acts on the fleet; returns what the load saw.
+fn with_load(
+    fleet: &mut Fleet,
+    every: Duration,
+    length: Duration,
+    during: impl FnOnce(&mut Fleet),
+) -> Outcome {
+    let addr = fleet.lb.addr;
+    let handle = std::thread::spawn(move || load(addr, CONNS, every, length));
+    during(fleet);
+    handle.join().expect("load")
+}
+
+fn assert_only_in_flight_lost(load: &Outcome) {
+    assert!(load.refused.is_empty(), "refused: {:?}", &load.refused[..1]);
+    assert!(
+        load.lost.len() <= CONNS,
+        "{} requests lost, more than the {CONNS} that can be in flight",
+        load.lost.len()
+    );
+    assert!(load.ok.len() > 200, "too little load: {}", load.ok.len());
+}
+
+/// The processors are slow and the senders few, so a backlog builds that only the journal
+/// can carry over a kill -9.
+const BACKLOG: [(&str, &str); 1] = [("SENDERS", "2")];
+
+#[test]
+fn kill9_backend_lb_serves_from_the_other_and_restart_loses_nothing() {
+    let procs = Processors::start();
+    procs.default.set_delay(40);
+    let mut fleet = Fleet::start(&procs, &BACKLOG);
+    let mut unsettled_at_kill = 0;
+    let load = with_load(
+        &mut fleet,
+        Duration::from_millis(25),
+        Duration::from_secs(5),
+        |fleet| {
+            std::thread::sleep(Duration::from_millis(2000));
+            kill(fleet.b1.pid(), libc::SIGKILL);
+            std::thread::sleep(Duration::from_millis(200));
+            let data = Fleet::data_dir_of(&fleet.dir.0, "b1");
+            unsettled_at_kill = replay_dir(&data).expect("journal readable").unsettled.len();
+            std::thread::sleep(Duration::from_millis(1000));
+            fleet.restart_b1(&procs);
+        },
+    );
+    println!(
+        "kill -9 backend: 2XX {}, lost {}, unsettled in its journal at the kill {unsettled_at_kill}",
+        load.ok.len(),
+        load.lost.len()
+    );
+    assert_only_in_flight_lost(&load);
+    assert!(
+        unsettled_at_kill > 0,
+        "no backlog at the kill: the test proves nothing"
+    );
+    fleet.drained_and_exact(&procs, &load, DRAIN);
+}
+
+#[test]
+fn kill9_lb_clients_reconnect_and_nothing_is_lost() {
+    let procs = Processors::start();
+    // `batch` here, so the fdatasync path runs under a fault too.
+    let mut fleet = Fleet::start(&procs, &[("JOURNAL_SYNC", "batch")]);
+    let load = with_load(
+        &mut fleet,
+        Duration::from_millis(20),
+        Duration::from_secs(4),
+        |fleet| {
+            std::thread::sleep(Duration::from_millis(1500));
+            fleet.lb.kill9();
+            std::thread::sleep(Duration::from_millis(300));
+            fleet.restart_lb();
+        },
+    );
+    println!(
+        "kill -9 lb: 2XX {}, lost {}, failed connects {}",
+        load.ok.len(),
+        load.lost.len(),
+        load.connect_failures
+    );
+    assert_only_in_flight_lost(&load);
+    fleet.drained_and_exact(&procs, &load, DRAIN);
+}
+
+#[test]
+fn sigterm_drains_leaves_a_consistent_journal_and_restart_resumes() {
+    let procs = Processors::start();
+    procs.default.set_delay(40);
+    let extra = [BACKLOG[0], ("SHUTDOWN_GRACE_MS", "300")];
+    let mut fleet = Fleet::start(&procs, &extra);
+    let mut left = 0;
+    let load = with_load(
+        &mut fleet,
+        Duration::from_millis(25),
+        Duration::from_secs(4),
+        |fleet| {
+            std::thread::sleep(Duration::from_millis(1500));
+            let status = fleet.b1.terminate(Duration::from_secs(10));
+            assert!(status.success(), "{status:?}");
+            // Consistent: every payment the journal holds as confirmed is stored, with
+            // the requestedAt we recorded.
+            let data = Fleet::data_dir_of(&fleet.dir.0, "b1");
+            let replay = replay_dir(&data).expect("journal readable after SIGTERM");
+            for c in &replay.confirmed {
+                let stored = procs.default.payment(c.id).or(procs.fallback.payment(c.id));
+                let stored = stored.unwrap_or_else(|| panic!("{} confirmed, not stored", c.id));
+                assert_eq!(stored.requested_at_micros, c.requested_at_us);
+            }
+            left = replay.unsettled.len();
+            fleet.restart_b1(&procs);
+        },
+    );
+    println!(
+        "SIGTERM: 2XX {}, lost {}, unsettled in the journal after the stop {left}",
+        load.ok.len(),
+        load.lost.len()
+    );
+    assert_only_in_flight_lost(&load);
+    assert!(
+        left > 0,
+        "the grace drained everything: the restart resumes nothing"
+    );
+    fleet.drained_and_exact(&procs, &load, DRAIN);
+}
+
+#[test]
+fn both_processors_down_and_slow_then_back_loses_nothing_and_idles() {
+    let procs = Processors::start();
+    let mut fleet = Fleet::start(&procs, &[("PROCESSOR_TIMEOUT_MS", "300")]);
+    for p in [&procs.default, &procs.fallback] {
+        p.set_failure(true);
+        p.set_delay(1000);
+    }
+    let load = with_load(
+        &mut fleet,
+        Duration::from_millis(20),
+        Duration::from_secs(2),
+        |_| {},
+    );
+    let pids = [fleet.b1.pid(), fleet.b2.pid()];
+    let cpu0: f64 = pids.iter().map(|&p| cpu_seconds(p)).sum();
+    std::thread::sleep(Duration::from_secs(4));
+    let cpu: f64 = pids.iter().map(|&p| cpu_seconds(p)).sum::<f64>() - cpu0;
+    println!(
+        "both processors down: CPU of both backends {cpu:.3} s over 4 s with {} payments waiting",
+        load.ok.len()
+    );
+    assert!(
+        cpu < 0.8,
+        "retry storm while both are down: {cpu:.3} CPU-s in 4 s"
+    );
+    for p in [&procs.default, &procs.fallback] {
+        p.set_failure(false);
+        p.set_delay(0);
+    }
+    assert_only_in_flight_lost(&load);
+    assert!(load.lost.is_empty());
+    fleet.drained_and_exact(&procs, &load, DRAIN);
+}
+
+#[test]
+fn lost_responses_and_reset_connections_are_resolved_exactly_once() {
+    let procs = Processors::with_chaos(Chaos {
+        drop_every: 5,
+        reset_every: 7,
+    });
+    let mut fleet = Fleet::start(&procs, &[("PROCESSOR_TIMEOUT_MS", "300")]);
+    let load = with_load(
+        &mut fleet,
+        Duration::from_millis(20),
+        Duration::from_secs(3),
+        |_| {},
+    );
+    assert_only_in_flight_lost(&load);
+    assert!(load.lost.is_empty());
+    fleet.drained_and_exact(&procs, &load, DRAIN);
+}
+
+#[test]
+fn the_start_log_says_whether_payments_are_kept() {
+    let procs = Processors::start();
+    let dir = common::TempDir::new();
+    let memory = common::Instance::start(&dir.0, "m", "auto", &procs, &[], &[]);
+    let data = dir.0.join("data").display().to_string();
+    let kept = common::Instance::start(&dir.0, "k", "auto", &procs, &[], &[("DATA_DIR", &data)]);
+    assert!(common::eventually(Duration::from_secs(5), || {
+        memory.log_text().contains("rinha started") && kept.log_text().contains("rinha started")
+    }));
+    let (m, k) = (memory.log_text(), kept.log_text());
+    assert_eq!(m.matches("memory only").count(), 1, "{m}");
+    assert!(
+        !k.contains("memory only") && k.contains("journal on"),
+        "{k}"
+    );
+}

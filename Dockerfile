@@ -26,6 +26,9 @@ FROM scratch AS runtime-base
 # volume that compose mounts owned by this uid.
 USER 65534:65534
 ENV IO_DRIVER=auto
+# The journal directory (DATA_DIR=/data in compose): scratch has no mkdir, so an (almost)
+# empty directory is copied in with the owner a named volume then inherits.
+COPY --chown=65534:65534 deploy/data/ /data/
 ENTRYPOINT ["/usr/local/bin/rinha"]
 
 # ---- offline: binaries from the host (scripts/build-static) ---------------------------------

@@ -1,7 +1,11 @@
 //! `rinha-bench soak`: a long open-loop run of valid payments through the local stack that
 //! looks for slow leaks and silent losses.
 //!
-//! It starts the stack ([`crate::stack`]), drives `--rate` payments per second (each with a
+//! It starts the stack ([`crate::stack`]), warms it up with a closed-loop burst of
+//! `--warmup-connections` for `--warmup-secs` (so every pool reaches its size: each backend
+//! keeps one processor connection per busy sender, up to `SENDERS` per core, opened on the
+//! first burst that needs it; without the warm-up a scheduling stall mid-run opens more and
+//! looks like a descriptor leak), then drives `--rate` payments per second (each with a
 //! fresh `correlationId`) through the load balancer for `--duration`, and samples every stack
 //! process's resident memory (`VmRSS`) and open descriptors (`/proc/<pid>/fd`) every
 //! `--sample-secs`. After the load it waits for the backlog, then checks:
@@ -58,6 +62,12 @@ pub struct Args {
     /// Client connections the load is spread over.
     #[arg(long, default_value_t = 64)]
     pub connections: usize,
+    /// Seconds of closed-loop warm-up before the measured load (0: none).
+    #[arg(long, default_value_t = 5)]
+    pub warmup_secs: u64,
+    /// Connections of the warm-up burst.
+    #[arg(long, default_value_t = 256)]
+    pub warmup_connections: usize,
     /// Seconds between two samples of RSS and fd count.
     #[arg(long, default_value_t = 5)]
     pub sample_secs: u64,
@@ -84,6 +94,9 @@ pub struct Series {
 #[derive(Debug, Clone)]
 pub struct Outcome {
     pub series: Vec<Series>,
+    /// Successful POSTs of the warm-up (also counted in `ok`).
+    pub warmup_ok: u64,
+    /// Successful POSTs, warm-up included; `non_2xx` and `errors` too.
     pub ok: u64,
     pub non_2xx: u64,
     pub errors: u64,
@@ -107,13 +120,17 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .build()?;
     let outcome = runtime.block_on(soak(&args))?;
     print!("{}", outcome.table);
+    let measured = outcome.ok - outcome.warmup_ok;
     println!(
-        "load: {} ok, {} non-2xx, {} lost in {:.1} s ({:.0}/s); drain {:.1} s",
+        "load: {} ok ({} in the warm-up), {} non-2xx, {} lost; measured {} in {:.1} s ({:.0}/s); \
+         drain {:.1} s",
         outcome.ok,
+        outcome.warmup_ok,
         outcome.non_2xx,
         outcome.errors,
+        measured,
         outcome.elapsed.as_secs_f64(),
-        outcome.ok as f64 / outcome.elapsed.as_secs_f64().max(1e-9),
+        measured as f64 / outcome.elapsed.as_secs_f64().max(1e-9),
         outcome.drain_secs
     );
     println!(
@@ -190,6 +207,22 @@ async fn soak_stack(args: &Args, stack: &Stack) -> anyhow::Result<Outcome> {
         duration: Duration::from_secs(args.duration),
     };
     let writer = payments::writer("localhost");
+    let mut totals = LoadReport::empty()?;
+    if args.warmup_secs > 0 {
+        let warm = LoadSpec {
+            pace: Pace::Closed {
+                connections: args.warmup_connections,
+            },
+            duration: Duration::from_secs(args.warmup_secs),
+            ..spec.clone()
+        };
+        let writer = writer.clone();
+        let warm = tokio::task::spawn_blocking(move || load::run_with(&warm, writer))
+            .await
+            .context("the warm-up thread")??;
+        totals.merge(&warm);
+    }
+    let warmup_ok = totals.ok;
     let started = Instant::now();
     let mut load = tokio::task::spawn_blocking(move || load::run_with(&spec, writer));
     let every = Duration::from_secs(args.sample_secs.max(1));
@@ -207,6 +240,8 @@ async fn soak_stack(args: &Args, stack: &Stack) -> anyhow::Result<Outcome> {
         }
     };
     let elapsed = started.elapsed();
+    totals.merge(&report);
+    let report = totals;
 
     let drained = Backlog::new(&stack.lb_url())?
         .wait_for(report.ok)
@@ -274,6 +309,7 @@ async fn soak_stack(args: &Args, stack: &Stack) -> anyhow::Result<Outcome> {
     }
     Ok(Outcome {
         series,
+        warmup_ok,
         ok: report.ok,
         non_2xx: report.non_2xx,
         errors: report.errors,

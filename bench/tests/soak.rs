@@ -1,7 +1,7 @@
-//! A short soak (`rinha_bench::soak`) through the real local stack: 20 s of valid payments
-//! at 300/s, sampled every second. It must pass every check the 10-minute run makes (RSS and
-//! fd count flat, zero errors, summary exact), and each check must be able to fail: a sample
-//! series that grows is judged a leak.
+//! A short soak (`rinha_bench::soak`) through the real local stack: a 2 s warm-up burst,
+//! then 20 s of valid payments at 300/s, sampled every second. It must pass every check the
+//! 10-minute run makes (RSS and fd count flat, zero errors, summary exact), and each check
+//! must be able to fail: a sample series that grows is judged a leak.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -32,6 +32,8 @@ async fn a_short_soak_passes_every_check() {
         rate: 300.0,
         duration: 20,
         connections: 16,
+        warmup_secs: 2,
+        warmup_connections: 64,
         sample_secs: 1,
     };
     let outcome = tokio::time::timeout(Duration::from_secs(600), soak::soak(&args))

@@ -178,6 +178,15 @@ pub struct Args {
     /// How long a summary waits for a peer.
     #[arg(long, env = "PEER_TIMEOUT_MS", default_value_t = 1000)]
     pub peer_timeout_ms: u64,
+    /// Open client connections the whole process holds at most; more are closed at once.
+    #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 8192)]
+    pub max_connections: usize,
+    /// A connection with no request in progress is closed after this long.
+    #[arg(long, env = "IDLE_TIMEOUT_MS", default_value_t = 60_000)]
+    pub idle_timeout_ms: u64,
+    /// A request (head and body) begun but not complete within this long gets 408 and a close.
+    #[arg(long, env = "HEADER_TIMEOUT_MS", default_value_t = 5_000)]
+    pub header_timeout_ms: u64,
 }
 
 /// The validated configuration.
@@ -199,6 +208,9 @@ pub struct Config {
     pub processor_timeout: Duration,
     pub shutdown_grace: Duration,
     pub peer_timeout: Duration,
+    pub max_connections: usize,
+    pub idle_timeout: Duration,
+    pub header_timeout: Duration,
 }
 
 impl Config {
@@ -228,6 +240,15 @@ impl Config {
         if args.peer_timeout_ms == 0 {
             return Err(ConfigError::Range("PEER_TIMEOUT_MS", "at least 1"));
         }
+        if args.max_connections == 0 {
+            return Err(ConfigError::Range("MAX_CONNECTIONS", "at least 1"));
+        }
+        if args.idle_timeout_ms == 0 {
+            return Err(ConfigError::Range("IDLE_TIMEOUT_MS", "at least 1"));
+        }
+        if args.header_timeout_ms == 0 {
+            return Err(ConfigError::Range("HEADER_TIMEOUT_MS", "at least 1"));
+        }
         let journal_sync: SyncMode = args
             .journal_sync
             .parse()
@@ -248,6 +269,9 @@ impl Config {
             processor_timeout: Duration::from_millis(args.processor_timeout_ms),
             shutdown_grace: Duration::from_millis(args.shutdown_grace_ms),
             peer_timeout: Duration::from_millis(args.peer_timeout_ms),
+            max_connections: args.max_connections,
+            idle_timeout: Duration::from_millis(args.idle_timeout_ms),
+            header_timeout: Duration::from_millis(args.header_timeout_ms),
         })
     }
 }

@@ -1,12 +1,20 @@
 //! One client connection: read once, answer every whole request in the buffer in order
 //! (pipelining), write the answers once, repeat. Keep-alive by default on HTTP/1.1,
-//! close on HTTP/1.0 unless asked, close after a malformed request (400/411/413/431), and
-//! close an idle connection after [`IDLE_TIMEOUT`].
+//! close on HTTP/1.0 unless asked, close after a malformed request (400/411/413/431).
 //!
+//! Two timeouts, one per read, never both:
+//! - nothing buffered (between requests): the connection is closed silently after
+//!   `IDLE_TIMEOUT_MS`;
+//! - part of a request buffered: the rest must arrive within `HEADER_TIMEOUT_MS` of the
+//!   moment the first part was seen, else 408 and close (a slow-drip head or body holds a
+//!   connection and a 13 KiB buffer for as long as the client likes otherwise).
+//!
+//! The clock is read only when a read leaves a partial request behind, which the fast path
+//! (whole requests per read) never does; the timer itself is monoio's wheel, no syscall.
 //! The two buffers live as long as the connection: steady-state requests allocate nothing.
 
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
@@ -14,17 +22,25 @@ use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 use crate::core::Core;
 use crate::http::request::{self, Parsed, Reject, MAX_BODY, MAX_HEADER_BYTES};
 use crate::http::response::{self, status, Connection};
+use crate::limits::Slot;
 use crate::service;
 
-/// An idle connection is closed after this long.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Read buffer size: one whole largest request fits.
 const BUF: usize = MAX_HEADER_BYTES + MAX_BODY + 1024;
+/// Answers that end a connection say so.
+const CLOSING: Connection = Connection {
+    keep_alive: false,
+    http10: false,
+};
 
-/// Serves a connection until the peer closes it, it errs, idles out, or the core stops.
-pub async fn serve<S: AsyncReadRent + AsyncWriteRent>(mut stream: S, core: Rc<Core>) {
+/// Serves a connection until the peer closes it, it errs, times out, or the core stops.
+/// `_slot` is its place under the connection cap, given back when this returns.
+pub async fn serve<S: AsyncReadRent + AsyncWriteRent>(mut stream: S, core: Rc<Core>, _slot: Slot) {
+    let (idle_timeout, header_timeout) = (core.config.idle_timeout, core.config.header_timeout);
     let mut buf: Vec<u8> = Vec::with_capacity(BUF);
     let mut out: Vec<u8> = Vec::with_capacity(4096);
+    // When the first byte of the request now partly buffered was seen.
+    let mut partial_since: Option<Instant> = None;
     loop {
         let mut used = 0;
         let mut close = false;
@@ -46,11 +62,7 @@ pub async fn serve<S: AsyncReadRent + AsyncWriteRent>(mut stream: S, core: Rc<Co
                         Reject::PayloadTooLarge => status::PAYLOAD_TOO_LARGE,
                         Reject::HeadersTooLarge => status::HEADERS_TOO_LARGE,
                     };
-                    let conn = Connection {
-                        keep_alive: false,
-                        http10: false,
-                    };
-                    response::empty(&mut out, code, conn);
+                    response::empty(&mut out, code, CLOSING);
                     close = true;
                     break;
                 }
@@ -59,6 +71,8 @@ pub async fn serve<S: AsyncReadRent + AsyncWriteRent>(mut stream: S, core: Rc<Co
         if used > 0 {
             buf.copy_within(used.., 0);
             buf.truncate(buf.len() - used);
+            // The request that was partial (if any) is complete: a new one starts its clock.
+            partial_since = None;
         }
         if !out.is_empty() {
             let (res, o) = stream.write_all(out).await;
@@ -71,21 +85,44 @@ pub async fn serve<S: AsyncReadRent + AsyncWriteRent>(mut stream: S, core: Rc<Co
         if close || core.shutting_down() {
             return;
         }
+        let wait = if buf.is_empty() {
+            partial_since = None;
+            idle_timeout
+        } else {
+            let since = *partial_since.get_or_insert_with(Instant::now);
+            header_timeout.saturating_sub(since.elapsed())
+        };
+        if wait == Duration::ZERO {
+            request_timeout(&mut stream, out).await;
+            return;
+        }
         // The parser refuses anything larger than BUF before it fills, so this never grows.
         if buf.capacity() == buf.len() {
             buf.reserve(BUF);
         }
         // Read into the free tail: monoio's `Vec` buffer would otherwise be filled from 0.
         let (len, cap) = (buf.len(), buf.capacity());
-        let (res, b) =
-            match monoio::time::timeout(IDLE_TIMEOUT, stream.read(buf.slice_mut(len..cap))).await {
-                Ok(r) => r,
-                Err(_) => return,
-            };
+        let (res, b) = match monoio::time::timeout(wait, stream.read(buf.slice_mut(len..cap))).await
+        {
+            Ok(r) => r,
+            // Idle between requests: close without a word. Mid-request: 408.
+            Err(_) if partial_since.is_none() => return,
+            Err(_) => {
+                request_timeout(&mut stream, out).await;
+                return;
+            }
+        };
         buf = b.into_inner();
         match res {
             Ok(0) | Err(_) => return,
             Ok(_) => {}
         }
     }
+}
+
+/// Answers 408 to a request that did not arrive whole in time (the connection closes next).
+async fn request_timeout<S: AsyncWriteRent>(stream: &mut S, mut out: Vec<u8>) {
+    out.clear();
+    response::empty(&mut out, status::REQUEST_TIMEOUT, CLOSING);
+    let _ = stream.write_all(out).await;
 }

@@ -5,6 +5,7 @@
 //! - [`runtime`]: one monoio runtime per core (io_uring or epoll) plus the router thread.
 //! - [`listener`]: where connections are accepted (TCP with SO_REUSEPORT, or a unix socket).
 //! - [`conn`]: one connection: read, answer every pipelined request, write.
+//! - [`limits`]: the process-wide connection cap.
 //! - [`http`]: request framing, answers, and the small client for processors and peers.
 //! - [`service`]: what each request means; `POST /payments` is the hot path.
 //! - [`payment`]: the payment body and exact decimal -> cents.
@@ -27,6 +28,7 @@ pub mod core;
 pub mod durable;
 pub mod http;
 pub mod journal;
+pub mod limits;
 pub mod listener;
 pub mod payment;
 pub mod processor;

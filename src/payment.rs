@@ -71,7 +71,11 @@ struct Body<'a> {
 
 /// Parses and validates a payment body.
 pub fn parse(body: &[u8]) -> Result<NewPayment, PaymentError> {
-    let body: Body<'_> = serde_json::from_slice(body).map_err(|_| PaymentError::Json)?;
+    // JSON is UTF-8 (RFC 8259), but `from_slice` skips the strings of unknown fields
+    // without checking them: `{"x":"\xff", ...}` would pass. Validating first costs one
+    // word-at-a-time pass, and `from_str` then checks no string again.
+    let text = std::str::from_utf8(body).map_err(|_| PaymentError::Json)?;
+    let body: Body<'_> = serde_json::from_str(text).map_err(|_| PaymentError::Json)?;
     let id = Uuid::try_parse(body.correlation_id).map_err(|_| PaymentError::CorrelationId)?;
     let cents = decimal_to_cents(body.amount.get().as_bytes())?;
     Ok(NewPayment { id, cents })
@@ -268,6 +272,15 @@ mod tests {
         assert_eq!(
             parse(br#"{"correlationId":"4a7901b8-7d26-4d9d-aa19-4dc1c7cf60b3","amount":1e400}"#),
             Err(PaymentError::AmountTooLarge)
+        );
+        // Not UTF-8, even in a field we ignore: not JSON.
+        let mut bad =
+            br#"{"correlationId":"4a7901b8-7d26-4d9d-aa19-4dc1c7cf60b3","amount":1,"x":""#.to_vec();
+        bad.extend_from_slice(b"\xff\xfe\"}");
+        assert_eq!(parse(&bad), Err(PaymentError::Json));
+        assert_eq!(
+            parse(br#"{"correlationId":"4a7901b8-7d26-4d9d-aa19-4dc1c7cf60b3","amount":1,"amount":2}"#),
+            Err(PaymentError::Json)
         );
     }
 

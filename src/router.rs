@@ -103,7 +103,16 @@ pub fn spawn(
     peers: Vec<Endpoint>,
     peer_timeout: Duration,
     driver: IoDriver,
+    purge_token: Option<String>,
 ) -> std::io::Result<RouterHandle> {
+    // The peers check the same token on their internal purge (it is reachable through the
+    // layer-4 load balancer like any other path), so it travels with the request.
+    let token_header = purge_token.map_or(String::new(), |t| format!("X-Purge-Token: {t}\r\n"));
+    let purge_request = format!(
+        "POST /internal/purge-payments HTTP/1.1\r\nHost: peer\r\n{token_header}\
+         Content-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .into_bytes();
     let (tx, rx) = flume::unbounded::<RouterCmd>();
     std::thread::Builder::new()
         .name("rinha-router".into())
@@ -112,6 +121,7 @@ pub fn spawn(
                 shards,
                 peers,
                 peer_timeout,
+                purge_request,
             });
             let run = move || async move {
                 while let Ok(cmd) = rx.recv_async().await {
@@ -130,6 +140,8 @@ struct Router {
     shards: Vec<flume::Sender<ShardCmd>>,
     peers: Vec<Endpoint>,
     peer_timeout: Duration,
+    /// `POST /internal/purge-payments`, with the purge token when one is set.
+    purge_request: Vec<u8>,
 }
 
 impl Router {
@@ -217,8 +229,7 @@ impl Router {
         }
         if include_peers {
             for peer in &self.peers {
-                let req = b"POST /internal/purge-payments HTTP/1.1\r\nHost: peer\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
-                peer_call(peer, req.to_vec(), self.peer_timeout)
+                peer_call(peer, self.purge_request.clone(), self.peer_timeout)
                     .await
                     .map_err(|e| SummaryError::Peer(peer.to_string(), e))?;
             }

@@ -20,6 +20,7 @@ use crate::config::{Config, IoDriver};
 use crate::core::Core;
 use crate::durable::{self, Durable};
 use crate::journal::{Journal, Replay};
+use crate::limits::ConnectionCap;
 use crate::listener::{Accepted, Prepared};
 use crate::queue::Queued;
 use crate::router::{self, RouterHandle, ShardCmd};
@@ -105,9 +106,11 @@ pub fn run(config: Config) -> Result<usize, StartError> {
         config.peers.clone(),
         config.peer_timeout,
         config.io_driver,
+        config.purge_token.clone(),
     )
     .map_err(StartError::Thread)?;
 
+    let cap = ConnectionCap::new(config.max_connections);
     let mut stops = Vec::new();
     let mut threads = Vec::new();
     let mut legacy = false;
@@ -115,6 +118,7 @@ pub fn run(config: Config) -> Result<usize, StartError> {
         let (stop_tx, stop_rx) = flume::bounded::<()>(1);
         let (ready_tx, ready_rx) = flume::bounded::<Result<Ready, String>>(1);
         let (config, router, source) = (config.clone(), router.clone(), prepared.clone());
+        let cap = cap.clone();
         let handle = std::thread::Builder::new()
             .name(format!("rinha-core-{id}"))
             .spawn(move || {
@@ -122,7 +126,7 @@ pub fn run(config: Config) -> Result<usize, StartError> {
                 let ready_err = ready_tx.clone();
                 let run = move || {
                     core_main(
-                        id, config, resolved, source, router, shard_rx, stop_rx, ready_tx,
+                        id, config, resolved, source, router, shard_rx, stop_rx, ready_tx, cap,
                     )
                 };
                 match block_on(driver, run) {
@@ -196,6 +200,7 @@ async fn core_main(
     shard_rx: flume::Receiver<ShardCmd>,
     stop_rx: flume::Receiver<()>,
     ready_tx: flume::Sender<Result<Ready, String>>,
+    cap: Arc<ConnectionCap>,
 ) -> usize {
     let listener = match source.for_core() {
         Ok(l) => l,
@@ -231,12 +236,13 @@ async fn core_main(
         monoio::select! {
             _ = stop_rx.recv_async() => break,
             accepted = listener.accept() => match accepted {
-                Ok(Accepted::Tcp(s)) => {
+                // At the cap the new stream is dropped here: closed at once, nothing read.
+                Ok(Accepted::Tcp(s)) => if let Some(slot) = cap.try_acquire() {
                     let _ = s.set_nodelay(true);
-                    monoio::spawn(conn::serve(s, core.clone()));
+                    monoio::spawn(conn::serve(s, core.clone(), slot));
                 }
-                Ok(Accepted::Unix(s)) => {
-                    monoio::spawn(conn::serve(s, core.clone()));
+                Ok(Accepted::Unix(s)) => if let Some(slot) = cap.try_acquire() {
+                    monoio::spawn(conn::serve(s, core.clone(), slot));
                 }
                 Err(e) => {
                     // EMFILE and kin: back off instead of spinning.

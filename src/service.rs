@@ -29,13 +29,14 @@ pub async fn handle(core: &Core, req: &Request<'_>, out: &mut Vec<u8>) {
         (b"/internal/payments-summary", Method::Get) => {
             summary(core, req.query, false, conn, out).await
         }
-        (b"/purge-payments", Method::Post) => {
+        // The internal purge needs the token too: the layer-4 lb forwards every path.
+        (path @ (b"/purge-payments" | b"/internal/purge-payments"), Method::Post) => {
             let allowed = match &core.config.purge_token {
                 None => true,
                 Some(token) => req.purge_token == Some(token.as_bytes()),
             };
             if allowed {
-                purge(core, true, conn, out).await;
+                purge(core, path == b"/purge-payments", conn, out).await;
             } else {
                 response::json(
                     out,
@@ -45,7 +46,6 @@ pub async fn handle(core: &Core, req: &Request<'_>, out: &mut Vec<u8>) {
                 );
             }
         }
-        (b"/internal/purge-payments", Method::Post) => purge(core, false, conn, out).await,
         (b"/payments" | b"/purge-payments" | b"/internal/purge-payments", _) => {
             response::method_not_allowed(out, conn, b"POST")
         }

@@ -8,6 +8,7 @@
 //! - [`lbs`]: rinha-lb against HAProxy and nginx.
 //! - [`load`]: the HTTP load generator (closed and open loop, HDR histograms).
 //! - [`drivers`]: io_uring against epoll on the same stack.
+//! - [`soak`]: a long run at twice the contest's peak: leaks, lost payments.
 //!
 //! It shares no code path with the monoio server it measures.
 
@@ -18,4 +19,5 @@ pub mod load;
 pub mod logging;
 pub mod processor;
 pub mod rinha;
+pub mod soak;
 pub mod stack;

@@ -16,6 +16,7 @@ pub mod status {
     pub const LENGTH_REQUIRED: &[u8] = b"HTTP/1.1 411 Length Required\r\n";
     pub const PAYLOAD_TOO_LARGE: &[u8] = b"HTTP/1.1 413 Payload Too Large\r\n";
     pub const HEADERS_TOO_LARGE: &[u8] = b"HTTP/1.1 431 Request Header Fields Too Large\r\n";
+    pub const REQUEST_TIMEOUT: &[u8] = b"HTTP/1.1 408 Request Timeout\r\n";
     pub const BAD_GATEWAY: &[u8] = b"HTTP/1.1 502 Bad Gateway\r\n";
     pub const UNAVAILABLE: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n";
 }

@@ -176,8 +176,12 @@ impl Stack {
         ] {
             part::ensure_free(name, port)?;
         }
+        // The counter: two stacks of one process (parallel tests) may start in the same
+        // millisecond, and sharing a dir would mix their sockets and logs.
+        static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let dir = std::env::temp_dir().join(format!(
-            "rinha-stack-{}-{}",
+            "rinha-stack-{}-{n}-{}",
             std::process::id(),
             std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)

@@ -1,0 +1,90 @@
+//! The connection cap of the whole process (`MAX_CONNECTIONS`), shared by every core.
+//!
+//! Why: each connection holds two buffers (~13 KiB) and a descriptor; without a cap a flood
+//! of idle connections exhausts memory or the descriptor table, and then the accept of the
+//! load balancer's next connection fails too. At the cap a new connection is closed at once
+//! (the client sees a clean EOF), and the log says so once per episode, not per connection.
+//! One atomic add per connection, none per request.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+/// The open-connection count of all cores.
+#[derive(Debug)]
+pub struct ConnectionCap {
+    open: AtomicUsize,
+    max: usize,
+    /// Set while the cap is reached and logged, so the log says it once per episode.
+    saturated: AtomicBool,
+}
+
+impl ConnectionCap {
+    pub fn new(max: usize) -> Arc<Self> {
+        Arc::new(ConnectionCap {
+            open: AtomicUsize::new(0),
+            max,
+            saturated: AtomicBool::new(false),
+        })
+    }
+
+    /// A place for one more connection, or `None` when the cap is reached (close it).
+    pub fn try_acquire(self: &Arc<Self>) -> Option<Slot> {
+        let before = self.open.fetch_add(1, Ordering::AcqRel);
+        if before < self.max {
+            return Some(Slot { cap: self.clone() });
+        }
+        self.open.fetch_sub(1, Ordering::AcqRel);
+        if !self.saturated.swap(true, Ordering::AcqRel) {
+            tracing::warn!(
+                max_connections = self.max,
+                "connection cap reached: new connections are closed at once until open ones \
+                 finish (raise MAX_CONNECTIONS?)"
+            );
+        }
+        None
+    }
+
+    /// Connections open now.
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::Acquire)
+    }
+
+    fn release(&self) {
+        let now_open = self.open.fetch_sub(1, Ordering::AcqRel) - 1;
+        // Hysteresis: say "accepting again" only once well below the cap, not at every release.
+        if now_open < self.max - self.max / 10 && self.saturated.swap(false, Ordering::AcqRel) {
+            tracing::info!(open = now_open, "below the connection cap again");
+        }
+    }
+}
+
+/// One open connection's place under the cap, given back on drop.
+#[derive(Debug)]
+pub struct Slot {
+    cap: Arc<ConnectionCap>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.cap.release();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refuses_above_the_cap_and_frees_on_drop() {
+        let cap = ConnectionCap::new(2);
+        let a = cap.try_acquire().expect("first");
+        let b = cap.try_acquire().expect("second");
+        assert!(cap.try_acquire().is_none());
+        assert_eq!(cap.open(), 2);
+        drop(a);
+        assert_eq!(cap.open(), 1);
+        let c = cap.try_acquire().expect("a place again");
+        drop((b, c));
+        assert_eq!(cap.open(), 0);
+    }
+}

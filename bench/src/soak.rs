@@ -243,10 +243,7 @@ async fn soak_stack(args: &Args, stack: &Stack) -> anyhow::Result<Outcome> {
     totals.merge(&report);
     let report = totals;
 
-    let drained = Backlog::new(&stack.lb_url())?
-        .wait_for(report.ok)
-        .await
-        .context("waiting for the backlog")?;
+    let drained = Backlog::new(&stack.lb_url())?.wait_for(report.ok).await;
     let summary = backend.summary(Window::ALL, None).await?;
     let backend_totals = (
         summary.total_requests(),

@@ -10,7 +10,7 @@
 //!
 //! `confirmed` and `dropped` do not wait and do not wake the committer: they ride along
 //! with the next commit (under load, the next turn's), or are written on their own after
-//! at most [`IDLE_CHECK`]. That saves a `write` per payment. If one is lost in a crash, the
+//! at most `IDLE_CHECK`. That saves a `write` per payment. If one is lost in a crash, the
 //! payment replays as pinned to the processor of its last attempt and is resolved there by
 //! a lookup, which finds the same outcome.
 //!
@@ -239,7 +239,7 @@ async fn commit_loop(durable: &Durable) {
     }
 }
 
-/// Every [`IDLE_CHECK`]: writes the records nobody waits for if no commit took them, and
+/// Every `IDLE_CHECK`: writes the records nobody waits for if no commit took them, and
 /// compacts when `quiet()` (nothing queued or in flight). Below the size threshold the
 /// compaction check is one comparison.
 async fn idle_ticker(durable: &Durable, quiet: impl Fn() -> bool) {

@@ -277,6 +277,14 @@ mod tests {
         monoio::start::<monoio::time::TimeDriver<monoio::LegacyDriver>, _>(f)
     }
 
+    /// Runs the core's committer and idle ticker for `d`, as the runtime does.
+    fn start_committer(d: &Rc<Durable>) {
+        let c = d.clone();
+        monoio::spawn(async move { commit_loop(&c).await });
+        let c = d.clone();
+        monoio::spawn(async move { idle_ticker(&c, || false).await });
+    }
+
     fn durable(dir: &std::path::Path) -> Rc<Durable> {
         let (j, _) = Journal::open(dir, 0, SyncMode::None).unwrap();
         Rc::new(Durable::new(j))
@@ -287,10 +295,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let d = durable(dir.path());
         rt(async {
-            let c = d.clone();
-            monoio::spawn(async move { commit_loop(&c).await });
-            let c = d.clone();
-            monoio::spawn(async move { idle_ticker(&c, || false).await });
+            start_committer(&d);
             let tasks: Vec<_> = (0..20u128)
                 .map(|n| {
                     let d = d.clone();
@@ -326,10 +331,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let d = durable(dir.path());
         rt(async {
-            let c = d.clone();
-            monoio::spawn(async move { commit_loop(&c).await });
-            let c = d.clone();
-            monoio::spawn(async move { idle_ticker(&c, || false).await });
+            start_committer(&d);
             assert_eq!(d.committed(d.accepted(Uuid::from_u128(1), 1)).await, Ok(()));
             d.journal.borrow_mut().fail_writes_for_test().unwrap();
             let gen = d.accepted(Uuid::from_u128(2), 1);

@@ -21,3 +21,17 @@ pub mod processor;
 pub mod rinha;
 pub mod soak;
 pub mod stack;
+
+/// Parses a subcommand's flags from code (tests, other subcommands), as the command line
+/// would: `parse_flags::<rinha::Args, _, _>("rinha", ["--duration", "12"])`.
+pub fn parse_flags<A, I, T>(name: &'static str, flags: I) -> Result<A, clap::Error>
+where
+    A: clap::Args + clap::FromArgMatches,
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let argv =
+        std::iter::once(std::ffi::OsString::from(name)).chain(flags.into_iter().map(Into::into));
+    let mut matches = A::augment_args(clap::Command::new(name)).try_get_matches_from(argv)?;
+    A::from_arg_matches_mut(&mut matches)
+}

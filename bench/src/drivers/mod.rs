@@ -20,7 +20,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::Parser;
 
 use crate::stack::StackOpts;
 pub use session::Run;
@@ -115,14 +114,7 @@ impl Args {
         I: IntoIterator<Item = T>,
         T: Into<std::ffi::OsString> + Clone,
     {
-        #[derive(Parser)]
-        struct Wrapper {
-            #[command(flatten)]
-            args: Args,
-        }
-        let argv = std::iter::once(std::ffi::OsString::from("drivers"))
-            .chain(flags.into_iter().map(Into::into));
-        Wrapper::try_parse_from(argv).map(|w| w.args)
+        crate::parse_flags("drivers", flags)
     }
 }
 

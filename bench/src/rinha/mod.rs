@@ -25,7 +25,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use clap::Parser;
 
 use crate::stack::{Stack, StackOpts};
 use calls::{Backend, Processor, Window};
@@ -84,14 +83,7 @@ impl Args {
         I: IntoIterator<Item = T>,
         T: Into<std::ffi::OsString> + Clone,
     {
-        #[derive(Parser)]
-        struct Wrapper {
-            #[command(flatten)]
-            args: Args,
-        }
-        let argv = std::iter::once(std::ffi::OsString::from("rinha"))
-            .chain(flags.into_iter().map(Into::into));
-        Wrapper::try_parse_from(argv).map(|w| w.args)
+        crate::parse_flags("rinha", flags)
     }
 
     pub fn duration(&self) -> Duration {

@@ -12,8 +12,9 @@ mod faults_support;
 
 use std::time::Duration;
 
+use common::cpu_seconds;
 use common::Processors;
-use faults_support::{cpu_seconds, kill, load, Fleet, Outcome};
+use faults_support::{kill, load, Fleet, Outcome};
 use rinha::journal::replay_dir;
 use rinha_bench::processor::Chaos;
 

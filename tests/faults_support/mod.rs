@@ -322,18 +322,6 @@ fn read_status(s: &mut TcpStream) -> Option<u16> {
     }
 }
 
-/// CPU seconds (user + system) used so far by process `pid`, from `/proc/PID/stat`.
-pub fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks: f64 = f.get(11).and_then(|u| u.parse::<f64>().ok()).unwrap_or(0.0)
-        + f.get(12).and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0);
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    ticks / hz
-}
-
 /// The number after `key=` in the last log line containing `needle`.
 pub fn logged_number(log: &str, needle: &str, key: &str) -> Option<u64> {
     log.lines()

@@ -76,7 +76,8 @@ fn per_payment(c: &mut Criterion) {
 }
 
 /// The CPU part alone: encoding and checksumming the three records into the buffer, with
-/// no syscall. The difference to `journal_per_payment/none` is the `write`.
+/// no syscall. The difference to `journal_per_payment/none` is the copy into the mapped
+/// file and its growth (a `fallocate` and an `mmap` per doubling).
 fn encode_only(c: &mut Criterion) {
     let mut buf = Vec::with_capacity(128 * 3 * record::MAX_RECORD_LEN);
     let mut next_id = 0u128;

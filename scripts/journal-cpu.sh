@@ -3,9 +3,10 @@
 # sockets, WORKERS=1, DATA_DIR per backend unless memory), rinha-lb (25000), runs the
 # contest load, prints CPU-seconds of both backends. Release binaries must be built.
 # Usage: scripts/journal-cpu.sh LABEL memory|journal|batch [SECONDS]   (kills what it starts)
+# BIN=DIR takes the binaries from DIR instead of target/release (for before/after runs).
 set -u
 LABEL=$1; MODE=$2; DUR=${3:-60}
-T=$(cd "$(dirname "$0")/.." && pwd)/target/release
+T=${BIN:-$(cd "$(dirname "$0")/.." && pwd)/target/release}
 D=${TMPDIR:-/tmp}/journal-cpu/$LABEL; rm -rf $D; mkdir -p $D
 pids=()
 $T/rinha-bench processor --listen 127.0.0.1:25001 --fee 0.05 > $D/p1.log 2>&1 & pids+=($!)

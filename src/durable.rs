@@ -1,18 +1,22 @@
-//! The journal as one core uses it: group commit shared by every task of the runtime.
+//! The journal as one core uses it: when a record is on file.
 //!
 //! Intake and the senders append records to the core's [`Journal`] and, when the record
 //! must be on file before they go on (an `accepted` before its 202, an `attempt` before its
-//! send, a `purged` before its 200), wait for the next commit. One task per core, the
-//! [`committer`], makes that commit: woken by the first record of a batch, it first lets
-//! every other task that is ready in this turn of the event loop append its own, then
-//! writes them all with one `write` (and one `fdatasync` in `batch` mode). Under load a
-//! commit carries the records of every connection served in that turn, not one each.
+//! send, a `purged` before its 200), wait for [`Durable::committed`].
 //!
-//! `confirmed` and `dropped` do not wait and do not wake the committer: they ride along
-//! with the next commit (under load, the next turn's), or are written on their own after
-//! at most `IDLE_CHECK`. That saves a `write` per payment. If one is lost in a crash, the
-//! payment replays as pinned to the processor of its last attempt and is resolved there by
-//! a lookup, which finds the same outcome.
+//! With `JOURNAL_SYNC=none` a commit is a copy into the mapped file (journal/writer.rs), as
+//! durable against a crash of the process as it will ever be and costing no syscall, so
+//! every record is committed the moment it is appended and nobody waits.
+//!
+//! With `JOURNAL_SYNC=batch` a commit waits for the disk, so it is shared: one task per
+//! core, the [`committer`], woken by the first record of a batch, first lets every other
+//! task that is ready in this turn of the event loop append its own, then commits them all
+//! with one `msync`. Under load a commit carries the records of every connection served in
+//! that turn, not one each. `confirmed` and `dropped` do not wait and do not wake the
+//! committer: they ride along with the next commit, or are committed on their own after at
+//! most `IDLE_CHECK`. If one is lost in a machine crash, the payment replays as pinned to
+//! the processor of its last attempt and is resolved there by a lookup, which finds the
+//! same outcome.
 //!
 //! A commit failure fails only the waiters of that commit (intake answers 503 for those
 //! payments, which were never queued; a sender puts its payment back). A poisoned journal
@@ -28,7 +32,7 @@ use std::time::Duration;
 use uuid::Uuid;
 
 use crate::core::Core;
-use crate::journal::{self, Journal, JournalError};
+use crate::journal::{self, Journal, JournalError, SyncMode};
 use crate::processor::Processor;
 
 /// How many failed commit generations are remembered (a waiter looks its own up on the turn
@@ -47,6 +51,8 @@ pub struct NotDurable;
 #[derive(Debug)]
 pub struct Durable {
     journal: RefCell<Journal>,
+    /// Commit every record as it is appended (`JOURNAL_SYNC=none`: a commit is a copy).
+    inline: bool,
     /// Generation the records appended now belong to.
     open_gen: Cell<u64>,
     /// Last generation written (or failed).
@@ -61,13 +67,14 @@ pub struct Durable {
     /// Records nobody waits for are appended and not written yet.
     lazy: Cell<bool>,
     poisoned_logged: Cell<bool>,
-    /// Commits made (each one `write`).
+    /// Commits made (in batch mode each one `msync`).
     commits: Cell<u64>,
 }
 
 impl Durable {
     pub fn new(journal: Journal) -> Self {
         Durable {
+            inline: journal.sync_mode() == SyncMode::None,
             journal: RefCell::new(journal),
             open_gen: Cell::new(1),
             done_gen: Cell::new(0),
@@ -100,18 +107,19 @@ impl Durable {
         self.mark()
     }
 
-    /// Appends a `confirmed` record (written with the next commit; nobody waits).
+    /// Appends a `confirmed` record (nobody waits; in batch mode it rides with the next
+    /// commit).
     pub fn confirmed(&self, id: Uuid, processor: Processor, requested_at_us: i64, cents: u64) {
         self.journal
             .borrow_mut()
             .confirmed(id, to_journal(processor), requested_at_us, cents);
-        self.lazy.set(true);
+        self.mark_lazy();
     }
 
-    /// Appends a `dropped` record (written with the next commit; nobody waits).
+    /// Appends a `dropped` record (nobody waits; in batch mode it rides with the next commit).
     pub fn dropped(&self, id: Uuid) {
         self.journal.borrow_mut().dropped(id);
-        self.lazy.set(true);
+        self.mark_lazy();
     }
 
     /// Appends a `purged` record; wait for [`Durable::committed`] before answering.
@@ -186,14 +194,29 @@ impl Durable {
         }
     }
 
-    /// Marks the open generation as holding records and wakes the committer.
+    /// Marks the open generation as holding records and wakes the committer (inline: commits
+    /// it).
     fn mark(&self) -> u64 {
+        let gen = self.open_gen.get();
+        if self.inline {
+            self.commit_now();
+            return gen;
+        }
         if !self.dirty.replace(true) {
             if let Some(w) = self.committer.borrow_mut().take() {
                 w.wake();
             }
         }
-        self.open_gen.get()
+        gen
+    }
+
+    /// Notes a record nobody waits for (inline: commits it).
+    fn mark_lazy(&self) {
+        if self.inline {
+            self.commit_now();
+        } else {
+            self.lazy.set(true);
+        }
     }
 
     /// Waits until a waited-on record is appended.
@@ -285,15 +308,40 @@ mod tests {
         monoio::spawn(async move { idle_ticker(&c, || false).await });
     }
 
-    fn durable(dir: &std::path::Path) -> Rc<Durable> {
-        let (j, _) = Journal::open(dir, 0, SyncMode::None).unwrap();
+    fn durable(dir: &std::path::Path, sync: SyncMode) -> Rc<Durable> {
+        let (j, _) = Journal::open(dir, 0, sync).unwrap();
         Rc::new(Durable::new(j))
+    }
+
+    #[test]
+    fn without_sync_every_record_is_on_file_when_appended() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = durable(dir.path(), SyncMode::None);
+        rt(async {
+            start_committer(&d);
+            let gen = d.accepted(Uuid::from_u128(1), 100);
+            assert_eq!(d.commits(), 1, "committed before any await");
+            assert_eq!(d.committed(gen).await, Ok(()));
+            d.attempt(Uuid::from_u128(1), Processor::Default, 5);
+            d.confirmed(Uuid::from_u128(1), Processor::Default, 5, 100);
+            d.accepted(Uuid::from_u128(2), 100);
+            assert_eq!(d.commits(), 4);
+            // What another process reads now is what a crash would leave.
+            let path = d.journal.borrow().path().to_owned();
+            let bytes = std::fs::read(&path).unwrap();
+            let replay = crate::journal::replay::scan(&path, &bytes)
+                .unwrap()
+                .state
+                .to_replay();
+            assert_eq!(replay.confirmed.len(), 1);
+            assert_eq!(replay.unsettled.len(), 1);
+        });
     }
 
     #[test]
     fn one_commit_carries_every_task_of_the_turn() {
         let dir = tempfile::tempdir().unwrap();
-        let d = durable(dir.path());
+        let d = durable(dir.path(), SyncMode::Batch);
         rt(async {
             start_committer(&d);
             let tasks: Vec<_> = (0..20u128)
@@ -321,29 +369,48 @@ mod tests {
             assert_eq!(d.commits(), 3, "written on its own when idle");
         });
         drop(d);
-        let (_, replay) = Journal::open(dir.path(), 0, SyncMode::None).unwrap();
+        // The runtime leaks its parked tasks (and their handles on the journal): read the
+        // directory without taking the journal's lock.
+        let replay = crate::journal::replay_dir(dir.path()).unwrap();
         assert_eq!(replay.unsettled.len(), 18);
         assert!(replay.confirmed.is_empty(), "purged after the confirmation");
     }
 
     #[test]
-    fn a_failed_commit_fails_its_waiters_and_poisons_intake() {
+    fn a_failed_commit_fails_its_waiters_only() {
+        for sync in [SyncMode::None, SyncMode::Batch] {
+            let dir = tempfile::tempdir().unwrap();
+            let d = durable(dir.path(), sync);
+            rt(async {
+                start_committer(&d);
+                assert_eq!(d.committed(d.accepted(Uuid::from_u128(1), 1)).await, Ok(()));
+                d.journal.borrow_mut().fail_writes_for_test().unwrap();
+                let gen = d.accepted(Uuid::from_u128(2), 1);
+                assert_eq!(d.committed(gen).await, Err(NotDurable), "{sync:?}");
+                let gen = d.accepted(Uuid::from_u128(3), 1);
+                assert_eq!(d.committed(gen).await, Err(NotDurable), "{sync:?}");
+                assert!(!d.poisoned(), "a full disk may clear: {sync:?}");
+            });
+            drop(d);
+            let replay = crate::journal::replay_dir(dir.path()).unwrap();
+            let ids: Vec<_> = replay.unsettled.iter().map(|u| u.id).collect();
+            assert_eq!(ids, vec![Uuid::from_u128(1)]);
+        }
+    }
+
+    #[test]
+    fn a_poisoned_journal_refuses_intake() {
         let dir = tempfile::tempdir().unwrap();
-        let d = durable(dir.path());
+        let d = durable(dir.path(), SyncMode::None);
         rt(async {
             start_committer(&d);
             assert_eq!(d.committed(d.accepted(Uuid::from_u128(1), 1)).await, Ok(()));
-            d.journal.borrow_mut().fail_writes_for_test().unwrap();
+            // A compaction that renamed its file in and could not map it.
+            let stop = crate::journal::compact::Step::Renamed;
+            d.journal.borrow_mut().compact_until(stop).unwrap();
             let gen = d.accepted(Uuid::from_u128(2), 1);
-            assert_eq!(d.committed(gen).await, Err(NotDurable));
-            // The cut-back also failed on the read-only handle: the journal is poisoned.
-            let gen = d.accepted(Uuid::from_u128(3), 1);
             assert_eq!(d.committed(gen).await, Err(NotDurable));
             assert!(d.poisoned());
         });
-        drop(d);
-        let (_, replay) = Journal::open(dir.path(), 0, SyncMode::None).unwrap();
-        let ids: Vec<_> = replay.unsettled.iter().map(|u| u.id).collect();
-        assert_eq!(ids, vec![Uuid::from_u128(1)]);
     }
 }

@@ -16,7 +16,7 @@
 //! - [`router`]: summaries and purges across shards and peers.
 //! - [`time`]: timestamps; [`shutdown`]: signals.
 //! - [`journal`]: the per-core append-only journal (durability, replay, compaction);
-//!   [`durable`]: how a core uses it (group commit shared by its tasks).
+//!   [`durable`]: how a core uses it (when a record is on file; group commit in batch mode).
 //!
 //! A payment's life: [`conn`] reads it, [`service`] validates it and calls
 //! [`queue::Queue::accept`] (the intake seam) and answers 202; a [`worker`] sender sends it

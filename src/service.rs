@@ -1,8 +1,8 @@
 //! What each request means: routing by method and path, and the answers.
 //!
 //! `POST /payments` is the hot path, the one p99 is made of: parse the body, validate,
-//! push on the core's queue, answer 202 (with `DATA_DIR`, after the journal's group
-//! commit). It must never allocate per request beyond the queue entry, take a lock, or log
+//! push on the core's queue, answer 202 (with `DATA_DIR`, once the `accepted` record is in
+//! the journal). It must never allocate per request beyond the queue entry, take a lock, or log
 //! above debug. Everything else (summaries, purges) is rare and may take the slow road
 //! through the router thread.
 
@@ -56,9 +56,9 @@ pub async fn handle(core: &Core, req: &Request<'_>, out: &mut Vec<u8>) {
     }
 }
 
-/// The hot path (see the module doc). With a journal, the 202 waits for the group commit
-/// that holds the payment's `accepted` record, and the payment is queued only then: a
-/// failed commit answers 503 and leaves nothing behind.
+/// The hot path (see the module doc). With a journal, the 202 waits for the commit that
+/// holds the payment's `accepted` record (made at once with `JOURNAL_SYNC=none`), and the
+/// payment is queued only then: a failed commit answers 503 and leaves nothing behind.
 async fn accept_payment(core: &Core, body: &[u8], conn: Connection, out: &mut Vec<u8>) {
     let p = match payment::parse(body) {
         Ok(p) => p,

@@ -1,14 +1,15 @@
 //! Compaction: rewriting a core's journal as its live state, crash-safely.
 //!
-//! Steps: commit what is buffered; read the file back and fold it; write the live state to
-//! `core-<n>.journal.tmp` and fsync it; rename it over the journal; fsync the directory;
-//! reopen the append handle. Until the rename the old file is whole (and the temp file is
-//! removed on the next open); after it, the new file is whole; both replay to one state.
+//! Steps: commit what is buffered; fold the committed records (read from the mapping); write
+//! the live state to `core-<n>.journal.tmp` and fsync it; rename it over the journal; fsync
+//! the directory; open, lock, preallocate and map the new file. Until the rename the old
+//! file is whole (and the temp file is removed on the next open); after it, the new file is
+//! whole; both replay to one state.
 
 use std::fs::OpenOptions;
 use std::path::Path;
 
-use super::writer::Journal;
+use super::writer::{open_mapped, Journal};
 use super::{dir, replay, JournalError};
 
 /// Where a simulated crash stops a compaction (tests only).
@@ -33,8 +34,8 @@ impl Journal {
 
     pub(crate) fn compact_until(&mut self, stop: Step) -> Result<(), JournalError> {
         self.commit()?;
-        let bytes = std::fs::read(&self.path).map_err(JournalError::io(&self.path))?;
-        let scan = replay::scan(&self.path, &bytes)?;
+        let before = self.len;
+        let scan = replay::scan(&self.path, &self.map[..before as usize])?;
         let tmp = dir::tmp_path(&self.dir, self.core);
         let len = dir::write_state(&tmp, &scan.state)?;
         if let Step::TempWritten { partial } = stop {
@@ -44,22 +45,19 @@ impl Journal {
             return Ok(());
         }
         std::fs::rename(&tmp, &self.path).map_err(JournalError::io(&self.path))?;
-        // The old handle now points at the unlinked old file: appending there would lose
-        // records, so until the reopen succeeds the journal is unusable.
+        // The old mapping now holds the unlinked old file: appending there would lose
+        // records, so until the new file is mapped the journal is unusable.
         self.poisoned = true;
         if stop == Step::Renamed {
             return Ok(());
         }
         dir::sync_dir(&self.dir)?;
-        self.file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .open(&self.path)
-            .map_err(JournalError::io(&self.path))?;
+        let (file, map, cap) = open_mapped(&self.path, len)?;
+        (self.file, self.map, self.cap) = (file, map, cap);
         self.poisoned = false;
         tracing::info!(
             path = %self.path.display(),
-            before = bytes.len(),
+            before,
             after = len,
             live = scan.state.len(),
             "journal compacted"

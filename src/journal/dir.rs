@@ -132,7 +132,7 @@ fn merged_state(dir: &Path) -> Result<(LiveState, Vec<(usize, PathBuf)>), Journa
     for path in cores.iter().map(|(_, p)| p).chain(rebalance.iter()) {
         let bytes = fs::read(path).map_err(JournalError::io(path))?;
         let scan = replay::scan(path, &bytes)?;
-        if scan.good_len != 0 && scan.good_len < bytes.len() as u64 {
+        if scan.torn {
             tracing::warn!(path = %path.display(), offset = scan.good_len, "journal: torn last record ignored");
         }
         state.merge(scan.state);

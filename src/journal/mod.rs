@@ -1,15 +1,16 @@
 //! The per-core journal: what a core accepted and what the processors confirmed, on disk.
 //!
 //! Each monoio runtime owns one append-only file, `DATA_DIR/core-<n>.journal`; nothing is
-//! shared between threads, so nothing is locked. Events are appended to an in-memory buffer
-//! and written by [`Journal::commit`] with one `write` (group commit), followed by one
-//! `fdatasync` when [`SyncMode::Batch`] is set. The server answers a `POST /payments` only
+//! shared between threads, so nothing is locked in memory (the file is `flock`ed against a
+//! second process). Events are appended to an in-memory buffer and [`Journal::commit`]
+//! copies them into the file, which is preallocated and mapped (no syscall), followed by one
+//! `msync` when [`SyncMode::Batch`] is set. The server answers a `POST /payments` only
 //! after the commit that holds its `accepted` record.
 //!
 //! # Layout
 //! - [`record`]: the binary record format and its checksum;
 //! - [`state`]: the fold of events into the live state (what replay returns);
-//! - [`writer`]: [`Journal`], the append buffer and group commit;
+//! - [`writer`]: [`Journal`], the append buffer and the mapped, preallocated file;
 //! - [`replay`]: reading a file back, torn-tail and corruption detection;
 //! - [`compact`]: rewriting a file as its live state, crash-safely;
 //! - [`dir`]: the directory: file names, [`replay_dir`] and [`rebalance`] when the number of
@@ -32,7 +33,7 @@
 //!
 //! # File format
 //! A file starts with the 8-byte magic `RNHJRNL1` (the `1` is the format version), then
-//! records, all integers little-endian:
+//! records, all integers little-endian, then zeros to the end of the preallocated size:
 //!
 //! ```text
 //! offset  size  field
@@ -83,10 +84,10 @@ pub enum Processor {
     Fallback,
 }
 
-/// Whether a group commit waits for the disk.
+/// Whether a commit waits for the disk.
 ///
 /// `None` survives a crash of the process (the kernel holds the page cache) but not of the
-/// machine; `Batch` survives both, at the cost of one `fdatasync` per commit.
+/// machine; `Batch` survives both, at the cost of one `msync` per commit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SyncMode {
     #[default]
@@ -150,7 +151,9 @@ pub enum JournalError {
     BadMagic { path: PathBuf },
     #[error("{path}: corrupt record at offset {offset} followed by valid records")]
     Corrupt { path: PathBuf, offset: u64 },
-    #[error("journal unusable after an earlier write or sync failure")]
+    #[error("{path}: locked by another process (two instances share one DATA_DIR?)")]
+    Locked { path: PathBuf },
+    #[error("journal unusable after a failed sync or compaction")]
     Poisoned,
 }
 

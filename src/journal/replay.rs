@@ -1,8 +1,10 @@
 //! Reading a journal file back: the magic, every record, and where the good part ends.
 //!
-//! A record that does not decode is a torn tail when no valid record starts anywhere after
-//! it (a crash mid-write leaves a partial record, or zeros where the file grew but the data
-//! did not land), and corruption otherwise: bytes we cannot explain sit between good ones.
+//! The records end where zeros begin: the writer preallocates the file, so every journal
+//! has a zero tail. A record that does not decode, with bytes other than zeros after it, is
+//! a torn tail when no valid record starts anywhere after it (a crash in the middle of a
+//! copy leaves a partial record), and corruption otherwise: bytes we cannot explain sit
+//! between good ones.
 
 use std::path::Path;
 
@@ -19,6 +21,8 @@ pub struct FileScan {
     pub good_len: u64,
     /// Valid records read.
     pub records: u64,
+    /// Whether bytes other than zeros follow the good part (a torn last record).
+    pub torn: bool,
 }
 
 /// Folds the bytes of the journal at `path` into its live state.
@@ -27,6 +31,7 @@ pub fn scan(path: &Path, bytes: &[u8]) -> Result<FileScan, JournalError> {
         state: LiveState::default(),
         good_len: 0,
         records: 0,
+        torn: false,
     };
     if bytes.len() < MAGIC.len() || bytes[..MAGIC.len()] != MAGIC {
         let torn_creation = MAGIC.starts_with(bytes) || bytes.iter().all(|&b| b == 0);
@@ -46,6 +51,7 @@ pub fn scan(path: &Path, bytes: &[u8]) -> Result<FileScan, JournalError> {
                 scan.records += 1;
                 at += len;
             }
+            None if is_zero(&bytes[at..]) => break,
             None => {
                 if let Some(next) = next_valid_record(&bytes[at + 1..]) {
                     tracing::debug!(
@@ -58,12 +64,17 @@ pub fn scan(path: &Path, bytes: &[u8]) -> Result<FileScan, JournalError> {
                         offset: at as u64,
                     });
                 }
+                scan.torn = true;
                 break;
             }
         }
     }
     scan.good_len = at as u64;
     Ok(scan)
+}
+
+fn is_zero(bytes: &[u8]) -> bool {
+    bytes.iter().all(|&b| b == 0)
 }
 
 /// Offset of the first position in `bytes` where a whole valid record starts.
@@ -101,15 +112,21 @@ mod tests {
     }
 
     #[test]
-    fn trailing_zeros_are_a_torn_tail() {
+    fn trailing_zeros_are_the_end_and_anything_else_a_torn_tail() {
         let mut bytes = file(&[Event::Accepted {
             id: Uuid::from_u128(1),
             cents: 1,
         }]);
-        let good = bytes.len() as u64;
+        let good = bytes.len();
         bytes.extend_from_slice(&[0; 4096]);
         let s = scan(Path::new("x"), &bytes).unwrap();
-        assert_eq!((s.good_len, s.records), (good, 1));
+        assert_eq!((s.good_len, s.records, s.torn), (good as u64, 1, false));
+        // Half of a record copied before a crash, zeros after it.
+        let mut half = Vec::new();
+        encode(&mut half, &Event::Purged);
+        bytes[good..good + 5].copy_from_slice(&half[..5]);
+        let s = scan(Path::new("x"), &bytes).unwrap();
+        assert_eq!((s.good_len, s.records, s.torn), (good as u64, 1, true));
     }
 
     #[test]

@@ -1,7 +1,6 @@
 //! Tests of the journal through its files: round trips, torn tails, corruption, and a
 //! property test against a deliberately naive in-memory model of the replay rules.
 
-use std::fs::OpenOptions;
 use std::path::Path;
 
 use proptest::prelude::*;
@@ -209,10 +208,11 @@ fn torn_tail_at_every_offset_replays_to_the_state_before_it() {
         std::fs::write(&path, &full[..cut as usize]).unwrap();
         let (mut j, r) = Journal::open(dir.path(), 0, SyncMode::None).unwrap();
         assert_eq!(sorted(r), before, "cut at {cut}");
-        assert_eq!(
-            std::fs::metadata(&path).unwrap().len(),
-            before_len,
-            "cut at {cut}"
+        assert_eq!(j.file_len(), before_len, "cut at {cut}");
+        let bytes = std::fs::read(&path).unwrap();
+        assert!(
+            bytes[before_len as usize..].iter().all(|&b| b == 0),
+            "the torn bytes are gone: cut at {cut}"
         );
         write(&mut j, &confirmed);
         j.commit().unwrap();
@@ -240,8 +240,11 @@ fn a_cut_anywhere_replays_to_the_whole_records_before_it() {
     events.insert(9, Event::Dropped { id: id(3) });
     events.iter().for_each(|e| write(&mut j, e));
     j.commit().unwrap();
+    let records_end = j.file_len() as usize;
     drop(j);
-    let full = std::fs::read(&path).unwrap();
+    let mut full = std::fs::read(&path).unwrap();
+    assert!(full[records_end..].iter().all(|&b| b == 0));
+    full.truncate(records_end);
     // Offsets where each record ends.
     let mut ends = vec![8usize];
     for e in &events {
@@ -311,8 +314,7 @@ fn failed_write_leaves_no_partial_batch() {
     let (mut j, _) = Journal::open(dir.path(), 0, SyncMode::None).unwrap();
     j.accepted(id(1), 1);
     j.commit().unwrap();
-    // Swap in a read-only handle: the next write fails like a full disk would.
-    j.file = OpenOptions::new().read(true).open(j.path()).unwrap();
+    j.fail_writes_for_test().unwrap();
     j.accepted(id(2), 2);
     assert!(matches!(j.commit(), Err(JournalError::Io { .. })));
     assert_eq!(j.pending(), 0);

@@ -1,14 +1,23 @@
-//! [`Journal`]: one core's journal file, its append buffer and group commit.
+//! [`Journal`]: one core's journal file, its append buffer and commit.
+//!
+//! The file is preallocated ahead of its records (`fallocate`: the blocks are reserved, so
+//! a full disk is an error at a commit, never a `SIGBUS` in the middle of a copy) and mapped
+//! shared into memory; past the last record it holds zeros, which replay reads as the end.
 //!
 //! The append methods only encode into a reusable buffer (no allocation, no syscall, no
-//! lock); [`Journal::commit`] writes the whole buffer with one `write` on an `O_APPEND`
-//! file and, with [`SyncMode::Batch`], one `fdatasync`. Blocking is deliberate: the write
-//! lands in the page cache, and the caller holds its answers until the commit returns.
+//! lock). [`Journal::commit`] copies that buffer into the mapping: the bytes are then in the
+//! kernel's page cache, where a `write(2)` would have put them, and survive a crash of the
+//! process just the same, without a syscall. With [`SyncMode::Batch`] the commit then
+//! `msync`s the pages it touched (a mapping's `fdatasync`). When the records reach the end
+//! of the file it is extended (at least doubled, in whole [`GROW_STEP`]s) and mapped again.
 
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
+use std::io::{self, Read};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+use memmap2::MmapMut;
 use uuid::Uuid;
 
 use super::record::{encode, Event, MAGIC, MAX_RECORD_LEN};
@@ -16,6 +25,8 @@ use super::{dir, replay, Confirmed, JournalError, Processor, Replay, SyncMode};
 
 /// File size past which [`Journal::maybe_compact`] rewrites the file as its live state.
 pub const DEFAULT_COMPACT_THRESHOLD: u64 = 8 << 20;
+/// The smallest file, and the granule it grows by (about 10,000 payments).
+pub const GROW_STEP: u64 = 1 << 20;
 
 /// One core's journal. Not shared between threads: each runtime owns its own.
 #[derive(Debug)]
@@ -24,16 +35,21 @@ pub struct Journal {
     pub(super) core: usize,
     pub(super) path: PathBuf,
     pub(super) file: File,
+    /// The whole file, mapped shared: records are committed by copying them here.
+    pub(super) map: MmapMut,
+    /// Bytes of the file that are preallocated (and mapped); records fit below this.
+    pub(super) cap: u64,
     pub(super) buf: Vec<u8>,
     pub(super) sync: SyncMode,
-    /// Bytes committed to the file.
+    /// Bytes committed: the magic and every whole record. Zeros follow, up to `cap`.
     pub(super) len: u64,
     pub(super) compact_threshold: u64,
-    /// File size right after the last compaction (or open). Compaction waits until the file
-    /// has doubled past it, so a live state larger than the threshold is not rewritten on
-    /// every quiet moment.
+    /// Bytes of records right after the last compaction (or open). Compaction waits until
+    /// they have doubled past it, so a live state larger than the threshold is not
+    /// rewritten on every quiet moment.
     pub(super) live_len: u64,
-    /// Set when a failed write or sync left the file in a state we cannot vouch for.
+    /// Set when a failed sync, or a compaction cut short, left the file in a state we
+    /// cannot vouch for.
     pub(super) poisoned: bool,
 }
 
@@ -51,34 +67,30 @@ impl Journal {
         std::fs::create_dir_all(dir).map_err(JournalError::io(dir))?;
         dir::remove_if_exists(&dir::tmp_path(dir, core))?;
         let path = dir::journal_path(dir, core);
-        let mut file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
-            .open(&path)
-            .map_err(JournalError::io(&path))?;
+        let io = || JournalError::io(&path);
+        let mut file = open_locked(&path)?;
         let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes)
-            .map_err(JournalError::io(&path))?;
+        file.read_to_end(&mut bytes).map_err(io())?;
         let scan = replay::scan(&path, &bytes)?;
+        drop(bytes);
         let mut len = scan.good_len;
         if len == 0 {
             // New file, or a crash while it was being created: start it over.
-            file.set_len(0).map_err(JournalError::io(&path))?;
-            file.write_all(&MAGIC).map_err(JournalError::io(&path))?;
-            file.sync_all().map_err(JournalError::io(&path))?;
+            file.set_len(0).map_err(io())?;
+            file.write_all_at(&MAGIC, 0).map_err(io())?;
+            file.sync_all().map_err(io())?;
             dir::sync_dir(dir)?;
             len = MAGIC.len() as u64;
-        } else if len < bytes.len() as u64 {
+        } else if scan.torn {
             tracing::warn!(
                 path = %path.display(),
                 offset = len,
-                bytes = bytes.len() as u64 - len,
                 "journal: torn last record cut off"
             );
-            file.set_len(len).map_err(JournalError::io(&path))?;
-            file.sync_all().map_err(JournalError::io(&path))?;
+            // Cut to the good part; the preallocation fills the rest with zeros again.
+            file.set_len(len).map_err(io())?;
         }
+        let (map, cap) = prepare(&file, len).map_err(io())?;
         tracing::info!(
             path = %path.display(),
             records = scan.records,
@@ -90,6 +102,8 @@ impl Journal {
             core,
             path,
             file,
+            map,
+            cap,
             buf: Vec::with_capacity(64 * MAX_RECORD_LEN),
             sync,
             len,
@@ -152,21 +166,30 @@ impl Journal {
         self.buf.len()
     }
 
-    /// Bytes committed to the file.
+    /// Bytes committed: the magic and every whole record (the file is larger: preallocated).
     pub fn file_len(&self) -> u64 {
         self.len
+    }
+
+    /// Bytes the file holds, committed records and preallocated zeros.
+    pub fn capacity(&self) -> u64 {
+        self.cap
     }
 
     pub fn path(&self) -> &Path {
         &self.path
     }
 
-    /// Writes every appended record with one `write` (and one `fdatasync` in batch mode).
+    pub fn sync_mode(&self) -> SyncMode {
+        self.sync
+    }
+
+    /// Copies every appended record into the mapped file (and `msync`s them in batch mode).
     ///
-    /// On error the appended records are discarded (the caller must not answer 2XX for them)
-    /// and the file is cut back to the last commit; if even that fails, or the sync failed
-    /// (the page cache state is then unknown), the journal is poisoned and every later
-    /// commit fails.
+    /// On error the appended records are discarded (the caller must not answer 2XX for
+    /// them): a file that cannot grow (a full disk) fails this commit, and the next one
+    /// tries again. A failed sync leaves the page cache in a state we cannot vouch for:
+    /// the journal is poisoned and every later commit fails.
     pub fn commit(&mut self) -> Result<(), JournalError> {
         if self.poisoned {
             self.buf.clear();
@@ -175,30 +198,46 @@ impl Journal {
         if self.buf.is_empty() {
             return Ok(());
         }
-        let written = self.file.write_all(&self.buf);
-        let result = match written {
-            Ok(()) => match self.sync {
-                SyncMode::None => Ok(()),
-                SyncMode::Batch => self.file.sync_data().inspect_err(|_| self.poisoned = true),
-            },
-            Err(e) => {
-                if self.file.set_len(self.len).is_err() {
-                    self.poisoned = true;
-                }
-                Err(e)
+        let start = self.len;
+        let end = start + self.buf.len() as u64;
+        if end > self.cap {
+            if let Err(e) = self.grow(end) {
+                self.buf.clear();
+                return Err(JournalError::io(&self.path)(e));
             }
-        };
-        let appended = self.buf.len() as u64;
+        }
+        self.map[start as usize..end as usize].copy_from_slice(&self.buf);
         self.buf.clear();
-        result.map_err(JournalError::io(&self.path))?;
-        self.len += appended;
+        if self.sync == SyncMode::Batch {
+            // memmap2 widens the range to whole pages.
+            let synced = self.map.flush_range(start as usize, (end - start) as usize);
+            if let Err(e) = synced {
+                self.poisoned = true;
+                return Err(JournalError::io(&self.path)(e));
+            }
+        }
+        self.len = end;
         Ok(())
     }
 
-    /// For tests of the journal's users: every later write fails, as on a full disk.
+    /// Extends the file to hold `needed` bytes and maps it again.
+    fn grow(&mut self, needed: u64) -> io::Result<()> {
+        let cap = preallocate(&self.file, self.cap, needed)?;
+        if self.sync == SyncMode::Batch {
+            // The new size must be on disk before records that lie past the old one.
+            self.file.sync_all()?;
+        }
+        self.map = map(&self.file)?;
+        self.cap = cap;
+        Ok(())
+    }
+
+    /// For tests of the journal's users: the file is full and cannot grow (its handle is
+    /// now read-only, so `fallocate` fails), as on a full disk.
     #[cfg(test)]
     pub(crate) fn fail_writes_for_test(&mut self) -> std::io::Result<()> {
         self.file = OpenOptions::new().read(true).open(&self.path)?;
+        self.cap = self.len;
         Ok(())
     }
 
@@ -215,9 +254,94 @@ impl Journal {
     }
 }
 
+/// Opens the journal at `path` read-write (creating it), and locks it: two processes
+/// appending to one file would interleave records, and a mapped file must not change
+/// under us (see [`map`]).
+pub(super) fn open_locked(path: &Path) -> Result<File, JournalError> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(JournalError::io(path))?;
+    // SAFETY: a plain syscall on a file descriptor we own; no memory is passed.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let e = io::Error::last_os_error();
+        return Err(if e.kind() == io::ErrorKind::WouldBlock {
+            JournalError::Locked {
+                path: path.to_owned(),
+            }
+        } else {
+            JournalError::io(path)(e)
+        });
+    }
+    Ok(file)
+}
+
+/// Opens, locks, preallocates and maps the journal at `path` whose records end at `len`
+/// (after a compaction renamed it in).
+pub(super) fn open_mapped(path: &Path, len: u64) -> Result<(File, MmapMut, u64), JournalError> {
+    let file = open_locked(path)?;
+    let (map, cap) = prepare(&file, len).map_err(JournalError::io(path))?;
+    Ok((file, map, cap))
+}
+
+/// Preallocates `file` (records end at `len`), puts its size on disk, and maps it.
+fn prepare(file: &File, len: u64) -> io::Result<(MmapMut, u64)> {
+    let size = file.metadata()?.len();
+    let cap = preallocate(file, size, len)?;
+    if cap != size {
+        file.sync_all()?;
+    }
+    Ok((map(file)?, cap))
+}
+
+/// Makes `file` (now `size` bytes) hold more than `needed` bytes, with its blocks reserved,
+/// and returns its new size: unchanged if large enough, else at least doubled and rounded
+/// up to whole [`GROW_STEP`]s. A file with no room left (`size == needed`: written by a
+/// compaction, or cut back to its last good record) grows.
+fn preallocate(file: &File, size: u64, needed: u64) -> io::Result<u64> {
+    if size > needed && size >= GROW_STEP {
+        return Ok(size);
+    }
+    let new = (needed + 1)
+        .max(size.saturating_mul(2))
+        .max(GROW_STEP)
+        .next_multiple_of(GROW_STEP);
+    let len =
+        libc::off_t::try_from(new).map_err(|_| io::Error::from(io::ErrorKind::FileTooLarge))?;
+    // SAFETY: a plain syscall on a file descriptor we own; no memory is passed.
+    if unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, len) } == 0 {
+        return Ok(new);
+    }
+    let e = io::Error::last_os_error();
+    if e.raw_os_error() == Some(libc::EOPNOTSUPP) {
+        // A filesystem without `fallocate`: a sparse extension still works, but a full disk
+        // would then show as `SIGBUS` when a page is first written.
+        file.set_len(new)?;
+        return Ok(new);
+    }
+    Err(e)
+}
+
+/// Maps the whole of `file` shared, read-write.
+fn map(file: &File) -> io::Result<MmapMut> {
+    // SAFETY: a mapping is undefined behaviour only if the file shrinks or changes under
+    // it from elsewhere. The file is locked to this process ([`open_locked`]) and to one
+    // `Journal` (one file per core); it only grows, through `Journal::grow`, which maps it
+    // again; compaction renames a new file in and maps that.
+    unsafe { MmapMut::map_mut(file) }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The file's bytes as another process would read them (through the page cache).
+    fn on_file(j: &Journal) -> Vec<u8> {
+        std::fs::read(j.path()).unwrap()
+    }
 
     #[test]
     fn commit_appends_only_whole_batches_and_clears_the_buffer() {
@@ -225,17 +349,85 @@ mod tests {
         let (mut j, replay) = Journal::open(dir.path(), 3, SyncMode::Batch).unwrap();
         assert_eq!(replay, Replay::default());
         assert_eq!(j.file_len(), 8);
+        assert_eq!(j.capacity(), GROW_STEP);
         j.accepted(Uuid::from_u128(1), 10);
         j.attempt(Uuid::from_u128(1), Processor::Default, 5);
         assert_eq!(j.pending(), 33 + 34);
-        assert_eq!(std::fs::metadata(j.path()).unwrap().len(), 8);
+        let file = on_file(&j);
+        assert_eq!(file.len() as u64, GROW_STEP, "preallocated");
+        assert_eq!(&file[..8], &MAGIC);
+        assert!(
+            file[8..].iter().all(|&b| b == 0),
+            "nothing before the commit"
+        );
         j.commit().unwrap();
         assert_eq!(j.pending(), 0);
         assert_eq!(j.file_len(), 8 + 33 + 34);
-        assert_eq!(std::fs::metadata(j.path()).unwrap().len(), 8 + 33 + 34);
+        let file = on_file(&j);
+        assert_eq!(replay::scan(j.path(), &file).unwrap().records, 2);
+        assert!(file[8 + 33 + 34..].iter().all(|&b| b == 0));
         j.commit().unwrap();
         assert_eq!(j.file_len(), 8 + 33 + 34);
         assert!(j.path().ends_with("core-3.journal"));
+    }
+
+    #[test]
+    fn the_file_grows_by_doubling_and_keeps_every_record() {
+        for sync in [SyncMode::None, SyncMode::Batch] {
+            let dir = tempfile::tempdir().unwrap();
+            let (mut j, _) = Journal::open(dir.path(), 0, sync).unwrap();
+            // 40,000 payments of 33 bytes: past one step, then past two.
+            for n in 0..40_000u128 {
+                j.accepted(Uuid::from_u128(n), 1);
+                if n % 100 == 99 {
+                    j.commit().unwrap();
+                }
+            }
+            j.commit().unwrap();
+            assert_eq!(j.file_len(), 8 + 40_000 * 33);
+            assert_eq!(j.capacity(), 2 * GROW_STEP, "{sync:?}");
+            assert_eq!(on_file(&j).len() as u64, 2 * GROW_STEP);
+            drop(j);
+            let (j, r) = Journal::open(dir.path(), 0, sync).unwrap();
+            assert_eq!(r.unsettled.len(), 40_000, "{sync:?}");
+            assert_eq!(j.file_len(), 8 + 40_000 * 33);
+            assert_eq!(j.capacity(), 2 * GROW_STEP, "reopening keeps the size");
+        }
+    }
+
+    #[test]
+    fn a_file_that_cannot_grow_fails_the_commit_not_the_journal() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut j, _) = Journal::open(dir.path(), 0, SyncMode::None).unwrap();
+        j.accepted(Uuid::from_u128(1), 1);
+        j.commit().unwrap();
+        let good = j.file_len();
+        j.fail_writes_for_test().unwrap();
+        j.accepted(Uuid::from_u128(2), 1);
+        assert!(matches!(j.commit(), Err(JournalError::Io { .. })));
+        assert_eq!((j.pending(), j.file_len()), (0, good));
+        assert!(!j.poisoned, "a full disk may clear");
+        drop(j);
+        let (_, r) = Journal::open(dir.path(), 0, SyncMode::None).unwrap();
+        let ids: Vec<_> = r.unsettled.iter().map(|u| u.id).collect();
+        assert_eq!(ids, vec![Uuid::from_u128(1)]);
+    }
+
+    #[test]
+    fn a_second_handle_on_one_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (j, _) = Journal::open(dir.path(), 0, SyncMode::None).unwrap();
+        let err = Journal::open(dir.path(), 0, SyncMode::None).unwrap_err();
+        assert!(matches!(err, JournalError::Locked { .. }), "{err}");
+        assert!(
+            Journal::open(dir.path(), 1, SyncMode::None).is_ok(),
+            "another core's file"
+        );
+        drop(j);
+        assert!(
+            Journal::open(dir.path(), 0, SyncMode::None).is_ok(),
+            "released on close"
+        );
     }
 
     #[test]

@@ -1,7 +1,8 @@
-//! A short soak (`rinha_bench::soak`) through the real local stack: a 2 s warm-up burst,
-//! then 20 s of valid payments at 300/s, sampled every second. It must pass every check the
-//! 10-minute run makes (RSS and fd count flat, zero errors, summary exact), and each check
-//! must be able to fail: a sample series that grows is judged a leak.
+//! A short soak (`rinha_bench::soak`) through the real local stack, backends journaled
+//! (`--journal`, as in compose): a 2 s warm-up burst, then 20 s of valid payments at 300/s,
+//! sampled every second. It must pass every check the 10-minute run makes (RSS and fd count
+//! flat, zero errors, summary exact), and each check must be able to fail: a sample series
+//! that grows is judged a leak.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -28,6 +29,7 @@ async fn a_short_soak_passes_every_check() {
             lb_env: vec![],
             up_timeout: 20,
             no_build: false,
+            journal: true,
         },
         rate: 300.0,
         duration: 20,

@@ -41,6 +41,7 @@ fn opts(rinha: PathBuf, lb: PathBuf) -> StackOpts {
         lb_env: vec![],
         up_timeout: 3,
         no_build: true,
+        journal: false,
     }
 }
 
@@ -151,6 +152,7 @@ async fn the_real_stack_comes_up_serves_a_short_run_and_stops() {
         rinha_bin: None,
         lb_bin: None,
         no_build: false,
+        journal: false,
         up_timeout: 20,
         backend_env: vec![],
         ..opts(PathBuf::new(), PathBuf::new())

@@ -9,7 +9,7 @@
 use std::fs::OpenOptions;
 use std::path::Path;
 
-use super::writer::{open_mapped, Journal};
+use super::writer::{open_mapped, release_floor, Journal};
 use super::{dir, replay, JournalError};
 
 /// Where a simulated crash stops a compaction (tests only).
@@ -54,6 +54,7 @@ impl Journal {
         dir::sync_dir(&self.dir)?;
         let (file, map, cap) = open_mapped(&self.path, len)?;
         (self.file, self.map, self.cap) = (file, map, cap);
+        self.released = release_floor(len);
         self.poisoned = false;
         tracing::info!(
             path = %self.path.display(),

@@ -10,6 +10,9 @@
 //! process just the same, without a syscall. With [`SyncMode::Batch`] the commit then
 //! `msync`s the pages it touched (a mapping's `fdatasync`). When the records reach the end
 //! of the file it is extended (at least doubled, in whole [`GROW_STEP`]s) and mapped again.
+//! Pages of records already written are unmapped every [`RELEASE_STEP`] (they stay in the
+//! page cache): a mapping keeps every page it touched resident in the process otherwise,
+//! and the journal would grow the server's RSS by its whole size.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read};
@@ -17,7 +20,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use memmap2::MmapMut;
+use memmap2::{MmapMut, UncheckedAdvice};
 use uuid::Uuid;
 
 use super::record::{encode, Event, MAGIC, MAX_RECORD_LEN};
@@ -27,6 +30,8 @@ use super::{dir, replay, Confirmed, JournalError, Processor, Replay, SyncMode};
 pub const DEFAULT_COMPACT_THRESHOLD: u64 = 8 << 20;
 /// The smallest file, and the granule it grows by (about 10,000 payments).
 pub const GROW_STEP: u64 = 1 << 20;
+/// Written records are unmapped in runs of this many bytes (a multiple of every page size).
+pub const RELEASE_STEP: u64 = 256 << 10;
 
 /// One core's journal. Not shared between threads: each runtime owns its own.
 #[derive(Debug)]
@@ -43,6 +48,8 @@ pub struct Journal {
     pub(super) sync: SyncMode,
     /// Bytes committed: the magic and every whole record. Zeros follow, up to `cap`.
     pub(super) len: u64,
+    /// The mapping below this offset was released (a multiple of [`RELEASE_STEP`]).
+    pub(super) released: u64,
     pub(super) compact_threshold: u64,
     /// Bytes of records right after the last compaction (or open). Compaction waits until
     /// they have doubled past it, so a live state larger than the threshold is not
@@ -107,6 +114,7 @@ impl Journal {
             buf: Vec::with_capacity(64 * MAX_RECORD_LEN),
             sync,
             len,
+            released: release_floor(len),
             compact_threshold: DEFAULT_COMPACT_THRESHOLD,
             // Unknown until the first compaction: a file already past the threshold at
             // start is compacted at the first quiet moment.
@@ -217,7 +225,27 @@ impl Journal {
             }
         }
         self.len = end;
+        self.release_written();
         Ok(())
+    }
+
+    /// Unmaps the pages of records written before the last whole [`RELEASE_STEP`].
+    fn release_written(&mut self) {
+        let upto = release_floor(self.len);
+        if upto == self.released {
+            return;
+        }
+        let (from, len) = (self.released as usize, (upto - self.released) as usize);
+        // SAFETY: nothing borrows the mapping below `upto` (records are copied in, never
+        // referenced). On a shared file mapping `MADV_DONTNEED` drops only this process's
+        // page-table entries: the pages, dirty ones included, stay in the page cache and are
+        // written back as usual; a later read of the range maps the same bytes again.
+        // A failure leaves the pages mapped: more RSS, nothing else, so it is not retried.
+        let _ = unsafe {
+            self.map
+                .unchecked_advise_range(UncheckedAdvice::DontNeed, from, len)
+        };
+        self.released = upto;
     }
 
     /// Extends the file to hold `needed` bytes and maps it again.
@@ -229,6 +257,8 @@ impl Journal {
         }
         self.map = map(&self.file)?;
         self.cap = cap;
+        // The new mapping has touched nothing yet.
+        self.released = release_floor(self.len);
         Ok(())
     }
 
@@ -325,6 +355,11 @@ fn preallocate(file: &File, size: u64, needed: u64) -> io::Result<u64> {
     Err(e)
 }
 
+/// Where the releasable part of a mapping whose records end at `len` ends.
+pub(super) fn release_floor(len: u64) -> u64 {
+    len - len % RELEASE_STEP
+}
+
 /// Maps the whole of `file` shared, read-write.
 fn map(file: &File) -> io::Result<MmapMut> {
     // SAFETY: a mapping is undefined behaviour only if the file shrinks or changes under
@@ -393,6 +428,56 @@ mod tests {
             assert_eq!(j.file_len(), 8 + 40_000 * 33);
             assert_eq!(j.capacity(), 2 * GROW_STEP, "reopening keeps the size");
         }
+    }
+
+    /// Resident KiB of this process's mappings of `path` (`/proc/self/smaps`).
+    fn mapped_rss_kib(path: &Path) -> u64 {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+        let mut ours = false;
+        let mut kib = 0;
+        for line in smaps.lines() {
+            let mut fields = line.split_whitespace();
+            let first = fields.next().unwrap_or_default();
+            if first.contains('-') && first.bytes().all(|b| b == b'-' || b.is_ascii_hexdigit()) {
+                // A mapping's header line: address range, perms, offset, dev, inode, path.
+                ours = fields.nth(4).is_some_and(|p| Path::new(p) == path);
+            } else if ours && first == "Rss:" {
+                kib += fields.next().unwrap().parse::<u64>().unwrap();
+            }
+        }
+        kib
+    }
+
+    #[test]
+    fn written_records_do_not_stay_in_the_process_rss() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut j, _) = Journal::open(dir.path(), 0, SyncMode::None).unwrap();
+        let path = std::fs::canonicalize(j.path()).unwrap();
+        // 30,000 records: 990 KB written, every page touched; then 10,000 more, which grow
+        // the file (and map it anew).
+        let mut n = 0u128;
+        for (upto, cap) in [(30_000u128, GROW_STEP), (40_000, 2 * GROW_STEP)] {
+            while n < upto {
+                j.accepted(Uuid::from_u128(n), 1);
+                j.commit().unwrap();
+                n += 1;
+            }
+            assert_eq!(j.capacity(), cap);
+            let rss = mapped_rss_kib(&path);
+            assert!(rss > 0, "the mapping is found in smaps");
+            assert!(
+                rss <= RELEASE_STEP >> 10,
+                "{rss} KiB of the {} KB written still resident",
+                j.file_len() / 1000
+            );
+        }
+        drop(j);
+        let (_, r) = Journal::open(dir.path(), 0, SyncMode::None).unwrap();
+        assert_eq!(
+            r.unsettled.len(),
+            40_000,
+            "released pages kept their records"
+        );
     }
 
     #[test]

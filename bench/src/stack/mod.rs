@@ -89,6 +89,10 @@ pub struct StackOpts {
     /// Extra environment for the load balancer, KEY=VAL (repeatable).
     #[arg(long = "lb-env", value_name = "KEY=VAL")]
     pub lb_env: Vec<String>,
+    /// Give each backend a journal: `DATA_DIR=<stack dir>/backend-<n>.data` (as in
+    /// docker-compose.yml; `--backend-env JOURNAL_SYNC=batch` to sync it).
+    #[arg(long)]
+    pub journal: bool,
     /// Seconds each part gets to accept connections.
     #[arg(long, default_value_t = 30)]
     pub up_timeout: u64,
@@ -230,8 +234,12 @@ impl Stack {
                 ("PROCESSOR_DEFAULT_URL".to_string(), stack.default_url()),
                 ("PROCESSOR_FALLBACK_URL".to_string(), stack.fallback_url()),
             ];
-            env.extend(backend_env.iter().cloned());
             let name = format!("backend-{}", i + 1);
+            if opts.journal {
+                let data = dir.join(format!("{name}.data"));
+                env.push(("DATA_DIR".to_string(), data.display().to_string()));
+            }
+            env.extend(backend_env.iter().cloned());
             let log = dir.join(format!("{name}.log"));
             stack.parts.push(Part::spawn(
                 &name,

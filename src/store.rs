@@ -38,6 +38,20 @@
 //! remembers when its attempt was sent and when it was recorded; a record made after T
 //! counts only if its attempt, in flight at T, was old enough to be stored by then.
 //!
+//! # Stamped when it will be stored
+//! The `requestedAt` a sender stamps is not the moment it sends but the moment the processor
+//! is expected to store the payment: now plus the response time of the last answered attempt
+//! to that processor ([`Shard::stamp_us`]). With a short delay that is a millisecond or two
+//! later; with a long one it takes the ambiguity above out of the checker's windows. At the
+//! official second 40, probes sent under the 2 s delay are stored by the processor from
+//! 40.0 s on, just as the check at 40 s asks for `[25 s, 38.5 s]`: stamped at their sending,
+//! those within a few milliseconds of the check fall inside the window, and whether the
+//! processors stored one before their summary ran is a matter of microseconds neither side
+//! can see (seen: 1 inconsistency in some runs, "backend 1 processors 0"). Stamped at their
+//! storage, they fall after 40 s, outside the window, on both sides. A payment in flight at
+//! T whose stamp is inside `[T-15 s, T-1.5 s]` was expected to be stored 1.5 s before T: the
+//! estimate would have to be 1.5 s wrong for the two sides to disagree.
+//!
 //! Scan cost: 9.9 µs for a window over a 10,000-record shard (`cargo bench -p rinha --bench
 //! shard_window`, the shared 2-core dev VM, 2026-11-25); a whole contest run is ~16,750
 //! records over all shards, so a linear scan is cheaper than any index would be to keep.
@@ -235,6 +249,13 @@ impl Shard {
             .map_or_else(|| self.latency(processor), |(_, took)| *took)
     }
 
+    /// The `requestedAt` (µs, whole milliseconds) for an attempt to `processor` sent now:
+    /// when the processor is expected to store it (see the module doc).
+    pub fn stamp_us(&self, processor: Processor) -> i64 {
+        let ahead = self.expected_storage(processor, Instant::now());
+        crate::time::now_ms_as_us() + ahead.as_millis().min(i64::MAX as u128 / 1000) as i64 * 1000
+    }
+
     /// The current response-time estimate of `processor`.
     pub fn latency(&self, processor: Processor) -> Duration {
         Duration::from_micros(self.latency_us[processor.index()].get())
@@ -311,6 +332,35 @@ mod tests {
     }
 
     const P: Processor = Processor::Default;
+
+    #[test]
+    fn attempts_are_stamped_when_the_processor_should_store_them() {
+        let s = Shard::new();
+        let stamp = |p: Processor| {
+            let before = crate::time::now_ms_as_us();
+            let at = s.stamp_us(p);
+            (at - before, crate::time::now_ms_as_us() - before)
+        };
+        // Nothing answered yet (and no latency sample): now.
+        let (ahead, clock) = stamp(P);
+        assert!((0..=clock).contains(&ahead), "{ahead} {clock}");
+        // The last answer took 2 s (a 500 counts as much as a 200: it came after the delay).
+        s.observe_response(P, Instant::now(), Duration::from_millis(2000));
+        let (ahead, clock) = stamp(P);
+        assert!((2_000_000..=2_000_000 + clock).contains(&ahead), "{ahead}");
+        assert_eq!(
+            s.stamp_us(P) % 1000,
+            0,
+            "whole milliseconds, as the processors keep them"
+        );
+        // The delay fell: the next answer rules.
+        s.observe_response(P, Instant::now(), Duration::from_millis(20));
+        let (ahead, clock) = stamp(P);
+        assert!((20_000..=20_000 + clock).contains(&ahead), "{ahead}");
+        // Another processor's answers do not count.
+        let (ahead, clock) = stamp(Processor::Fallback);
+        assert!((0..=clock).contains(&ahead), "{ahead}");
+    }
 
     #[test]
     fn window_sums_are_inclusive() {

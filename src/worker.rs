@@ -3,7 +3,8 @@
 //! outcomes in the core's shard.
 //!
 //! The rules, per attempt (see RINHA-2025.md section 3 for the processor's behaviour):
-//! - 2XX: stored, with the `requestedAt` we stamped: record it.
+//! - 2XX: stored, with the `requestedAt` we stamped (when we expected it to be stored):
+//!   record it.
 //! - 500, 429 (or any 5XX): nothing stored: retry later. Connect error: nothing sent: retry.
 //! - timeout, connection lost after writing, unparsable answer: maybe stored, maybe later
 //!   (the processor stores after its delay even when the caller left). The payment is
@@ -31,7 +32,6 @@ use crate::processor::breaker::Permit;
 use crate::processor::client::{CallError, Lookup};
 use crate::processor::Processor;
 use crate::queue::Queued;
-use crate::time::now_ms_as_us;
 
 /// Pause before looking up an unknown outcome again after the lookup itself failed.
 const LOOKUP_RETRY: Duration = Duration::from_millis(50);
@@ -88,7 +88,9 @@ async fn process(core: &Core, mut p: Queued) {
     let proc = p.pinned.unwrap_or_else(|| choose(core, &p));
     let up = core.upstream(proc);
     let permit = up.breaker.admit().await;
-    let requested_at_us = now_ms_as_us();
+    // Stamped with when the processor should store it, not now (store.rs, "Stamped when
+    // it will be stored").
+    let requested_at_us = core.shard.stamp_us(proc);
     let attempt = core.shard.begin_attempt(requested_at_us, proc);
     if let Some(d) = &core.durable {
         // The attempt must be on file before the send: a payment replayed without it

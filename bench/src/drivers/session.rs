@@ -57,6 +57,8 @@ pub struct Contest {
     pub successful_posts: u64,
     pub failed_posts: u64,
     pub inconsistencies: u64,
+    /// The consistency checks that found a difference (when, the window, both totals).
+    pub failed_checks: Vec<crate::rinha::checker::Check>,
     pub lag: i64,
     /// The wait for the backlog after the test (counted in `cpu_secs`).
     pub drained: Drained,
@@ -307,6 +309,12 @@ async fn contest(
         successful_posts: counts.success,
         failed_posts: counts.failed(),
         inconsistencies: report.score.inconsistencies,
+        failed_checks: report
+            .checks
+            .iter()
+            .filter(|c| c.inconsistencies > 0)
+            .cloned()
+            .collect(),
         lag: report.score.lag,
         drained,
         cpu_secs,

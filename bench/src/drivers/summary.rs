@@ -244,6 +244,13 @@ pub fn runs(runs: &[Run]) -> String {
                 " contest POST p99 {:.2} ms, p99.9 {:.2} ms, score {:.0}, inconsistencies {}, lag {};",
                 c.post.p99, c.post.p999, c.profit, c.inconsistencies, c.lag
             );
+            for check in &c.failed_checks {
+                let _ = write!(
+                    out,
+                    " [check at {:.1} s, {}: backend {} processors {}]",
+                    check.at_secs, check.window, check.backend, check.processors
+                );
+            }
         }
         let open: Vec<String> = run
             .rates

@@ -329,7 +329,8 @@ impl Stack {
         }
     }
 
-    /// Stops every part, the load balancer first, all in parallel within each layer.
+    /// Stops every part, the load balancer first, all in parallel within each layer, then
+    /// removes the backends' journals.
     pub async fn stop(mut self) {
         let parts = std::mem::take(&mut self.parts);
         let mut layers: Vec<Vec<Part>> = vec![Vec::new(), Vec::new(), Vec::new()];
@@ -347,6 +348,15 @@ impl Stack {
                 stops.spawn(part.stop());
             }
             while stops.join_next().await.is_some() {}
+        }
+        // The journals (`--journal`) can be tens of MB after a long run; the logs stay.
+        for n in 1..=2 {
+            let data = self.dir.join(format!("backend-{n}.data"));
+            if data.exists() {
+                if let Err(error) = std::fs::remove_dir_all(&data) {
+                    tracing::warn!(path = %data.display(), %error, "could not remove a journal dir");
+                }
+            }
         }
     }
 }

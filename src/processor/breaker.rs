@@ -13,7 +13,9 @@
 //! payment whose storage instant may fall within a few milliseconds of the check, which no
 //! summary rule can place on the right side reliably (measured: with 50 probes in flight,
 //! one inconsistency at 40 s in a full run). Seeing the recovery up to one delay later costs
-//! nothing: the backlog still drains within seconds, long before the end of the test.
+//! nothing: the backlog still drains within seconds, long before the end of the test. Even
+//! the single probe could land at the check (its chain is phased by the stage change at
+//! 30 s); store.rs, "Stamped when it will be stored", takes it out of the checked window.
 
 use std::cell::{Cell, RefCell};
 use std::future::poll_fn;

@@ -16,6 +16,9 @@ pub use part::{Addr, Part};
 /// Fee rates of the two processors (RINHA-2025.md section 1).
 const DEFAULT_FEE: &str = "0.05";
 const FALLBACK_FEE: &str = "0.15";
+/// How long a port the stack needs may stay busy before the start fails (a previous
+/// stack's sockets on the same ports, just stopped).
+const PORT_GRACE: Duration = Duration::from_secs(5);
 
 /// Why the stack could not start.
 #[derive(Debug, thiserror::Error)]
@@ -178,7 +181,7 @@ impl Stack {
             ("fallback processor", opts.fallback_port),
             ("rinha-lb", opts.lb_port),
         ] {
-            part::ensure_free(name, port)?;
+            part::wait_free(name, port, PORT_GRACE).await?;
         }
         // The counter: two stacks of one process (parallel tests) may start in the same
         // millisecond, and sharing a dir would mix their sockets and logs.

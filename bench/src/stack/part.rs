@@ -154,6 +154,21 @@ pub fn tail(path: &Path) -> String {
 
 /// Fails when something already listens on `port` (a child would fail to bind, and the
 /// readiness probe would then talk to a stranger).
+/// Like [`ensure_free`], but gives a port that is busy up to `within` to become free: the
+/// comparisons start a stack on the same ports right after stopping the previous one, whose
+/// sockets can hold a port for a moment after its processes are gone.
+pub async fn wait_free(name: &str, port: u16, within: Duration) -> Result<(), StackError> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match ensure_free(name, port) {
+            Err(_) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            result => return result,
+        }
+    }
+}
+
 pub fn ensure_free(name: &str, port: u16) -> Result<(), StackError> {
     std::net::TcpListener::bind(("127.0.0.1", port))
         .map(drop)
@@ -162,4 +177,32 @@ pub fn ensure_free(name: &str, port: u16) -> Result<(), StackError> {
             port,
             source,
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_port_freed_within_the_grace_is_taken_and_a_busy_one_refused() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = taken.local_addr().expect("addr").port();
+        let release = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            drop(taken);
+        });
+        wait_free("lb", port, Duration::from_secs(5))
+            .await
+            .expect("free once released");
+        release.await.expect("released");
+
+        let held = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = held.local_addr().expect("addr").port();
+        let began = Instant::now();
+        let err = wait_free("lb", port, Duration::from_millis(300))
+            .await
+            .expect_err("still held");
+        assert!(matches!(err, StackError::PortBusy { .. }), "{err}");
+        assert!(began.elapsed() >= Duration::from_millis(300));
+    }
 }

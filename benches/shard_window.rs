@@ -1,5 +1,6 @@
 //! The cost of a summary's scan of one shard: 10,000 records (a whole contest run is
-//! ~16,750 payments over all shards of both instances), window over the middle.
+//! ~16,750 payments over all shards of both instances), window over the middle; and of the
+//! `requestedAt` stamp every attempt takes, with the shard's memory of answers full.
 //!
 //! Run: `cargo bench -p rinha --bench shard_window`. Results: in `src/store.rs`.
 
@@ -29,5 +30,21 @@ fn bench(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, bench);
+fn stamp(c: &mut Criterion) {
+    let shard = Shard::new();
+    let start = std::time::Instant::now();
+    for i in 0..4096u64 {
+        let sent = start + std::time::Duration::from_micros(i * 3_600);
+        shard.observe_response(
+            Processor::Default,
+            sent,
+            std::time::Duration::from_millis(2),
+        );
+    }
+    c.bench_function("attempt stamp, answers remembered in full", |b| {
+        b.iter(|| shard.stamp_us(black_box(Processor::Default)))
+    });
+}
+
+criterion_group!(benches, bench, stamp);
 criterion_main!(benches);

@@ -101,15 +101,7 @@ fn catalogue_holds(driver: &str) {
     healthy(&inst, &procs, before);
 }
 
-#[test]
-fn catalogue_uring() {
-    catalogue_holds("uring");
-}
-
-#[test]
-fn catalogue_epoll() {
-    catalogue_holds("epoll");
-}
+both_drivers!(catalogue_holds);
 
 /// A head dripped one byte at a time gets 408 once `HEADER_TIMEOUT_MS` passes since its
 /// first byte, though every byte arrives well within the timeout of the one before; a body
@@ -179,15 +171,7 @@ fn drips_and_idles(driver: &str) {
     healthy(&inst, &procs, before);
 }
 
-#[test]
-fn drips_and_idles_uring() {
-    drips_and_idles("uring");
-}
-
-#[test]
-fn drips_and_idles_epoll() {
-    drips_and_idles("epoll");
-}
+both_drivers!(drips_and_idles);
 
 /// Raises this process's open-files soft limit to the hard limit; returns the new soft one.
 fn raise_nofile() -> u64 {
@@ -303,15 +287,7 @@ fn connection_cap(driver: &str) {
     healthy(&inst, &procs, state(&inst, &procs));
 }
 
-#[test]
-fn connection_cap_uring() {
-    connection_cap("uring");
-}
-
-#[test]
-fn connection_cap_epoll() {
-    connection_cap("epoll");
-}
+both_drivers!(connection_cap);
 
 /// `PURGE_TOKEN` set, on a pair of peered instances: a purge without the header, or with a
 /// wrong one, is 401 and purges nothing, on the public path and on the internal one (the

@@ -127,15 +127,7 @@ fn bad_inputs(driver: &str) {
     assert_eq!(inst.get("/payments-summary").0, 200);
 }
 
-#[test]
-fn bad_inputs_uring() {
-    bad_inputs("uring");
-}
-
-#[test]
-fn bad_inputs_epoll() {
-    bad_inputs("epoll");
-}
+both_drivers!(bad_inputs);
 
 fn keep_alive_pipelining_and_http10(driver: &str) {
     let dir = TempDir::new();
@@ -184,15 +176,7 @@ fn keep_alive_pipelining_and_http10(driver: &str) {
         == ((10, 1000), (0, 0))));
 }
 
-#[test]
-fn keep_alive_pipelining_and_http10_uring() {
-    keep_alive_pipelining_and_http10("uring");
-}
-
-#[test]
-fn keep_alive_pipelining_and_http10_epoll() {
-    keep_alive_pipelining_and_http10("epoll");
-}
+both_drivers!(keep_alive_pipelining_and_http10);
 
 #[test]
 fn bad_configuration_exits_2() {

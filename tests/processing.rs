@@ -9,22 +9,6 @@ use common::*;
 use rinha_bench::processor::Chaos;
 use uuid::Uuid;
 
-/// Runs a scenario once per io driver, as two tests.
-macro_rules! both_drivers {
-    ($name:ident) => {
-        mod $name {
-            #[test]
-            fn uring() {
-                super::$name("uring");
-            }
-            #[test]
-            fn epoll() {
-                super::$name("epoll");
-            }
-        }
-    };
-}
-
 const DRAIN: Duration = Duration::from_secs(15);
 
 /// Sends `n` payments of 19.90 alternating between the instances; all must be accepted.

@@ -12,6 +12,26 @@ use std::time::{Duration, Instant};
 
 use rinha_bench::processor::{self, Chaos, Config, Running};
 
+/// Runs a scenario, `fn name(driver: &str)`, once per io driver: the tests `name::uring`
+/// and `name::epoll`.
+#[allow(unused_macros)]
+macro_rules! both_drivers {
+    ($name:ident) => {
+        mod $name {
+            #[test]
+            fn uring() {
+                super::$name("uring");
+            }
+            #[test]
+            fn epoll() {
+                super::$name("epoll");
+            }
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use both_drivers;
+
 static NEXT: AtomicUsize = AtomicUsize::new(0);
 
 /// A fresh directory under the system temp dir, removed on drop.

@@ -81,6 +81,7 @@ pub fn run(config: Config) -> Result<usize, StartError> {
     let config = Arc::new(config);
     // Before any thread exists, so every thread inherits the mask and only `wait` sees them.
     let signals = shutdown::Signals::block();
+    reserve_descriptors(&config);
     let resolved = [
         resolve_logged("default", &config.default_url),
         resolve_logged("fallback", &config.fallback_url),
@@ -178,6 +179,27 @@ pub fn run(config: Config) -> Result<usize, StartError> {
     }
     prepared.cleanup();
     Ok(left)
+}
+
+/// Raises the open-files limit and grows the descriptor table to what this configuration
+/// can open, while this is the only thread (see `rinha_fds`: growing it later stalls every
+/// core for an RCU grace period). Failure only costs those stalls: logged, not fatal.
+fn reserve_descriptors(config: &Config) {
+    // Each connection one; each sender at most one processor connection; the rest (rings,
+    // eventfds, journal files, peer and router connections) fits in the margin.
+    let needed = (config.max_connections + config.workers * config.senders + 256) as u64;
+    match rinha_fds::raise_limit() {
+        Ok(limit) if limit < needed => tracing::warn!(
+            limit,
+            needed,
+            "open-files limit is below what MAX_CONNECTIONS and SENDERS need; accepts will fail with EMFILE first"
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot read the open-files limit"),
+    }
+    if let Err(e) = rinha_fds::reserve(needed) {
+        tracing::warn!(error = %e, "cannot grow the descriptor table ahead");
+    }
 }
 
 fn resolve_logged(name: &str, url: &crate::config::ProcessorUrl) -> Option<SocketAddr> {

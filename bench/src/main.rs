@@ -31,8 +31,16 @@ enum Command {
     Soak(soak::Args),
 }
 
+/// Descriptors every subcommand may hold at once (the soak's 1,100 users, the comparisons'
+/// connections, a processor's clients), reserved before any runtime starts its threads so
+/// the instrument never stalls on growing its descriptor table (see `rinha_fds`).
+const DESCRIPTORS: u64 = 8192;
+
 fn main() -> ExitCode {
     rinha_bench::logging::init();
+    if let Err(e) = rinha_fds::raise_limit().and_then(|_| rinha_fds::reserve(DESCRIPTORS)) {
+        tracing::warn!(error = %e, "cannot grow the descriptor table ahead: expect stalls as connections open");
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Processor(args) => processor::run(args),

@@ -173,31 +173,12 @@ fn drips_and_idles(driver: &str) {
 
 both_drivers!(drips_and_idles);
 
-/// Raises this process's open-files soft limit to the hard limit; returns the new soft one.
-fn raise_nofile() -> u64 {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit with a valid, writable struct.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
-            return 1024;
-        }
-        limit.rlim_cur = limit.rlim_max;
-        if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
-            libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
-        }
-    }
-    limit.rlim_cur
-}
-
 /// 10,000 idle connections (fewer only if the open-files limit forbids it: the count is
 /// printed) are held open while valid payments and summaries go through; then they all go
 /// and the process is as healthy as before. The child inherits the raised limit.
 #[test]
 fn ten_thousand_idle_connections() {
-    let nofile = raise_nofile();
+    let nofile = rinha_fds::raise_limit().unwrap_or(1024);
     // This process holds the client ends, the child the server ends; keep 500 spare for both.
     let count = 10_000usize.min(nofile.saturating_sub(500) as usize);
     println!("open-files limit {nofile}: holding {count} idle connections");
@@ -232,6 +213,32 @@ fn ten_thousand_idle_connections() {
         drop(idle);
         healthy(&inst, &procs, after);
     }
+}
+
+/// The descriptor table is grown to what `MAX_CONNECTIONS` and `SENDERS` need before any
+/// thread starts: grown later, each doubling stalls every core (`rinha_fds`).
+#[test]
+fn descriptor_table_is_grown_before_threads_start() {
+    let dir = TempDir::new();
+    let procs = Processors::start();
+    let inst = Instance::start(
+        &dir.0,
+        "fdsize",
+        "auto",
+        &procs,
+        &[],
+        &[("MAX_CONNECTIONS", "3000"), ("SENDERS", "16")],
+    );
+    // 3,000 connections + 2 cores x 16 senders + 256 spare; the child raises its soft limit
+    // to the hard one it shares with this process.
+    let wanted = (3000 + 2 * 16 + 256).min(rinha_fds::raise_limit().unwrap());
+    let status = std::fs::read_to_string(format!("/proc/{}/status", inst.pid())).unwrap();
+    let size: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("FDSize:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("FDSize in /proc/PID/status");
+    assert!(size >= wanted, "FDSize {size}, want at least {wanted}");
 }
 
 /// Above `MAX_CONNECTIONS`, new connections are closed at once and the log says so once;

@@ -401,6 +401,23 @@ fn two_workers_serve_both_backends(driver: &str) {
     assert!(served[1] >= 25 && served[2] >= 25, "{served:?}");
 }
 
+/// The descriptor table is grown to what `MAX_CONNECTIONS` needs (two per connection) before
+/// the workers start: grown later, each doubling stalls every worker (`rinha_fds`).
+#[test]
+fn descriptor_table_is_grown_before_workers_start() {
+    let dir = TempDir::new("fdsize");
+    let (b1, b2) = two_backends(&dir);
+    let lb = Lb::start(
+        "auto",
+        &[&b1.path, &b2.path],
+        &[("MAX_CONNECTIONS", "2000")],
+    );
+    // The child raises its soft limit to the hard one it shares with this process.
+    let wanted = (2000 * 2 + 64).min(rinha_fds::raise_limit().unwrap());
+    let size = lb.fd_table_size();
+    assert!(size >= wanted, "FDSize {size}, want at least {wanted}");
+}
+
 #[test]
 fn missing_or_bad_backends_exit_2() {
     for backends in [None, Some("nonsense"), Some("unix:")] {

@@ -194,13 +194,13 @@ pub fn run(config: Config) -> Result<usize, StartError> {
 }
 
 /// Raises the open-files limit and grows the descriptor table to what this configuration
-/// can open, while this is the only thread (see `rinha_fds`: growing it later stalls every
+/// can open, while this is the only thread (see `rinha_sys::fds`: growing it later stalls every
 /// core for an RCU grace period). Failure only costs those stalls: logged, not fatal.
 fn reserve_descriptors(config: &Config) {
     // Each connection one; each sender at most one processor connection; the rest (rings,
     // eventfds, journal files, peer and router connections) fits in the margin.
     let needed = (config.max_connections + config.workers * config.senders + 256) as u64;
-    match rinha_fds::raise_limit() {
+    match rinha_sys::fds::raise_limit() {
         Ok(limit) if limit < needed => tracing::warn!(
             limit,
             needed,
@@ -209,7 +209,7 @@ fn reserve_descriptors(config: &Config) {
         Ok(_) => {}
         Err(e) => tracing::warn!(error = %e, "cannot read the open-files limit"),
     }
-    if let Err(e) = rinha_fds::reserve(needed) {
+    if let Err(e) = rinha_sys::fds::reserve(needed) {
         tracing::warn!(error = %e, "cannot grow the descriptor table ahead");
     }
 }

@@ -178,7 +178,7 @@ both_drivers!(drips_and_idles);
 /// and the process is as healthy as before. The child inherits the raised limit.
 #[test]
 fn ten_thousand_idle_connections() {
-    let nofile = rinha_fds::raise_limit().unwrap_or(1024);
+    let nofile = rinha_sys::fds::raise_limit().unwrap_or(1024);
     // This process holds the client ends, the child the server ends; keep 500 spare for both.
     let count = 10_000usize.min(nofile.saturating_sub(500) as usize);
     println!("open-files limit {nofile}: holding {count} idle connections");
@@ -216,7 +216,7 @@ fn ten_thousand_idle_connections() {
 }
 
 /// The descriptor table is grown to what `MAX_CONNECTIONS` and `SENDERS` need before any
-/// thread starts: grown later, each doubling stalls every core (`rinha_fds`).
+/// thread starts: grown later, each doubling stalls every core (`rinha_sys::fds`).
 #[test]
 fn descriptor_table_is_grown_before_threads_start() {
     let dir = TempDir::new();
@@ -231,7 +231,7 @@ fn descriptor_table_is_grown_before_threads_start() {
     );
     // 3,000 connections + 2 cores x 16 senders + 256 spare; the child raises its soft limit
     // to the hard one it shares with this process.
-    let wanted = (3000 + 2 * 16 + 256).min(rinha_fds::raise_limit().unwrap());
+    let wanted = (3000 + 2 * 16 + 256).min(rinha_sys::fds::raise_limit().unwrap());
     let status = std::fs::read_to_string(format!("/proc/{}/status", inst.pid())).unwrap();
     let size: u64 = status
         .lines()

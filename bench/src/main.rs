@@ -33,12 +33,13 @@ enum Command {
 
 /// Descriptors every subcommand may hold at once (the soak's 1,100 users, the comparisons'
 /// connections, a processor's clients), reserved before any runtime starts its threads so
-/// the instrument never stalls on growing its descriptor table (see `rinha_fds`).
+/// the instrument never stalls on growing its descriptor table (see `rinha_sys::fds`).
 const DESCRIPTORS: u64 = 8192;
 
 fn main() -> ExitCode {
     rinha_bench::logging::init();
-    if let Err(e) = rinha_fds::raise_limit().and_then(|_| rinha_fds::reserve(DESCRIPTORS)) {
+    if let Err(e) = rinha_sys::fds::raise_limit().and_then(|_| rinha_sys::fds::reserve(DESCRIPTORS))
+    {
         tracing::warn!(error = %e, "cannot grow the descriptor table ahead: expect stalls as connections open");
     }
     let cli = Cli::parse();

@@ -28,6 +28,7 @@ use std::time::Duration;
 use monoio::buf::IoBuf;
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, Split, Splitable};
 use monoio::net::TcpStream;
+use rinha_sys::send::send_now;
 
 /// How long the second direction may stay open once the first has finished cleanly: a peer
 /// that half-closed and then vanished must not pin two descriptors forever.
@@ -132,29 +133,5 @@ where
             buf = returned.into_inner();
             written?;
         }
-    }
-}
-
-/// One non-blocking `send(2)`: how many bytes the kernel took (0 when the buffer is full).
-fn send_now(fd: RawFd, bytes: &[u8]) -> io::Result<usize> {
-    // SAFETY: `fd` is an open stream socket owned by the caller's stream for the whole call,
-    // and `bytes` is valid for `bytes.len()` bytes. MSG_NOSIGNAL: a closed peer is EPIPE,
-    // never SIGPIPE.
-    let rc = unsafe {
-        libc::send(
-            fd,
-            bytes.as_ptr().cast(),
-            bytes.len(),
-            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-        )
-    };
-    if rc >= 0 {
-        return Ok(rc as usize);
-    }
-    let error = io::Error::last_os_error();
-    match error.kind() {
-        io::ErrorKind::WouldBlock => Ok(0),
-        io::ErrorKind::Interrupted => Ok(0),
-        _ => Err(error),
     }
 }

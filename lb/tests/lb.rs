@@ -402,7 +402,7 @@ fn two_workers_serve_both_backends(driver: &str) {
 }
 
 /// The descriptor table is grown to what `MAX_CONNECTIONS` needs (two per connection) before
-/// the workers start: grown later, each doubling stalls every worker (`rinha_fds`).
+/// the workers start: grown later, each doubling stalls every worker (`rinha_sys::fds`).
 #[test]
 fn descriptor_table_is_grown_before_workers_start() {
     let dir = TempDir::new("fdsize");
@@ -413,7 +413,7 @@ fn descriptor_table_is_grown_before_workers_start() {
         &[("MAX_CONNECTIONS", "2000")],
     );
     // The child raises its soft limit to the hard one it shares with this process.
-    let wanted = (2000 * 2 + 64).min(rinha_fds::raise_limit().unwrap());
+    let wanted = (2000 * 2 + 64).min(rinha_sys::fds::raise_limit().unwrap());
     let size = lb.fd_table_size();
     assert!(size >= wanted, "FDSize {size}, want at least {wanted}");
 }

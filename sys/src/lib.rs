@@ -1,0 +1,8 @@
+//! The few raw system calls the servers of this workspace (`rinha`, `rinha-lb`,
+//! `rinha-bench`) share, each behind a safe function:
+//! - [`fds`]: the open-files limit and the descriptor table, set up before threads start;
+//! - [`send`]: one non-blocking `send(2)`, for answers that should leave before the
+//!   runtime's next batch.
+
+pub mod fds;
+pub mod send;

@@ -58,6 +58,24 @@ pub enum IoDriver {
     Auto,
 }
 
+/// How answers are written on io_uring (on epoll the runtime's write is already a `send(2)`
+/// made at once, so both modes are the same there).
+///
+/// `direct` is the default: through the runtime an answer waits in the submission queue until
+/// every other ready task of the core has run (the senders' processor calls, in a backlog
+/// drain), then costs a completion and a wakeup of its own. In two pairs of interleaved
+/// `rinha-bench drivers` invocations the io_uring p99.9 at 5,000 req/s went from 1.15-1.30x
+/// epoll's (runtime) to 0.97-0.99x (direct), with no more CPU per request
+/// (docs/benchmarks.md, "Answers sent at once").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ResponseSend {
+    /// One non-blocking `send(2)` as soon as a read's answers are ready; the runtime writes
+    /// only what the socket did not take.
+    Direct,
+    /// Through the runtime: an io_uring write, submitted with the next batch.
+    Runtime,
+}
+
 /// A processor's base URL, `http://host:port` (no TLS, no path).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProcessorUrl {
@@ -187,6 +205,9 @@ pub struct Args {
     /// A request (head and body) begun but not complete within this long gets 408 and a close.
     #[arg(long, env = "HEADER_TIMEOUT_MS", default_value_t = 5_000)]
     pub header_timeout_ms: u64,
+    /// How answers are written on io_uring.
+    #[arg(long, env = "RESPONSE_SEND", value_enum, default_value_t = ResponseSend::Direct)]
+    pub response_send: ResponseSend,
 }
 
 /// The validated configuration.
@@ -211,6 +232,7 @@ pub struct Config {
     pub max_connections: usize,
     pub idle_timeout: Duration,
     pub header_timeout: Duration,
+    pub response_send: ResponseSend,
 }
 
 impl Config {
@@ -272,6 +294,7 @@ impl Config {
             max_connections: args.max_connections,
             idle_timeout: Duration::from_millis(args.idle_timeout_ms),
             header_timeout: Duration::from_millis(args.header_timeout_ms),
+            response_send: args.response_send,
         })
     }
 }

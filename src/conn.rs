@@ -13,12 +13,15 @@
 //! (whole requests per read) never does; the timer itself is monoio's wheel, no syscall.
 //! The two buffers live as long as the connection: steady-state requests allocate nothing.
 
+use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use monoio::buf::IoBufMut;
+use monoio::buf::{IoBuf, IoBufMut};
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
+use rinha_sys::send::send_now;
 
+use crate::config::ResponseSend;
 use crate::core::Core;
 use crate::http::request::{self, Parsed, Reject, MAX_BODY, MAX_HEADER_BYTES};
 use crate::http::response::{self, status, Connection};
@@ -35,8 +38,13 @@ const CLOSING: Connection = Connection {
 
 /// Serves a connection until the peer closes it, it errs, times out, or the core stops.
 /// `_slot` is its place under the connection cap, given back when this returns.
-pub async fn serve<S: AsyncReadRent + AsyncWriteRent>(mut stream: S, core: Rc<Core>, _slot: Slot) {
+pub async fn serve<S>(mut stream: S, core: Rc<Core>, _slot: Slot)
+where
+    S: AsyncReadRent + AsyncWriteRent + AsRawFd,
+{
     let (idle_timeout, header_timeout) = (core.config.idle_timeout, core.config.header_timeout);
+    // On epoll the runtime's write is already a send(2) made at once.
+    let direct = core.config.response_send == ResponseSend::Direct && !monoio::utils::is_legacy();
     let mut buf: Vec<u8> = Vec::with_capacity(BUF);
     let mut out: Vec<u8> = Vec::with_capacity(4096);
     // When the first byte of the request now partly buffered was seen.
@@ -75,12 +83,22 @@ pub async fn serve<S: AsyncReadRent + AsyncWriteRent>(mut stream: S, core: Rc<Co
             partial_since = None;
         }
         if !out.is_empty() {
-            let (res, o) = stream.write_all(out).await;
-            out = o;
-            out.clear();
-            if res.is_err() {
-                return;
+            let sent = if direct {
+                match send_now(stream.as_raw_fd(), &out) {
+                    Ok(n) => n,
+                    Err(_) => return,
+                }
+            } else {
+                0
+            };
+            if sent < out.len() {
+                let (res, o) = stream.write_all(out.slice(sent..)).await;
+                out = o.into_inner();
+                if res.is_err() {
+                    return;
+                }
             }
+            out.clear();
         }
         if close || core.shutting_down() {
             return;

@@ -130,9 +130,23 @@ fn bad_inputs(driver: &str) {
 both_drivers!(bad_inputs);
 
 fn keep_alive_pipelining_and_http10(driver: &str) {
+    for send in ["direct", "runtime"] {
+        pipelining_with(driver, send);
+    }
+}
+
+/// The rules of `keep_alive_pipelining_and_http10` with `RESPONSE_SEND=send`.
+fn pipelining_with(driver: &str, send: &str) {
     let dir = TempDir::new();
     let procs = Processors::start();
-    let inst = Instance::start(&dir.0, "solo", driver, &procs, &[], &[]);
+    let inst = Instance::start(
+        &dir.0,
+        "solo",
+        driver,
+        &procs,
+        &[],
+        &[("RESPONSE_SEND", send)],
+    );
     let mut s = UnixStream::connect(&inst.socket).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     // Ten requests in one write, split across two writes mid-request: answered in order.
@@ -177,6 +191,45 @@ fn keep_alive_pipelining_and_http10(driver: &str) {
 }
 
 both_drivers!(keep_alive_pipelining_and_http10);
+
+/// A client that pipelines far more answers than a socket buffer holds and reads them late
+/// gets every one, whole and in order: what a direct send leaves is written by the runtime.
+fn a_slow_reader_gets_every_answer_in_order(driver: &str) {
+    const REQUESTS: usize = 5000;
+    for send in ["direct", "runtime"] {
+        let dir = TempDir::new();
+        let procs = Processors::start();
+        let inst = Instance::start(
+            &dir.0,
+            "slow",
+            driver,
+            &procs,
+            &[],
+            &[("RESPONSE_SEND", send)],
+        );
+        let s = UnixStream::connect(&inst.socket).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut writer = s.try_clone().unwrap();
+        let sender = std::thread::spawn(move || {
+            for i in 0..REQUESTS {
+                let path = if i % 2 == 0 { "/nope" } else { "/also-nope" };
+                writer
+                    .write_all(format!("GET {path}?n={i} HTTP/1.1\r\n\r\n").as_bytes())
+                    .unwrap();
+            }
+        });
+        // Let the answers pile up in the socket buffers before reading any.
+        std::thread::sleep(Duration::from_millis(300));
+        let mut reader = std::io::BufReader::new(s);
+        for i in 0..REQUESTS {
+            let (status, body) = read_response(&mut reader);
+            assert_eq!((status, body.as_str()), (404, ""), "answer {i} ({send})");
+        }
+        sender.join().unwrap();
+    }
+}
+
+both_drivers!(a_slow_reader_gets_every_answer_in_order);
 
 #[test]
 fn bad_configuration_exits_2() {

@@ -258,7 +258,7 @@ pub fn request(socket: &Path, raw: &str) -> (u16, String) {
 
 /// Reads exactly one response with a Content-Length body (byte by byte, so pipelined
 /// responses after it stay in the socket).
-pub fn read_response(s: &mut UnixStream) -> (u16, String) {
+pub fn read_response(s: &mut impl Read) -> (u16, String) {
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {

@@ -200,17 +200,14 @@ fn reserve_descriptors(config: &Config) {
     // Each connection one; each sender at most one processor connection; the rest (rings,
     // eventfds, journal files, peer and router connections) fits in the margin.
     let needed = (config.max_connections + config.workers * config.senders + 256) as u64;
-    match rinha_sys::fds::raise_limit() {
+    match rinha_sys::fds::prepare(needed) {
         Ok(limit) if limit < needed => tracing::warn!(
             limit,
             needed,
             "open-files limit is below what MAX_CONNECTIONS and SENDERS need; accepts will fail with EMFILE first"
         ),
         Ok(_) => {}
-        Err(e) => tracing::warn!(error = %e, "cannot read the open-files limit"),
-    }
-    if let Err(e) = rinha_sys::fds::reserve(needed) {
-        tracing::warn!(error = %e, "cannot grow the descriptor table ahead");
+        Err(e) => tracing::warn!(error = %e, "cannot grow the descriptor table ahead"),
     }
 }
 

@@ -55,21 +55,13 @@ fn healthy(inst: &Instance, procs: &Processors, before: State) -> State {
 }
 
 fn catalogue_holds(driver: &str) {
-    let dir = TempDir::new();
-    let procs = Processors::start();
     let timeout = HEADER_TIMEOUT_MS.to_string();
-    let inst = Instance::start(
-        &dir.0,
-        "solo",
-        driver,
-        &procs,
-        &[],
-        &[("HEADER_TIMEOUT_MS", &timeout)],
-    );
-    let before = state(&inst, &procs);
+    let solo = Solo::start(driver, &[("HEADER_TIMEOUT_MS", &timeout)]);
+    let (inst, procs) = (&solo.inst, &solo.procs);
+    let before = state(inst, procs);
     let mut wrong = Vec::new();
     for (name, raw, shut, want) in catalogue() {
-        let end = exchange(&inst, &raw, shut);
+        let end = exchange(inst, &raw, shut);
         if !want.accepts(end) {
             wrong.push(format!("{name}: want {want:?}, got {end:?}"));
         }
@@ -94,11 +86,11 @@ fn catalogue_holds(driver: &str) {
     assert_eq!(got, statuses);
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(
-        state(&inst, &procs),
+        state(inst, procs),
         before,
         "a hostile request changed the totals"
     );
-    healthy(&inst, &procs, before);
+    healthy(inst, procs, before);
 }
 
 both_drivers!(catalogue_holds);
@@ -108,17 +100,12 @@ both_drivers!(catalogue_holds);
 /// dripped the same way too; an idle connection is closed silently after `IDLE_TIMEOUT_MS`,
 /// and one that sends nothing more after a complete request too.
 fn drips_and_idles(driver: &str) {
-    let dir = TempDir::new();
-    let procs = Processors::start();
-    let inst = Instance::start(
-        &dir.0,
-        "solo",
+    let solo = Solo::start(
         driver,
-        &procs,
-        &[],
         &[("HEADER_TIMEOUT_MS", "600"), ("IDLE_TIMEOUT_MS", "1500")],
     );
-    let before = state(&inst, &procs);
+    let (inst, procs) = (&solo.inst, &solo.procs);
+    let before = state(inst, procs);
     let body = format!(r#"{{"correlationId":"{}","amount":1}}"#, Uuid::new_v4());
     let raw = post(body.as_bytes());
     let head_len = find(&raw, b"\r\n\r\n").unwrap() + 4;
@@ -167,8 +154,8 @@ fn drips_and_idles(driver: &str) {
             "idle close after {waited:?}"
         );
     }
-    assert_eq!(state(&inst, &procs), before);
-    healthy(&inst, &procs, before);
+    assert_eq!(state(inst, procs), before);
+    healthy(inst, procs, before);
 }
 
 both_drivers!(drips_and_idles);
@@ -219,41 +206,20 @@ fn ten_thousand_idle_connections() {
 /// thread starts: grown later, each doubling stalls every core (`rinha_sys::fds`).
 #[test]
 fn descriptor_table_is_grown_before_threads_start() {
-    let dir = TempDir::new();
-    let procs = Processors::start();
-    let inst = Instance::start(
-        &dir.0,
-        "fdsize",
-        "auto",
-        &procs,
-        &[],
-        &[("MAX_CONNECTIONS", "3000"), ("SENDERS", "16")],
-    );
+    let solo = Solo::start("auto", &[("MAX_CONNECTIONS", "3000"), ("SENDERS", "16")]);
+    let inst = &solo.inst;
     // 3,000 connections + 2 cores x 16 senders + 256 spare; the child raises its soft limit
     // to the hard one it shares with this process.
     let wanted = (3000 + 2 * 16 + 256).min(rinha_sys::fds::raise_limit().unwrap());
-    let status = std::fs::read_to_string(format!("/proc/{}/status", inst.pid())).unwrap();
-    let size: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("FDSize:"))
-        .and_then(|v| v.trim().parse().ok())
-        .expect("FDSize in /proc/PID/status");
+    let size = rinha_sys::fds::table_size(inst.pid()).unwrap();
     assert!(size >= wanted, "FDSize {size}, want at least {wanted}");
 }
 
 /// Above `MAX_CONNECTIONS`, new connections are closed at once and the log says so once;
 /// when the held ones go, new connections are served again.
 fn connection_cap(driver: &str) {
-    let dir = TempDir::new();
-    let procs = Processors::start();
-    let inst = Instance::start(
-        &dir.0,
-        "solo",
-        driver,
-        &procs,
-        &[],
-        &[("MAX_CONNECTIONS", "16")],
-    );
+    let solo = Solo::start(driver, &[("MAX_CONNECTIONS", "16")]);
+    let (inst, procs) = (&solo.inst, &solo.procs);
     let mut held = Vec::new();
     for _ in 0..16 {
         let mut s = UnixStream::connect(&inst.socket).unwrap();
@@ -291,7 +257,7 @@ fn connection_cap(driver: &str) {
         let mut b = [0u8; 12];
         s.read_exact(&mut b).is_ok() && &b == b"HTTP/1.1 200"
     }));
-    healthy(&inst, &procs, state(&inst, &procs));
+    healthy(inst, procs, state(inst, procs));
 }
 
 both_drivers!(connection_cap);

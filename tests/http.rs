@@ -23,16 +23,8 @@ fn status_of(inst: &Instance, raw: &[u8]) -> (u16, bool) {
 }
 
 fn bad_inputs(driver: &str) {
-    let dir = TempDir::new();
-    let procs = Processors::start();
-    let inst = Instance::start(
-        &dir.0,
-        "solo",
-        driver,
-        &procs,
-        &[],
-        &[("PURGE_TOKEN", "s3cret")],
-    );
+    let solo = Solo::start(driver, &[("PURGE_TOKEN", "s3cret")]);
+    let (inst, procs) = (&solo.inst, &solo.procs);
     let id = Uuid::new_v4();
     let body = |b: &str| {
         format!(
@@ -85,7 +77,7 @@ fn bad_inputs(driver: &str) {
         (b"\x00\x01garbage\r\n\r\n".to_vec(), 400),
     ];
     for (raw, want) in &cases {
-        let (got, _) = status_of(&inst, raw);
+        let (got, _) = status_of(inst, raw);
         assert_eq!(got, *want, "{:?}", String::from_utf8_lossy(raw));
     }
     let mut many = b"GET /payments-summary HTTP/1.1\r\n".to_vec();
@@ -93,13 +85,13 @@ fn bad_inputs(driver: &str) {
         many.extend_from_slice(format!("X-{i}: y\r\n").as_bytes());
     }
     many.extend_from_slice(b"\r\n");
-    assert_eq!(status_of(&inst, &many).0, 431);
+    assert_eq!(status_of(inst, &many).0, 431);
     let mut huge = b"GET /payments-summary HTTP/1.1\r\nX: ".to_vec();
     huge.resize(20_000, b'a');
     huge.extend_from_slice(b"\r\n\r\n");
-    assert_eq!(status_of(&inst, &huge).0, 431);
+    assert_eq!(status_of(inst, &huge).0, 431);
     // Malformed requests close the connection.
-    assert!(status_of(&inst, b"BROKEN\r\n\r\n").1);
+    assert!(status_of(inst, b"BROKEN\r\n\r\n").1);
     // Nothing was queued by any of it.
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(inst.summary(""), ((0, 0), (0, 0)));
@@ -137,16 +129,8 @@ fn keep_alive_pipelining_and_http10(driver: &str) {
 
 /// The rules of `keep_alive_pipelining_and_http10` with `RESPONSE_SEND=send`.
 fn pipelining_with(driver: &str, send: &str) {
-    let dir = TempDir::new();
-    let procs = Processors::start();
-    let inst = Instance::start(
-        &dir.0,
-        "solo",
-        driver,
-        &procs,
-        &[],
-        &[("RESPONSE_SEND", send)],
-    );
+    let solo = Solo::start(driver, &[("RESPONSE_SEND", send)]);
+    let (inst, procs) = (&solo.inst, &solo.procs);
     let mut s = UnixStream::connect(&inst.socket).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     // Ten requests in one write, split across two writes mid-request: answered in order.
@@ -197,16 +181,8 @@ both_drivers!(keep_alive_pipelining_and_http10);
 fn a_slow_reader_gets_every_answer_in_order(driver: &str) {
     const REQUESTS: usize = 5000;
     for send in ["direct", "runtime"] {
-        let dir = TempDir::new();
-        let procs = Processors::start();
-        let inst = Instance::start(
-            &dir.0,
-            "slow",
-            driver,
-            &procs,
-            &[],
-            &[("RESPONSE_SEND", send)],
-        );
+        let solo = Solo::start(driver, &[("RESPONSE_SEND", send)]);
+        let inst = &solo.inst;
         let s = UnixStream::connect(&inst.socket).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         let mut writer = s.try_clone().unwrap();

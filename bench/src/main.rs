@@ -38,8 +38,7 @@ const DESCRIPTORS: u64 = 8192;
 
 fn main() -> ExitCode {
     rinha_bench::logging::init();
-    if let Err(e) = rinha_sys::fds::raise_limit().and_then(|_| rinha_sys::fds::reserve(DESCRIPTORS))
-    {
+    if let Err(e) = rinha_sys::fds::prepare(DESCRIPTORS) {
         tracing::warn!(error = %e, "cannot grow the descriptor table ahead: expect stalls as connections open");
     }
     let cli = Cli::parse();

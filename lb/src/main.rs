@@ -24,13 +24,12 @@ fn main() -> ExitCode {
 
 fn run(config: Arc<Config>) -> anyhow::Result<()> {
     let driver = runtime::choose(config.io_driver, config.uring_taskrun)?;
-    let fd_limit = rinha_sys::fds::raise_limit()?;
     let needed = u64::from(config.max_connections) * 2 + 64;
+    // While this is the only thread (rinha_sys::fds: growing the table later stalls every worker).
+    let fd_limit = rinha_sys::fds::prepare(needed)?;
     if fd_limit < needed {
         tracing::warn!(fd_limit, max_connections = config.max_connections, "open-files limit is below what MAX_CONNECTIONS needs; accepts will fail with EMFILE first");
     }
-    // While this is the only thread (rinha_sys::fds: growing it later stalls every worker).
-    rinha_sys::fds::reserve(needed)?;
     // Before any thread exists, so every worker inherits the mask and only sigwait sees them.
     server::block_shutdown_signals()?;
     let workers = usize::from(config.workers);

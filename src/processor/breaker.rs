@@ -106,17 +106,21 @@ impl Breaker {
         Some(RAMP_START << steps)
     }
 
+    /// Whether the slow start allows no more calls at `now`.
+    fn at_ramp_cap(&self, now: Instant) -> bool {
+        self.ramp_cap(now)
+            .is_some_and(|cap| self.in_flight.get() >= cap)
+    }
+
     /// Takes a permit now if one is available.
     pub fn try_admit(&self, now: Instant) -> Option<Permit> {
         if !self.open.get() {
-            let cap = self.ramp_cap(now);
-            let in_flight = self.in_flight.get();
-            if cap.is_some_and(|cap| in_flight >= cap) {
+            if self.at_ramp_cap(now) {
                 return None;
             }
-            self.in_flight.set(in_flight + 1);
+            self.in_flight.set(self.in_flight.get() + 1);
             // Room left under a cap that grew since the others parked: pass it on.
-            if cap.is_some_and(|cap| in_flight + 1 < cap) {
+            if self.ramp_from.get().is_some() && !self.at_ramp_cap(now) {
                 self.wake_one();
             }
             return Some(Permit::Normal);
@@ -138,34 +142,31 @@ impl Breaker {
             }
             if !self.open.get() {
                 // Closed but at the slow-start cap: wait for a call to finish.
-                poll_fn(|cx| {
-                    let at_cap = self
-                        .ramp_cap(Instant::now())
-                        .is_some_and(|cap| self.in_flight.get() >= cap);
-                    if self.open.get() || !at_cap {
-                        Poll::Ready(())
-                    } else {
-                        self.parked.borrow_mut().push(cx.waker().clone());
-                        Poll::Pending
-                    }
-                })
-                .await;
+                self.park_until(|| self.open.get() || !self.at_ramp_cap(Instant::now()))
+                    .await;
             } else if self.probes.get() >= MAX_PROBES {
                 // Wait for the probe in flight to finish (it may close the breaker).
-                poll_fn(|cx| {
-                    if !self.open.get() || self.probes.get() < MAX_PROBES {
-                        Poll::Ready(())
-                    } else {
-                        self.parked.borrow_mut().push(cx.waker().clone());
-                        Poll::Pending
-                    }
-                })
-                .await;
+                self.park_until(|| !self.open.get() || self.probes.get() < MAX_PROBES)
+                    .await;
             } else {
                 let wake = self.next_probe.get().max(now + Duration::from_millis(1));
                 monoio::time::sleep(wake - now).await;
             }
         }
+    }
+
+    /// Parks the calling sender until `ready()` holds when it is woken (by a release or a
+    /// close, never by a timer).
+    async fn park_until(&self, ready: impl Fn() -> bool) {
+        poll_fn(|cx| {
+            if ready() {
+                Poll::Ready(())
+            } else {
+                self.parked.borrow_mut().push(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+        .await
     }
 
     /// The processor answered (any answer that proves it works: 2XX or 422).

@@ -32,6 +32,26 @@ pub fn raise_limit() -> io::Result<u64> {
     Ok(limit.rlim_cur)
 }
 
+/// What every server does at start, while it has one thread: raises the open-files limit
+/// and grows the descriptor table to `fds` descriptors (capped by the limit). Returns the
+/// limit now in force, for the caller to compare with what it needs.
+pub fn prepare(fds: u64) -> io::Result<u64> {
+    let limit = raise_limit()?;
+    reserve(fds.min(limit))?;
+    Ok(limit)
+}
+
+/// The size of process `pid`'s descriptor table, as the kernel reports it (`FDSize` in
+/// /proc/PID/status).
+pub fn table_size(pid: u32) -> io::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("FDSize:"))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no FDSize in /proc/PID/status"))
+}
+
 /// Grows the descriptor table so that descriptors below `fds` (capped by the soft limit)
 /// never make it grow again; returns the count reserved. Call it before starting threads:
 /// with one thread the growth is immediate.
@@ -73,16 +93,8 @@ fn nofile() -> io::Result<libc::rlimit> {
 mod tests {
     use super::*;
 
-    /// The table's size, from the kernel: `FDSize` in /proc/self/status.
     fn table_size() -> u64 {
-        let status = std::fs::read_to_string("/proc/self/status").unwrap();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("FDSize:"))
-            .expect("FDSize line")
-            .trim()
-            .parse()
-            .unwrap()
+        super::table_size(std::process::id()).unwrap()
     }
 
     #[test]

@@ -52,6 +52,27 @@ impl Drop for TempDir {
     }
 }
 
+/// One instance with no peer and its own processors, in a fresh directory: what a test of
+/// one rule needs. Fields drop in order: the instance stops before its processors go.
+pub struct Solo {
+    pub inst: Instance,
+    pub procs: Processors,
+    _dir: TempDir,
+}
+
+impl Solo {
+    pub fn start(driver: &str, extra: &[(&str, &str)]) -> Solo {
+        let dir = TempDir::new();
+        let procs = Processors::start();
+        let inst = Instance::start(&dir.0, "solo", driver, &procs, &[], extra);
+        Solo {
+            inst,
+            procs,
+            _dir: dir,
+        }
+    }
+}
+
 /// The two emulated processors (default fee 5 %, fallback 15 %).
 pub struct Processors {
     pub default: Running,

@@ -152,8 +152,6 @@ pub fn tail(path: &Path) -> String {
     lines[lines.len().saturating_sub(20)..].join("\n")
 }
 
-/// Fails when something already listens on `port` (a child would fail to bind, and the
-/// readiness probe would then talk to a stranger).
 /// Like [`ensure_free`], but gives a port that is busy up to `within` to become free: the
 /// comparisons start a stack on the same ports right after stopping the previous one, whose
 /// sockets can hold a port for a moment after its processes are gone.
@@ -169,6 +167,8 @@ pub async fn wait_free(name: &str, port: u16, within: Duration) -> Result<(), St
     }
 }
 
+/// Fails when something already listens on `port` (a child would fail to bind, and the
+/// readiness probe would then talk to a stranger).
 pub fn ensure_free(name: &str, port: u16) -> Result<(), StackError> {
     std::net::TcpListener::bind(("127.0.0.1", port))
         .map(drop)

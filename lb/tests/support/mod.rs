@@ -220,17 +220,6 @@ impl Lb {
             .count()
     }
 
-    /// Size of the lb's descriptor table (`FDSize` in /proc/PID/status).
-    pub fn fd_table_size(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
-            .expect("read /proc/PID/status");
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("FDSize:"))
-            .and_then(|v| v.trim().parse().ok())
-            .expect("FDSize in /proc/PID/status")
-    }
-
     /// The lb's log lines so far.
     pub fn log(&self) -> Vec<String> {
         self.log.lock().unwrap().clone()

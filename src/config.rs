@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
+use rinha_sys::uring::Taskrun;
 
 use crate::journal::SyncMode;
 
@@ -169,6 +170,9 @@ pub struct Args {
     /// io driver.
     #[arg(long, env = "IO_DRIVER", value_enum, default_value = "auto")]
     pub io_driver: IoDriver,
+    /// io_uring task-work mode (ignored under epoll); falls back to `default` if refused.
+    #[arg(long, env = "URING_TASKRUN", value_enum, default_value_t = Taskrun::Default)]
+    pub uring_taskrun: Taskrun,
     /// Send to the fallback a payment that has waited this long (when it is healthy); off if unset.
     #[arg(long, env = "FALLBACK_AFTER_MS")]
     pub fallback_after_ms: Option<u64>,
@@ -219,6 +223,7 @@ pub struct Config {
     pub peers: Vec<Endpoint>,
     pub workers: usize,
     pub io_driver: IoDriver,
+    pub uring_taskrun: Taskrun,
     pub fallback_after: Option<Duration>,
     pub data_dir: Option<PathBuf>,
     /// Whether a journal commit waits for the disk (`JOURNAL_SYNC`).
@@ -282,6 +287,7 @@ impl Config {
             peers,
             workers,
             io_driver: args.io_driver,
+            uring_taskrun: args.uring_taskrun,
             fallback_after: args.fallback_after_ms.map(Duration::from_millis),
             data_dir: args.data_dir,
             journal_sync,
@@ -363,5 +369,17 @@ mod tests {
         assert!(Config::from_args(args).is_err());
         let args = Args::parse_from(["rinha", "--peers", "unix:/a, 127.0.0.1:1"]);
         assert_eq!(Config::from_args(args).unwrap().peers.len(), 2);
+    }
+
+    #[test]
+    fn taskrun_mode_defaults_to_the_kernels_and_is_chosen_by_name() {
+        let config = |flags: &[&str]| {
+            let args = Args::parse_from(std::iter::once("rinha").chain(flags.iter().copied()));
+            Config::from_args(args).unwrap().uring_taskrun
+        };
+        assert_eq!(config(&[]), Taskrun::Default);
+        assert_eq!(config(&["--uring-taskrun", "coop"]), Taskrun::Coop);
+        assert_eq!(config(&["--uring-taskrun", "defer"]), Taskrun::Defer);
+        assert!(Args::try_parse_from(["rinha", "--uring-taskrun", "often"]).is_err());
     }
 }

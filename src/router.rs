@@ -10,6 +10,8 @@
 use std::rc::Rc;
 use std::time::Duration;
 
+use rinha_sys::uring::Taskrun;
+
 use crate::config::{Endpoint, IoDriver};
 use crate::core::Core;
 use crate::http::client::{exchange, ExchangeError};
@@ -103,6 +105,7 @@ pub fn spawn(
     peers: Vec<Endpoint>,
     peer_timeout: Duration,
     driver: IoDriver,
+    taskrun: Taskrun,
     purge_token: Option<String>,
 ) -> std::io::Result<RouterHandle> {
     // The peers check the same token on their internal purge (it is reachable through the
@@ -129,7 +132,7 @@ pub fn spawn(
                     monoio::spawn(async move { ctx.handle(cmd).await });
                 }
             };
-            if let Err(e) = crate::runtime::block_on(driver, run) {
+            if let Err(e) = crate::runtime::block_on(driver, taskrun, run) {
                 tracing::error!(error = %e, "router runtime failed");
             }
         })?;

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use monoio::{IoUringDriver, LegacyDriver, RuntimeBuilder};
+use rinha_sys::uring::Taskrun;
 
 use crate::config::{Config, IoDriver};
 use crate::core::Core;
@@ -38,20 +39,32 @@ const RING_ENTRIES: u32 = 256;
 /// completing in one wait.
 const COMPLETION_ENTRIES: u32 = 1024;
 
-/// Runs `make()` to completion on a fresh runtime of the chosen driver, on this thread.
-pub fn block_on<F, Fut>(driver: IoDriver, make: F) -> io::Result<Fut::Output>
+/// Runs `make()` to completion on a fresh runtime of the chosen driver, on this thread. A
+/// task-work mode the kernel refuses (older than 5.19 for `coop`, 6.1 for `defer`) falls back
+/// to the default mode.
+pub fn block_on<F, Fut>(driver: IoDriver, taskrun: Taskrun, make: F) -> io::Result<Fut::Output>
 where
     F: FnOnce() -> Fut,
     Fut: Future,
 {
-    let uring = || {
+    let ring = |taskrun: Taskrun| {
         let mut ring = io_uring::IoUring::builder();
         ring.setup_cqsize(COMPLETION_ENTRIES);
+        taskrun.apply(&mut ring);
         RuntimeBuilder::<IoUringDriver>::new()
             .with_entries(RING_ENTRIES)
             .uring_builder(ring)
             .enable_timer()
             .build()
+    };
+    let uring = || {
+        ring(taskrun).or_else(|e| match taskrun {
+            Taskrun::Default => Err(e),
+            _ => {
+                tracing::debug!(error = %e, ?taskrun, "task-work mode refused; using the default");
+                ring(Taskrun::Default)
+            }
+        })
     };
     let legacy = || RuntimeBuilder::<LegacyDriver>::new().enable_timer().build();
     match driver {
@@ -119,6 +132,7 @@ pub fn run(config: Config) -> Result<usize, StartError> {
         config.peers.clone(),
         config.peer_timeout,
         config.io_driver,
+        config.uring_taskrun,
         config.purge_token.clone(),
     )
     .map_err(StartError::Thread)?;
@@ -135,14 +149,14 @@ pub fn run(config: Config) -> Result<usize, StartError> {
         let handle = std::thread::Builder::new()
             .name(format!("rinha-core-{id}"))
             .spawn(move || {
-                let driver = config.io_driver;
+                let (driver, taskrun) = (config.io_driver, config.uring_taskrun);
                 let ready_err = ready_tx.clone();
                 let run = move || {
                     core_main(
                         id, config, resolved, source, router, shard_rx, stop_rx, ready_tx, cap,
                     )
                 };
-                match block_on(driver, run) {
+                match block_on(driver, taskrun, run) {
                     Ok(left) => left,
                     Err(e) => {
                         let _ = ready_err.send(Err(e.to_string()));
@@ -333,4 +347,36 @@ fn restore(core: &Core, replay: Replay) {
         pinned,
         "journal replayed"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every driver and task-work mode runs io on the driver it names: `epoll` always the
+    /// legacy one, `uring` never, `auto` io_uring wherever the kernel has it.
+    #[test]
+    fn every_driver_and_taskrun_mode_runs_io() {
+        let uring_here = monoio::utils::detect_uring();
+        for taskrun in [Taskrun::Default, Taskrun::Coop, Taskrun::Defer] {
+            for driver in [IoDriver::Epoll, IoDriver::Auto, IoDriver::Uring] {
+                if driver == IoDriver::Uring && !uring_here {
+                    continue;
+                }
+                let (legacy, echoed) = block_on(driver, taskrun, || async {
+                    use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+                    let (mut a, mut b) = monoio::net::UnixStream::pair().unwrap();
+                    let (written, _) = a.write_all(b"ping".to_vec()).await;
+                    written.unwrap();
+                    let (read, buf) = b.read(Vec::with_capacity(8)).await;
+                    read.unwrap();
+                    (monoio::utils::is_legacy(), buf)
+                })
+                .unwrap();
+                assert_eq!(echoed, b"ping", "{driver:?} {taskrun:?}");
+                let expect_legacy = driver == IoDriver::Epoll || !uring_here;
+                assert_eq!(legacy, expect_legacy, "{driver:?} {taskrun:?}");
+            }
+        }
+    }
 }

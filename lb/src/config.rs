@@ -8,6 +8,8 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use rinha_sys::uring::Taskrun;
+
 /// Where a backend listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BackendAddr {
@@ -85,18 +87,6 @@ pub enum IoDriver {
     Auto,
 }
 
-/// How an io_uring ring runs completion work (the kernel's "task work").
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum UringTaskrun {
-    /// Kernel default: task work interrupts the thread (a signal-like notification).
-    Default,
-    /// `COOP_TASKRUN | SINGLE_ISSUER`: task work waits for the thread's next ring syscall.
-    Coop,
-    /// `DEFER_TASKRUN | SINGLE_ISSUER` (kernel >= 6.1): task work runs only when the thread
-    /// waits for completions, batched.
-    Defer,
-}
-
 /// Everything `rinha-lb` is told at start.
 #[derive(Debug, Clone, clap::Parser)]
 #[command(name = "rinha-lb", version, about)]
@@ -118,8 +108,8 @@ pub struct Config {
     pub io_driver: IoDriver,
 
     /// io_uring task-work mode (ignored under epoll); falls back to `default` if refused.
-    #[arg(long, env = "URING_TASKRUN", value_enum, default_value_t = UringTaskrun::Defer)]
-    pub uring_taskrun: UringTaskrun,
+    #[arg(long, env = "URING_TASKRUN", value_enum, default_value_t = Taskrun::Defer)]
+    pub uring_taskrun: Taskrun,
 
     /// Open client connections allowed at once (all workers together); past it, new clients
     /// are closed at once. Each connection holds two descriptors.

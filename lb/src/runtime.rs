@@ -10,7 +10,9 @@ use std::io;
 
 use monoio::{IoUringDriver, LegacyDriver, RuntimeBuilder};
 
-use crate::config::{IoDriver, UringTaskrun};
+use rinha_sys::uring::Taskrun;
+
+use crate::config::IoDriver;
 
 /// io_uring submission queue entries per worker. Each open connection has at most two
 /// operations in flight (one read per direction); the kernel queues completions past this.
@@ -20,7 +22,7 @@ const RING_ENTRIES: u32 = 1024;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Driver {
     /// io_uring, with the task-work mode the kernel accepted.
-    IoUring(UringTaskrun),
+    IoUring(Taskrun),
     Epoll,
 }
 
@@ -44,13 +46,11 @@ pub enum RuntimeError {
 
 /// Resolves the requested driver to the one that will run. A task-work mode the kernel
 /// refuses (older than 5.19 for `coop`, 6.1 for `defer`) falls back to the default mode.
-pub fn choose(requested: IoDriver, taskrun: UringTaskrun) -> Result<Driver, RuntimeError> {
+pub fn choose(requested: IoDriver, taskrun: Taskrun) -> Result<Driver, RuntimeError> {
     let uring = || {
         probe_uring(taskrun)
             .map(|()| Driver::IoUring(taskrun))
-            .or_else(|_| {
-                probe_uring(UringTaskrun::Default).map(|()| Driver::IoUring(UringTaskrun::Default))
-            })
+            .or_else(|_| probe_uring(Taskrun::Default).map(|()| Driver::IoUring(Taskrun::Default)))
     };
     match requested {
         IoDriver::Epoll => Ok(Driver::Epoll),
@@ -60,7 +60,7 @@ pub fn choose(requested: IoDriver, taskrun: UringTaskrun) -> Result<Driver, Runt
     }
 }
 
-fn probe_uring(taskrun: UringTaskrun) -> io::Result<()> {
+fn probe_uring(taskrun: Taskrun) -> io::Result<()> {
     uring_runtime(taskrun).build().map(drop)
 }
 
@@ -71,17 +71,9 @@ fn probe_uring(taskrun: UringTaskrun) -> io::Result<()> {
 /// work inside the wait the worker makes anyway, with no interruption. In interleaved
 /// `rinha-bench lbs` runs the three modes measured within noise of each other (4.4-4.6
 /// CPU-s per 100k requests, docs/benchmarks.md), so the choice rests on the mechanism.
-fn uring_runtime(taskrun: UringTaskrun) -> RuntimeBuilder<IoUringDriver> {
+fn uring_runtime(taskrun: Taskrun) -> RuntimeBuilder<IoUringDriver> {
     let mut ring = io_uring::IoUring::builder();
-    match taskrun {
-        UringTaskrun::Default => {}
-        UringTaskrun::Coop => {
-            ring.setup_coop_taskrun().setup_single_issuer();
-        }
-        UringTaskrun::Defer => {
-            ring.setup_defer_taskrun().setup_single_issuer();
-        }
-    }
+    taskrun.apply(&mut ring);
     RuntimeBuilder::<IoUringDriver>::new()
         .with_entries(RING_ENTRIES)
         .uring_builder(ring)
@@ -115,7 +107,7 @@ mod tests {
     #[test]
     fn epoll_is_always_available() {
         assert_eq!(
-            choose(IoDriver::Epoll, UringTaskrun::Defer).unwrap(),
+            choose(IoDriver::Epoll, Taskrun::Defer).unwrap(),
             Driver::Epoll
         );
         let ran = block_on(Driver::Epoll, async { monoio::utils::is_legacy() }).unwrap();
@@ -124,7 +116,7 @@ mod tests {
 
     #[test]
     fn auto_names_the_driver_that_runs() {
-        let driver = choose(IoDriver::Auto, UringTaskrun::Defer).unwrap();
+        let driver = choose(IoDriver::Auto, Taskrun::Defer).unwrap();
         let legacy = block_on(driver, async { monoio::utils::is_legacy() }).unwrap();
         assert_eq!(legacy, driver == Driver::Epoll);
     }
@@ -139,11 +131,7 @@ mod uring_tests {
         if !monoio::utils::detect_uring() {
             return; // nothing to check on a kernel without io_uring
         }
-        for taskrun in [
-            UringTaskrun::Default,
-            UringTaskrun::Coop,
-            UringTaskrun::Defer,
-        ] {
+        for taskrun in [Taskrun::Default, Taskrun::Coop, Taskrun::Defer] {
             let Ok(driver) = choose(IoDriver::Uring, taskrun) else {
                 continue;
             };

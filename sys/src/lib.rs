@@ -2,7 +2,9 @@
 //! `rinha-bench`) share, each behind a safe function:
 //! - [`fds`]: the open-files limit and the descriptor table, set up before threads start;
 //! - [`send`]: one non-blocking `send(2)`, for answers that should leave before the
-//!   runtime's next batch.
+//!   runtime's next batch;
+//! - [`uring`]: how an io_uring ring runs its completion work (`URING_TASKRUN`).
 
 pub mod fds;
 pub mod send;
+pub mod uring;

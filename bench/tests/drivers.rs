@@ -8,6 +8,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use rinha_bench::drivers::summary::Spread;
 use rinha_bench::drivers::{compare, Args, Driver, Run, MEASURED};
 
 /// The directory holding `rinha-bench` (and `rinha`, `rinha-lb` of the same profile).
@@ -180,6 +181,13 @@ async fn both_drivers_run_and_the_ratios_come_from_the_measurements() {
             "{row:?}"
         );
         assert!(close(row.ratio.expect("a ratio"), uring / epoll), "{row:?}");
+        // One run per driver: no spread, each run is its own lowest and highest.
+        let point = |v: f64| Some(Spread { min: v, max: v });
+        assert_eq!(
+            (row.uring_spread, row.epoll_spread),
+            (point(uring), point(epoll)),
+            "{row:?}"
+        );
     }
     for row in &comparison.rows {
         if let (Some(u), Some(e), Some(r)) = (row.uring, row.epoll, row.ratio) {

@@ -158,6 +158,8 @@ mod tests {
             lower_is_better: true,
             uring: Some(uring),
             epoll: Some(epoll),
+            uring_spread: None,
+            epoll_spread: None,
             ratio: Some(uring / epoll),
             percentile: true,
         }

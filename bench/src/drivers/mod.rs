@@ -6,7 +6,7 @@
 //! ([`verify`]), then measures the contest test, fixed-rate open-loop loads with fresh
 //! payments ([`payments`]), and the closed-loop saturation, with the CPU time and peak RSS of
 //! the lb and both backends, each window running on until the [`backlog`] of accepted payments
-//! is recorded. [`summary`] takes the medians per driver and their ratio;
+//! is recorded. [`summary`] takes the medians per driver, their spread and their ratio;
 //! [`chart`] draws the percentiles. [`compare`] is the library entry point.
 
 pub mod backlog;
@@ -132,8 +132,10 @@ impl Comparison {
     pub fn table(&self) -> String {
         let order: Vec<&str> = self.runs.iter().map(|r| r.driver.env_value()).collect();
         format!(
-            "rinha-bench drivers: medians over {} run(s) per driver, order {}; latency in ms from \
-             the intended send time (open loop)\n\n{}\nper run:\n{}",
+            "rinha-bench drivers: medians over {} run(s) per driver (lowest-highest run in \
+             parentheses), order {}; latency in ms from the intended send time (open loop); \
+             `better` names a driver whose every run beats every run of the other, in parentheses \
+             one only the medians favour\n\n{}\nper run:\n{}",
             self.runs.len() / 2,
             order.join(", "),
             summary::table(&self.rows),

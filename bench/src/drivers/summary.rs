@@ -1,5 +1,13 @@
-//! From the runs to the comparison: the median of each figure over the rounds, per driver, and
-//! the ratio uring/epoll, as rows that the table, the JSON file and the chart all read.
+//! From the runs to the comparison: the median of each figure over the rounds, per driver, its
+//! spread (lowest and highest run), and the ratio uring/epoll, as rows that the table, the JSON
+//! file and the chart all read.
+//!
+//! A median alone cannot say whether a difference is the drivers' or the machine's: on a
+//! shared 2-vCPU host a p99.9 is decided by a few scheduling stalls, and the same code has
+//! measured 0.8x in one invocation and 3.0x in the next. So a row names a better driver only
+//! when the runs of the two drivers do not overlap at all (every run of one beats every run of
+//! the other: with 3 rounds each, 1 chance in 10 if the drivers were the same; with 5, 1 in
+//! 126); when the medians differ but the runs overlap, the name is in parentheses.
 
 use std::fmt::Write as _;
 
@@ -16,10 +24,41 @@ pub struct Row {
     /// Median over the rounds (None when no run measured it).
     pub uring: Option<f64>,
     pub epoll: Option<f64>,
+    /// Lowest and highest run per driver.
+    pub uring_spread: Option<Spread>,
+    pub epoll_spread: Option<Spread>,
     /// `uring / epoll` of the medians.
     pub ratio: Option<f64>,
     /// A latency percentile (drawn in the chart).
     pub percentile: bool,
+}
+
+/// The lowest and highest value of a figure over the rounds of one driver.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct Spread {
+    pub min: f64,
+    pub max: f64,
+}
+
+impl Spread {
+    /// Over the finite `values`; None when there are none.
+    pub fn of(values: &[f64]) -> Option<Spread> {
+        let finite = values.iter().copied().filter(|v| v.is_finite());
+        finite.fold(None, |spread, v| {
+            Some(match spread {
+                None => Spread { min: v, max: v },
+                Some(Spread { min, max }) => Spread {
+                    min: min.min(v),
+                    max: max.max(v),
+                },
+            })
+        })
+    }
+
+    /// Whether no value of `self` lies within `other` (the runs do not overlap).
+    fn apart_from(self, other: Spread) -> bool {
+        self.max < other.min || other.max < self.min
+    }
 }
 
 /// The median of `values` (the mean of the middle two for an even count).
@@ -71,24 +110,25 @@ impl Builder<'_> {
         lower_is_better: bool,
         pick: impl Fn(&Run) -> Option<f64>,
     ) {
-        let over = |driver: Driver| {
-            let values: Vec<f64> = self
-                .runs
+        let over = |driver: Driver| -> Vec<f64> {
+            self.runs
                 .iter()
                 .filter(|run| run.driver == driver)
                 .filter_map(&pick)
-                .collect();
-            median(&values)
+                .collect()
         };
         let (uring, epoll) = (over(Driver::Uring), over(Driver::Epoll));
+        let (uring_median, epoll_median) = (median(&uring), median(&epoll));
         self.rows.push(Row {
             section: self.section.clone(),
             metric: metric.to_owned(),
             unit,
             lower_is_better,
-            uring,
-            epoll,
-            ratio: ratio(uring, epoll),
+            uring: uring_median,
+            epoll: epoll_median,
+            uring_spread: Spread::of(&uring),
+            epoll_spread: Spread::of(&epoll),
+            ratio: ratio(uring_median, epoll_median),
             percentile: false,
         });
     }
@@ -223,13 +263,35 @@ fn cell(value: Option<f64>) -> String {
     }
 }
 
-/// Which driver the row favours (`=` within 1 %).
+/// A median and, when the runs differ, their spread: `0.495 (0.402-0.731)`.
+fn cell_with_spread(median: Option<f64>, spread: Option<Spread>) -> String {
+    match spread {
+        Some(Spread { min, max }) if min != max => {
+            format!("{} ({}-{})", cell(median), cell(Some(min)), cell(Some(max)))
+        }
+        _ => cell(median),
+    }
+}
+
+/// Which driver the row favours: `=` when the medians are within 1 %, the driver's name when
+/// every run of it beats every run of the other, the name in parentheses when only the medians
+/// say so (the runs overlap).
 fn better(row: &Row) -> &'static str {
-    match row.ratio {
-        None => "",
-        Some(r) if (r - 1.0).abs() < 0.01 => "=",
-        Some(r) if (r < 1.0) == row.lower_is_better => "uring",
-        Some(_) => "epoll",
+    let favoured = match row.ratio {
+        None => return "",
+        Some(r) if (r - 1.0).abs() < 0.01 => return "=",
+        Some(r) if (r < 1.0) == row.lower_is_better => Driver::Uring,
+        Some(_) => Driver::Epoll,
+    };
+    let apart = match (row.uring_spread, row.epoll_spread) {
+        (Some(u), Some(e)) => u.apart_from(e),
+        _ => false,
+    };
+    match (favoured, apart) {
+        (Driver::Uring, true) => "uring",
+        (Driver::Uring, false) => "(uring)",
+        (Driver::Epoll, true) => "epoll",
+        (Driver::Epoll, false) => "(epoll)",
     }
 }
 
@@ -289,8 +351,8 @@ pub fn table(rows: &[Row]) -> String {
             "| {section} | {} | {} | {} | {} | {} | {} |",
             row.metric,
             row.unit,
-            cell(row.uring),
-            cell(row.epoll),
+            cell_with_spread(row.uring, row.uring_spread),
+            cell_with_spread(row.epoll, row.epoll_spread),
             row.ratio.map_or("-".to_owned(), |r| format!("{r:.3}")),
             better(row),
         );
@@ -313,21 +375,68 @@ mod tests {
         assert_eq!(ratio(None, Some(1.0)), None);
     }
 
-    #[test]
-    fn better_follows_the_direction_of_the_figure() {
-        let row = |ratio: f64, lower_is_better: bool| Row {
+    /// A row built from the runs of each driver, as `Builder::row` builds it.
+    fn row(uring: &[f64], epoll: &[f64], lower_is_better: bool) -> Row {
+        let (u, e) = (median(uring), median(epoll));
+        Row {
             section: String::new(),
             metric: String::new(),
             unit: "",
             lower_is_better,
-            uring: None,
-            epoll: None,
-            ratio: Some(ratio),
+            uring: u,
+            epoll: e,
+            uring_spread: Spread::of(uring),
+            epoll_spread: Spread::of(epoll),
+            ratio: ratio(u, e),
             percentile: false,
-        };
-        assert_eq!(better(&row(0.5, true)), "uring");
-        assert_eq!(better(&row(0.5, false)), "epoll");
-        assert_eq!(better(&row(2.0, false)), "uring");
-        assert_eq!(better(&row(1.005, true)), "=");
+        }
+    }
+
+    #[test]
+    fn spread_is_the_lowest_and_highest_finite_run() {
+        assert_eq!(Spread::of(&[]), None);
+        assert_eq!(Spread::of(&[f64::NAN]), None);
+        assert_eq!(
+            Spread::of(&[0.4, f64::INFINITY, 0.73, 0.49]),
+            Some(Spread {
+                min: 0.4,
+                max: 0.73
+            })
+        );
+    }
+
+    #[test]
+    fn better_follows_the_direction_of_the_figure() {
+        assert_eq!(better(&row(&[1.0, 1.1], &[2.0, 2.2], true)), "uring");
+        assert_eq!(better(&row(&[1.0, 1.1], &[2.0, 2.2], false)), "epoll");
+        assert_eq!(better(&row(&[4.0, 4.4], &[2.0, 2.2], false)), "uring");
+        assert_eq!(better(&row(&[1.005], &[1.0], true)), "=");
+    }
+
+    #[test]
+    fn overlapping_runs_only_lean_to_a_driver() {
+        // Medians 0.5 against 0.4, but one uring run beats one epoll run.
+        let overlapping = row(&[0.73, 0.40, 0.50], &[0.33, 0.41, 0.54], true);
+        assert_eq!(better(&overlapping), "(epoll)");
+        let apart = row(&[0.73, 0.60, 0.50], &[0.33, 0.41, 0.45], true);
+        assert_eq!(better(&apart), "epoll");
+        // Touching ranges overlap.
+        assert_eq!(better(&row(&[0.5, 0.6], &[0.4, 0.5], true)), "(epoll)");
+        assert_eq!(better(&row(&[0.5, 0.6], &[0.4, 0.45], true)), "epoll");
+    }
+
+    #[test]
+    fn the_table_shows_each_spread_beside_its_median() {
+        let rows = [row(&[0.73, 0.40, 0.50], &[0.33, 0.41, 0.54], true)];
+        let spread = table(&rows);
+        assert!(
+            spread.contains("| 0.500 (0.400-0.730) | 0.410 (0.330-0.540) | 1.220 | (epoll) |"),
+            "{spread}"
+        );
+        let single = table(&[row(&[0.5], &[0.4], true)]);
+        assert!(
+            single.contains("| 0.500 | 0.400 | 1.250 | epoll |"),
+            "{single}"
+        );
     }
 }

@@ -40,8 +40,8 @@ const RING_ENTRIES: u32 = 256;
 const COMPLETION_ENTRIES: u32 = 1024;
 
 /// Runs `make()` to completion on a fresh runtime of the chosen driver, on this thread. A
-/// task-work mode the kernel refuses (older than 5.19 for `coop`, 6.1 for `defer`) falls back
-/// to the default mode.
+/// task-work mode the kernel refuses falls back to the default one
+/// ([`Taskrun::build_or_default`]).
 pub fn block_on<F, Fut>(driver: IoDriver, taskrun: Taskrun, make: F) -> io::Result<Fut::Output>
 where
     F: FnOnce() -> Fut,
@@ -58,13 +58,11 @@ where
             .build()
     };
     let uring = || {
-        ring(taskrun).or_else(|e| match taskrun {
-            Taskrun::Default => Err(e),
-            _ => {
-                tracing::debug!(error = %e, ?taskrun, "task-work mode refused; using the default");
-                ring(Taskrun::Default)
-            }
-        })
+        let (rt, used) = taskrun.build_or_default(ring)?;
+        if used != taskrun {
+            tracing::debug!(?taskrun, "task-work mode refused; using the default");
+        }
+        Ok::<_, io::Error>(rt)
     };
     let legacy = || RuntimeBuilder::<LegacyDriver>::new().enable_timer().build();
     match driver {

@@ -45,12 +45,12 @@ pub enum RuntimeError {
 }
 
 /// Resolves the requested driver to the one that will run. A task-work mode the kernel
-/// refuses (older than 5.19 for `coop`, 6.1 for `defer`) falls back to the default mode.
+/// refuses falls back to the default one ([`Taskrun::build_or_default`]).
 pub fn choose(requested: IoDriver, taskrun: Taskrun) -> Result<Driver, RuntimeError> {
     let uring = || {
-        probe_uring(taskrun)
-            .map(|()| Driver::IoUring(taskrun))
-            .or_else(|_| probe_uring(Taskrun::Default).map(|()| Driver::IoUring(Taskrun::Default)))
+        taskrun
+            .build_or_default(probe_uring)
+            .map(|((), used)| Driver::IoUring(used))
     };
     match requested {
         IoDriver::Epoll => Ok(Driver::Epoll),

@@ -6,6 +6,8 @@
 //! (a signal-like notification, `get_signal` in a profile); the other two modes let the
 //! thread pick the work up at a moment it chooses.
 
+use std::io;
+
 /// The task-work mode of a ring.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Taskrun {
@@ -21,7 +23,7 @@ pub enum Taskrun {
 
 impl Taskrun {
     /// Sets the mode's flags on `ring`. A kernel that does not know them refuses the ring
-    /// (`EINVAL`): callers retry with [`Taskrun::Default`].
+    /// (`EINVAL`): build through [`Taskrun::build_or_default`] to fall back.
     pub fn apply(self, ring: &mut io_uring::Builder) {
         match self {
             Taskrun::Default => {}
@@ -32,5 +34,56 @@ impl Taskrun {
                 ring.setup_defer_taskrun().setup_single_issuer();
             }
         }
+    }
+
+    /// Builds a ring (`build` sets the mode's flags with [`Taskrun::apply`]) in this mode or,
+    /// when the kernel refuses it (older than 5.19 for `coop`, 6.1 for `defer`), in the
+    /// default mode; returns what was built and the mode it runs in.
+    pub fn build_or_default<T>(
+        self,
+        build: impl Fn(Taskrun) -> io::Result<T>,
+    ) -> io::Result<(T, Taskrun)> {
+        match build(self) {
+            Ok(built) => Ok((built, self)),
+            Err(_) if self != Taskrun::Default => {
+                build(Taskrun::Default).map(|built| (built, Taskrun::Default))
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refusing(refused: Taskrun) -> impl Fn(Taskrun) -> io::Result<Taskrun> {
+        move |mode| {
+            if mode == refused {
+                Err(io::Error::from_raw_os_error(libc::EINVAL))
+            } else {
+                Ok(mode)
+            }
+        }
+    }
+
+    #[test]
+    fn a_refused_mode_falls_back_to_the_default_one() {
+        let built = Taskrun::Defer
+            .build_or_default(refusing(Taskrun::Defer))
+            .unwrap();
+        assert_eq!(built, (Taskrun::Default, Taskrun::Default));
+        let built = Taskrun::Coop
+            .build_or_default(refusing(Taskrun::Defer))
+            .unwrap();
+        assert_eq!(built, (Taskrun::Coop, Taskrun::Coop));
+    }
+
+    #[test]
+    fn a_refused_default_mode_is_the_error() {
+        let err = Taskrun::Default
+            .build_or_default(refusing(Taskrun::Default))
+            .unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EINVAL));
     }
 }

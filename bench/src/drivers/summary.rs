@@ -43,16 +43,18 @@ pub struct Spread {
 impl Spread {
     /// Over the finite `values`; None when there are none.
     pub fn of(values: &[f64]) -> Option<Spread> {
-        let finite = values.iter().copied().filter(|v| v.is_finite());
-        finite.fold(None, |spread, v| {
-            Some(match spread {
-                None => Spread { min: v, max: v },
-                Some(Spread { min, max }) => Spread {
-                    min: min.min(v),
-                    max: max.max(v),
-                },
-            })
-        })
+        let mut finite = values.iter().copied().filter(|v| v.is_finite());
+        let first = finite.next()?;
+        Some(finite.fold(
+            Spread {
+                min: first,
+                max: first,
+            },
+            |s, v| Spread {
+                min: s.min.min(v),
+                max: s.max.max(v),
+            },
+        ))
     }
 
     /// Whether no value of `self` lies within `other` (the runs do not overlap).

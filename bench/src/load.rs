@@ -20,6 +20,7 @@
 //!     request: load::post_payment_request("localhost").into(),
 //!     pace: Pace::Open { rate_per_sec: 2000.0, connections: 64 },
 //!     duration: Duration::from_secs(10),
+//!     requests: None,
 //! };
 //! let report = load::run(&spec).unwrap();
 //! println!("p99 = {} us", report.quantile_us(0.99));
@@ -103,7 +104,13 @@ pub struct LoadSpec {
     /// The exact bytes of one request, sent as-is on every turn (keep-alive).
     pub request: Arc<[u8]>,
     pub pace: Pace,
+    /// The run ends when this has passed, or when `requests` have been made.
     pub duration: Duration,
+    /// At most this many requests in all, failed ones included (`None`: as many as
+    /// `duration` allows). A closed
+    /// loop with a budget does a fixed amount of work however fast the target is, so what
+    /// the target keeps (records, queues, memory) is the same for every contender.
+    pub requests: Option<u64>,
 }
 
 /// Why a run could not start.
@@ -225,6 +232,7 @@ fn run_inner(spec: &LoadSpec, writer: Option<Arc<RequestWriter>>) -> Result<Repo
         start,
         end: start + spec.duration,
         interval,
+        budget: spec.requests.unwrap_or(u64::MAX),
         next: AtomicU64::new(0),
     });
     let mut threads = Vec::with_capacity(connections);
@@ -254,16 +262,32 @@ struct Schedule {
     end: Instant,
     /// `Some` in open loop: request `i` is due at `start + i * interval`.
     interval: Option<Duration>,
+    /// Requests allowed in all.
+    budget: u64,
+    /// Requests claimed so far (the index of the next one).
     next: AtomicU64,
 }
 
 impl Schedule {
-    /// The due time of the next open-loop request, or `None` once the run is over.
-    fn next_due(&self) -> Option<Instant> {
-        let interval = self.interval?;
+    /// Claims the next request and returns when it is due (sleeping until then in open
+    /// loop), or `None` once the run is over: its time is up or its budget spent.
+    fn claim(&self) -> Option<Instant> {
+        if self.interval.is_none() && Instant::now() >= self.end {
+            return None;
+        }
         let index = self.next.fetch_add(1, Ordering::Relaxed);
+        if index >= self.budget {
+            return None;
+        }
+        let Some(interval) = self.interval else {
+            return Some(Instant::now());
+        };
         let due = self.start + interval.mul_f64(index as f64);
-        (due < self.end).then_some(due)
+        if due >= self.end {
+            return None;
+        }
+        sleep_until(due);
+        Some(due)
     }
 }
 
@@ -278,23 +302,7 @@ fn drive_connection(
     let mut buf = Vec::with_capacity(4096);
     let mut fresh = Vec::with_capacity(256);
     sleep_until(schedule.start);
-    loop {
-        let due = match schedule.interval {
-            Some(_) => match schedule.next_due() {
-                Some(due) => {
-                    sleep_until(due);
-                    due
-                }
-                None => break,
-            },
-            None => {
-                let now = Instant::now();
-                if now >= schedule.end {
-                    break;
-                }
-                now
-            }
-        };
+    while let Some(due) = schedule.claim() {
         let stream = match connection.as_mut() {
             Some(stream) => stream,
             None => match Connection::open(&spec.target) {
@@ -393,11 +401,46 @@ mod tests {
             request: post_payment_request("t").into(),
             pace: Pace::Closed { connections: 2 },
             duration: Duration::from_millis(200),
+            requests: None,
         })
         .unwrap();
         assert!(report.ok > 10, "{report:?}");
         assert_eq!(report.errors + report.non_2xx, 0);
         assert_eq!(report.latency_us.len(), report.ok);
+    }
+
+    #[test]
+    fn a_budget_ends_the_run_after_that_many_requests() {
+        let addr = fixed_server(
+            b"HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n",
+            Duration::ZERO,
+        );
+        let closed = LoadSpec {
+            target: Target::Tcp(addr),
+            request: post_payment_request("t").into(),
+            pace: Pace::Closed { connections: 3 },
+            duration: Duration::from_secs(60),
+            requests: Some(500),
+        };
+        let report = run(&closed).unwrap();
+        assert_eq!((report.ok, report.non_2xx, report.errors), (500, 0, 0));
+        assert!(report.elapsed < Duration::from_secs(30), "{report:?}");
+
+        // Open loop: 1000/s for 60 s would be 60,000; the budget stops it at 50.
+        let open = LoadSpec {
+            pace: Pace::Open {
+                rate_per_sec: 1000.0,
+                connections: 2,
+            },
+            ..closed
+        };
+        let report = run(&LoadSpec {
+            requests: Some(50),
+            ..open
+        })
+        .unwrap();
+        assert_eq!(report.ok, 50, "{report:?}");
+        assert!(report.elapsed < Duration::from_secs(30), "{report:?}");
     }
 
     #[test]
@@ -416,6 +459,7 @@ mod tests {
                 connections: 1,
             },
             duration: Duration::from_millis(300),
+            requests: None,
         })
         .unwrap();
         assert_eq!(report.ok, 300, "every due request is sent: {report:?}");
@@ -441,6 +485,7 @@ mod tests {
                 connections: 1,
             },
             duration: Duration::from_millis(100),
+            requests: None,
         };
         let report = run(&spec).unwrap();
         assert_eq!((report.ok, report.non_2xx), (0, 20));

@@ -205,6 +205,7 @@ async fn soak_stack(args: &Args, stack: &Stack) -> anyhow::Result<Outcome> {
             connections: args.connections,
         },
         duration: Duration::from_secs(args.duration),
+        requests: None,
     };
     let writer = payments::writer("localhost");
     let mut totals = LoadReport::empty()?;

@@ -88,8 +88,13 @@ pub struct Args {
     /// Seconds of unmeasured load at the first rate before the open-loop measurements.
     #[arg(long, default_value_t = 2)]
     pub warmup_secs: u64,
-    /// Seconds of the closed-loop saturation load (0 skips it).
-    #[arg(long, default_value_t = 10)]
+    /// Requests of the closed-loop saturation load (0: as many as `--saturation-secs`
+    /// allows). A fixed amount of work, so both drivers end the run holding the same records
+    /// and the whole-run RSS compares the drivers, not how much each got through.
+    #[arg(long, default_value_t = 500_000)]
+    pub saturation_requests: u64,
+    /// Time limit of the closed-loop saturation load, seconds (0 skips it).
+    #[arg(long, default_value_t = 30)]
     pub saturation_secs: u64,
     /// Client connections of the saturation load.
     #[arg(long, default_value_t = 64)]

@@ -201,6 +201,7 @@ async fn measure(args: &Args, stack: &Stack, round: u32, driver: Driver) -> anyh
         request: Vec::new().into(),
         pace,
         duration: Duration::from_secs(secs),
+        requests: None,
     };
     let open = |rate: f64| Pace::Open {
         rate_per_sec: rate,
@@ -236,12 +237,28 @@ async fn measure(args: &Args, stack: &Stack, round: u32, driver: Driver) -> anyh
         let pace = Pace::Closed {
             connections: args.saturation_connections,
         };
+        let budget = (args.saturation_requests > 0).then_some(args.saturation_requests);
+        let load = LoadSpec {
+            requests: budget,
+            ..spec(pace, args.saturation_secs)
+        };
         let before = cpu_now(&pids)?;
-        let report = blocking_load(spec(pace, args.saturation_secs), writer.clone()).await?;
+        let report = blocking_load(load, writer.clone()).await?;
         expected += report.ok;
         let drained = backlog.wait_for(expected).await;
         let cpu_secs = cpu_since(&pids, &before)?;
         log_load(driver, round, "saturation", &report, &drained);
+        let made = report.ok + report.non_2xx + report.errors;
+        if budget.is_some_and(|budget| made < budget) {
+            tracing::warn!(
+                driver = driver.env_value(),
+                round,
+                made,
+                budget = args.saturation_requests,
+                "the saturation load ran out of time before its budget: the drivers did unequal \
+                 work, so the whole-run RSS does not compare"
+            );
+        }
         let secs = report.elapsed.as_secs_f64();
         run.saturation = Some(Saturation {
             throughput: per_sec(report.ok, secs),

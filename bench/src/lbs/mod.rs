@@ -194,6 +194,7 @@ fn compare(
         request: request.clone(),
         pace,
         duration: Duration::from_secs(secs),
+        requests: None,
     };
 
     for contender in &started {

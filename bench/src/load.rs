@@ -107,9 +107,9 @@ pub struct LoadSpec {
     /// The run ends when this has passed, or when `requests` have been made.
     pub duration: Duration,
     /// At most this many requests in all, failed ones included (`None`: as many as
-    /// `duration` allows). A closed
-    /// loop with a budget does a fixed amount of work however fast the target is, so what
-    /// the target keeps (records, queues, memory) is the same for every contender.
+    /// `duration` allows). A closed loop with a budget does a fixed amount of work however
+    /// fast the target is, so what the target keeps (records, queues, memory) is the same
+    /// for every contender.
     pub requests: Option<u64>,
 }
 

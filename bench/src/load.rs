@@ -272,21 +272,17 @@ impl Schedule {
     /// Claims the next request and returns when it is due (sleeping until then in open
     /// loop), or `None` once the run is over: its time is up or its budget spent.
     fn claim(&self) -> Option<Instant> {
-        if self.interval.is_none() && Instant::now() >= self.end {
-            return None;
-        }
         let index = self.next.fetch_add(1, Ordering::Relaxed);
-        if index >= self.budget {
-            return None;
-        }
-        let Some(interval) = self.interval else {
-            return Some(Instant::now());
+        let due = match self.interval {
+            Some(interval) => self.start + interval.mul_f64(index as f64),
+            None => Instant::now(),
         };
-        let due = self.start + interval.mul_f64(index as f64);
-        if due >= self.end {
+        if index >= self.budget || due >= self.end {
             return None;
         }
-        sleep_until(due);
+        if self.interval.is_some() {
+            sleep_until(due);
+        }
         Some(due)
     }
 }
@@ -390,20 +386,24 @@ mod tests {
         addr
     }
 
-    #[test]
-    fn closed_loop_counts_and_times_responses() {
-        let addr = fixed_server(
-            b"HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n",
-            Duration::ZERO,
-        );
-        let report = run(&LoadSpec {
+    const ACCEPTED: &[u8] = b"HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n";
+
+    /// A run of the contest's POST against `addr`, with no request budget.
+    fn spec(addr: SocketAddr, pace: Pace, duration: Duration) -> LoadSpec {
+        LoadSpec {
             target: Target::Tcp(addr),
             request: post_payment_request("t").into(),
-            pace: Pace::Closed { connections: 2 },
-            duration: Duration::from_millis(200),
+            pace,
+            duration,
             requests: None,
-        })
-        .unwrap();
+        }
+    }
+
+    #[test]
+    fn closed_loop_counts_and_times_responses() {
+        let addr = fixed_server(ACCEPTED, Duration::ZERO);
+        let closed = Pace::Closed { connections: 2 };
+        let report = run(&spec(addr, closed, Duration::from_millis(200))).unwrap();
         assert!(report.ok > 10, "{report:?}");
         assert_eq!(report.errors + report.non_2xx, 0);
         assert_eq!(report.latency_us.len(), report.ok);
@@ -411,16 +411,14 @@ mod tests {
 
     #[test]
     fn a_budget_ends_the_run_after_that_many_requests() {
-        let addr = fixed_server(
-            b"HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n",
-            Duration::ZERO,
-        );
+        let addr = fixed_server(ACCEPTED, Duration::ZERO);
         let closed = LoadSpec {
-            target: Target::Tcp(addr),
-            request: post_payment_request("t").into(),
-            pace: Pace::Closed { connections: 3 },
-            duration: Duration::from_secs(60),
             requests: Some(500),
+            ..spec(
+                addr,
+                Pace::Closed { connections: 3 },
+                Duration::from_secs(60),
+            )
         };
         let report = run(&closed).unwrap();
         assert_eq!((report.ok, report.non_2xx, report.errors), (500, 0, 0));
@@ -451,17 +449,11 @@ mod tests {
             b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
             Duration::from_millis(2),
         );
-        let report = run(&LoadSpec {
-            target: Target::Tcp(addr),
-            request: post_payment_request("t").into(),
-            pace: Pace::Open {
-                rate_per_sec: 1000.0,
-                connections: 1,
-            },
-            duration: Duration::from_millis(300),
-            requests: None,
-        })
-        .unwrap();
+        let open = Pace::Open {
+            rate_per_sec: 1000.0,
+            connections: 1,
+        };
+        let report = run(&spec(addr, open, Duration::from_millis(300))).unwrap();
         assert_eq!(report.ok, 300, "every due request is sent: {report:?}");
         assert!(
             report.quantile_us(0.99) > 50_000,
@@ -477,21 +469,16 @@ mod tests {
             b"HTTP/1.1 503 Busy\r\nContent-Length: 0\r\n\r\n",
             Duration::ZERO,
         );
-        let spec = LoadSpec {
-            target: Target::Tcp(addr),
-            request: post_payment_request("t").into(),
-            pace: Pace::Open {
-                rate_per_sec: 200.0,
-                connections: 1,
-            },
-            duration: Duration::from_millis(100),
-            requests: None,
+        let open = Pace::Open {
+            rate_per_sec: 200.0,
+            connections: 1,
         };
-        let report = run(&spec).unwrap();
+        let busy = spec(addr, open, Duration::from_millis(100));
+        let report = run(&busy).unwrap();
         assert_eq!((report.ok, report.non_2xx), (0, 20));
         let dead = LoadSpec {
             target: "unix:/nonexistent/rinha.sock".parse().unwrap(),
-            ..spec
+            ..busy
         };
         let report = run(&dead).unwrap();
         assert_eq!(report.ok, 0);

@@ -248,7 +248,16 @@ async fn measure(args: &Args, stack: &Stack, round: u32, driver: Driver) -> anyh
         let drained = backlog.wait_for(expected).await;
         let cpu_secs = cpu_since(&pids, &before)?;
         log_load(driver, round, "saturation", &report, &drained);
-        let made = report.ok + report.non_2xx + report.errors;
+        let secs = report.elapsed.as_secs_f64();
+        let saturation = Saturation {
+            throughput: per_sec(report.ok, secs),
+            processed: per_sec(report.ok, secs + drained.secs),
+            ok: report.ok,
+            failed: report.non_2xx + report.errors,
+            drained,
+            cpu_secs,
+        };
+        let made = saturation.ok + saturation.failed;
         if budget.is_some_and(|budget| made < budget) {
             tracing::warn!(
                 driver = driver.env_value(),
@@ -259,15 +268,7 @@ async fn measure(args: &Args, stack: &Stack, round: u32, driver: Driver) -> anyh
                  work, so the whole-run RSS does not compare"
             );
         }
-        let secs = report.elapsed.as_secs_f64();
-        run.saturation = Some(Saturation {
-            throughput: per_sec(report.ok, secs),
-            processed: per_sec(report.ok, secs + drained.secs),
-            ok: report.ok,
-            failed: report.non_2xx + report.errors,
-            drained,
-            cpu_secs,
-        });
+        run.saturation = Some(saturation);
     }
     run.peak_rss_kib = peak_rss(&pids)?;
     Ok(run)

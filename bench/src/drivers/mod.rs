@@ -139,8 +139,8 @@ impl Comparison {
         format!(
             "rinha-bench drivers: medians over {} run(s) per driver (lowest-highest run in \
              parentheses), order {}; latency in ms from the intended send time (open loop); \
-             `better` names a driver whose every run beats every run of the other, in parentheses \
-             one only the medians favour\n\n{}\nper run:\n{}",
+             `better` names a driver whose every run beats every run of the other (two runs a \
+             side at least), in parentheses one only the medians favour\n\n{}\nper run:\n{}",
             self.runs.len() / 2,
             order.join(", "),
             summary::table(&self.rows),

@@ -7,7 +7,8 @@
 //! measured 0.8x in one invocation and 3.0x in the next. So a row names a better driver only
 //! when the runs of the two drivers do not overlap at all (every run of one beats every run of
 //! the other: with 3 rounds each, 1 chance in 10 if the drivers were the same; with 5, 1 in
-//! 126); when the medians differ but the runs overlap, the name is in parentheses.
+//! 126); when the medians differ but the runs overlap, the name is in parentheses. One run
+//! per driver cannot overlap and says nothing about chance (1 in 2), so it only leans too.
 
 use std::fmt::Write as _;
 
@@ -38,6 +39,8 @@ pub struct Row {
 pub struct Spread {
     pub min: f64,
     pub max: f64,
+    /// How many runs measured it.
+    pub runs: usize,
 }
 
 impl Spread {
@@ -49,17 +52,20 @@ impl Spread {
             Spread {
                 min: first,
                 max: first,
+                runs: 1,
             },
             |s, v| Spread {
                 min: s.min.min(v),
                 max: s.max.max(v),
+                runs: s.runs + 1,
             },
         ))
     }
 
-    /// Whether no value of `self` lies within `other` (the runs do not overlap).
+    /// Whether no value of `self` lies within `other` (the runs do not overlap), with at
+    /// least two runs on each side: a single run is apart from anything by chance alone.
     fn apart_from(self, other: Spread) -> bool {
-        self.max < other.min || other.max < self.min
+        self.runs >= 2 && other.runs >= 2 && (self.max < other.min || other.max < self.min)
     }
 }
 
@@ -268,7 +274,7 @@ fn cell(value: Option<f64>) -> String {
 /// A median and, when the runs differ, their spread: `0.495 (0.402-0.731)`.
 fn cell_with_spread(median: Option<f64>, spread: Option<Spread>) -> String {
     match spread {
-        Some(Spread { min, max }) if min != max => {
+        Some(Spread { min, max, .. }) if min != max => {
             format!("{} ({}-{})", cell(median), cell(Some(min)), cell(Some(max)))
         }
         _ => cell(median),
@@ -402,7 +408,8 @@ mod tests {
             Spread::of(&[0.4, f64::INFINITY, 0.73, 0.49]),
             Some(Spread {
                 min: 0.4,
-                max: 0.73
+                max: 0.73,
+                runs: 3
             })
         );
     }
@@ -428,6 +435,13 @@ mod tests {
     }
 
     #[test]
+    fn a_single_run_on_either_side_only_leans() {
+        assert_eq!(better(&row(&[0.5], &[0.4], true)), "(epoll)");
+        assert_eq!(better(&row(&[0.5, 0.6, 0.7], &[0.4], true)), "(epoll)");
+        assert_eq!(better(&row(&[0.3], &[0.4, 0.45, 0.5], true)), "(uring)");
+    }
+
+    #[test]
     fn the_table_shows_each_spread_beside_its_median() {
         let rows = [row(&[0.73, 0.40, 0.50], &[0.33, 0.41, 0.54], true)];
         let spread = table(&rows);
@@ -437,7 +451,7 @@ mod tests {
         );
         let single = table(&[row(&[0.5], &[0.4], true)]);
         assert!(
-            single.contains("| 0.500 | 0.400 | 1.250 | epoll |"),
+            single.contains("| 0.500 | 0.400 | 1.250 | (epoll) |"),
             "{single}"
         );
     }

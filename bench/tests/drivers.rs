@@ -187,7 +187,13 @@ async fn both_drivers_run_and_the_ratios_come_from_the_measurements() {
         );
         assert!(close(row.ratio.expect("a ratio"), uring / epoll), "{row:?}");
         // One run per driver: no spread, each run is its own lowest and highest.
-        let point = |v: f64| Some(Spread { min: v, max: v });
+        let point = |v: f64| {
+            Some(Spread {
+                min: v,
+                max: v,
+                runs: 1,
+            })
+        };
         assert_eq!(
             (row.uring_spread, row.epoll_spread),
             (point(uring), point(epoll)),

@@ -8,6 +8,7 @@
 //! - [`lbs`]: rinha-lb against HAProxy and nginx.
 //! - [`load`]: the HTTP load generator (closed and open loop, HDR histograms).
 //! - [`drivers`]: io_uring against epoll on the same stack.
+//! - [`recv`]: the kernel's receive paths (epoll, io_uring one-shot and multishot) on an echo.
 //! - [`soak`]: a long run at twice the contest's peak: leaks, lost payments.
 //!
 //! It shares no code path with the monoio server it measures.
@@ -18,6 +19,7 @@ pub mod lbs;
 pub mod load;
 pub mod logging;
 pub mod processor;
+pub mod recv;
 pub mod rinha;
 pub mod soak;
 pub mod stack;

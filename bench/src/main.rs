@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use rinha_bench::{drivers, floor, lbs, processor, rinha, soak, stack};
+use rinha_bench::{drivers, floor, lbs, processor, recv, rinha, soak, stack};
 
 #[derive(Parser)]
 #[command(name = "rinha-bench", version, about)]
@@ -27,6 +27,8 @@ enum Command {
     Lbs(lbs::Args),
     /// Compare the io_uring and epoll drivers on the same stack.
     Drivers(drivers::Args),
+    /// Compare the kernel's receive paths (epoll, io_uring one-shot, io_uring multishot) on an echo.
+    Recv(recv::Args),
     /// Soak the stack at twice the contest's peak: RSS, fds, errors, exact summary.
     Soak(soak::Args),
 }
@@ -49,6 +51,7 @@ fn main() -> ExitCode {
         Command::Stack(args) => stack::run(args),
         Command::Lbs(args) => lbs::run(args),
         Command::Drivers(args) => drivers::run(args),
+        Command::Recv(args) => recv::run(args),
         Command::Soak(args) => soak::run(args),
     };
     match result {

@@ -1,0 +1,352 @@
+//! `rinha-bench recv`: what one received message costs on each of the kernel's receive paths,
+//! with no runtime in between.
+//!
+//! `rinha-bench drivers` measures the whole stack on monoio's two drivers; at the contest's
+//! rate its io_uring runs spend a few per cent more CPU per payment than its epoll runs. Both
+//! servers read with monoio, whose io_uring driver arms one receive per message (the kernel
+//! tries it, finds the socket empty, arms a poll, and finishes the receive from task work when
+//! data comes). Linux 6.0 can instead keep one multishot receive armed per connection, taking
+//! a provided buffer for each message, which monoio's ops do not offer. This command puts the
+//! three paths side by side on the same echo (loopback TCP, one request in flight per
+//! connection, the contest's request and answer sizes) so that lever is measured before
+//! anyone builds it into a runtime:
+//! - `epoll`: edge-triggered readiness, `recv(2)` until `EAGAIN`, `send(2)`;
+//! - `uring`: one-shot `RECV` armed again per message, as monoio does;
+//! - `multishot`: one multishot `RECV` per connection over a provided-buffer ring.
+//!
+//! Each round runs every path once, in an order that rotates, at each rate. Reported per
+//! message: the server thread's CPU, the whole process's CPU (the clients' threads are the
+//! same for every path, and the sender's side of a wakeup, epoll's callback or io_uring's
+//! task-work queueing, runs in them), and the latency.
+
+pub mod client;
+pub mod cpu;
+pub mod echo;
+
+use std::fmt::Write as _;
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use rinha_sys::uring::Taskrun;
+
+use crate::drivers::summary::{median, Spread};
+use echo::{Mode, Send, Setup};
+
+/// Command-line arguments of `rinha-bench recv`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    /// Request rates (requests/s over all connections); 0 is a closed loop (each client sends
+    /// again as soon as its answer is in).
+    #[arg(long, value_delimiter = ',', default_value = "1000,5000,0")]
+    pub rates: Vec<u64>,
+    /// Receive paths to compare (the first is the one the ratios divide by).
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "epoll,uring,multishot"
+    )]
+    pub modes: Vec<Mode>,
+    /// Client connections, one thread each.
+    #[arg(long, default_value_t = 16)]
+    pub connections: usize,
+    /// Seconds per run.
+    #[arg(long, default_value_t = 10)]
+    pub duration: u64,
+    /// Runs per path and rate.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
+    /// How the io_uring paths send their answers.
+    #[arg(long, value_enum, default_value_t = Send::Ring)]
+    pub send: Send,
+    /// Task-work mode of the io_uring paths' ring (the lb's default).
+    #[arg(long, value_enum, default_value_t = Taskrun::Defer)]
+    pub taskrun: Taskrun,
+    /// Provided buffers in the multishot ring (a power of two, 4 KiB each).
+    #[arg(long, default_value_t = 256)]
+    pub buffers: u16,
+    /// Also write every run and the medians as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+/// One run of one path.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Sample {
+    pub mode: Mode,
+    /// Requests/s asked for; None for the closed loop.
+    pub rate: Option<u64>,
+    pub round: usize,
+    pub messages: u64,
+    pub messages_per_sec: f64,
+    /// Server thread CPU per message, microseconds.
+    pub server_cpu_us: f64,
+    /// Process CPU (server and clients) per message, microseconds.
+    pub process_cpu_us: f64,
+    pub p50_us: u64,
+    pub p99_us: u64,
+    /// Multishot receives the kernel ended and the server armed again.
+    pub rearms: u64,
+}
+
+/// Runs the echo once: `connections` clients against one server thread on `setup`'s path.
+/// Fails if any request went unanswered or the server counted a different number of them.
+pub fn measure(
+    setup: Setup,
+    connections: usize,
+    rate: Option<u64>,
+    duration: Duration,
+) -> anyhow::Result<Sample> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    let server = std::thread::Builder::new()
+        .name("recv-echo".into())
+        .spawn(move || echo::serve(&listener, connections, setup))?;
+    let streams = (0..connections)
+        .map(|_| TcpStream::connect(addr))
+        .collect::<std::io::Result<Vec<_>>>()
+        .context("connecting the clients")?;
+    let cpu = cpu::process_cpu();
+    let started = Instant::now();
+    // The clients close their streams when they return, which ends the server.
+    let driven = client::drive(streams, rate, duration);
+    let served = server
+        .join()
+        .expect("the echo thread panicked")
+        .with_context(|| format!("the {:?} echo", setup.mode))?;
+    let (process, secs) = (cpu::process_cpu() - cpu, started.elapsed().as_secs_f64());
+    let driven = driven.context("the clients")?;
+    if served.messages != driven.answered {
+        bail!(
+            "the {:?} echo answered {} requests, the clients counted {}",
+            setup.mode,
+            served.messages,
+            driven.answered
+        );
+    }
+    let per_message = |cpu: Duration| cpu.as_secs_f64() * 1e6 / driven.answered.max(1) as f64;
+    Ok(Sample {
+        mode: setup.mode,
+        rate,
+        round: 0,
+        messages: driven.answered,
+        messages_per_sec: driven.answered as f64 / secs,
+        server_cpu_us: per_message(served.cpu),
+        process_cpu_us: per_message(process),
+        p50_us: driven.latency.value_at_quantile(0.50),
+        p99_us: driven.latency.value_at_quantile(0.99),
+        rearms: served.rearms,
+    })
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if args.modes.is_empty() || args.rates.is_empty() || args.connections == 0 {
+        bail!("--modes, --rates and --connections need at least one each");
+    }
+    if args.modes.contains(&Mode::Multishot) && !args.buffers.is_power_of_two() {
+        bail!("--buffers must be a power of two (the kernel's ring of provided buffers)");
+    }
+    let mut samples = Vec::new();
+    for round in 1..=args.rounds {
+        for &rate in &args.rates {
+            let rate = (rate > 0).then_some(rate);
+            // Rotate the order each round so drift over the run hits every path alike.
+            let mut order = args.modes.clone();
+            order.rotate_left((round - 1) % args.modes.len());
+            for mode in order {
+                let setup = Setup {
+                    mode,
+                    send: args.send,
+                    taskrun: args.taskrun,
+                    buffers: args.buffers,
+                };
+                let duration = Duration::from_secs(args.duration);
+                let mut sample = measure(setup, args.connections, rate, duration)?;
+                sample.round = round;
+                tracing::info!(
+                    round,
+                    mode = ?mode,
+                    load = %load_name(rate),
+                    messages = sample.messages,
+                    server_cpu_us = format!("{:.2}", sample.server_cpu_us),
+                    process_cpu_us = format!("{:.2}", sample.process_cpu_us),
+                    p99_us = sample.p99_us,
+                    rearms = sample.rearms,
+                    "measured"
+                );
+                samples.push(sample);
+            }
+        }
+    }
+    print!("{}", table(&args, &samples));
+    if let Some(path) = &args.json {
+        let json = serde_json::json!({
+            "connections": args.connections,
+            "duration_secs": args.duration,
+            "send": args.send,
+            "taskrun": format!("{:?}", args.taskrun).to_lowercase(),
+            "buffers": args.buffers,
+            "samples": samples,
+        });
+        std::fs::write(path, serde_json::to_string_pretty(&json)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn load_name(rate: Option<u64>) -> String {
+    match rate {
+        Some(rate) => format!("{rate}/s"),
+        None => "closed loop".to_owned(),
+    }
+}
+
+/// Reads one figure from a run.
+type Pick = fn(&Sample) -> f64;
+
+/// The figures of the table: name and how to read it from a run.
+const FIGURES: [(&str, Pick); 5] = [
+    ("server thread CPU per message, us", |s| s.server_cpu_us),
+    ("process CPU per message, us", |s| s.process_cpu_us),
+    ("p50, us", |s| s.p50_us as f64),
+    ("p99, us", |s| s.p99_us as f64),
+    ("messages/s", |s| s.messages_per_sec),
+];
+
+/// Medians per path (lowest-highest run in parentheses) and each path's ratio to the first.
+fn table(args: &Args, samples: &[Sample]) -> String {
+    let base = args.modes[0];
+    let mut out = format!(
+        "rinha-bench recv: {} connections, {} s per run, medians over {} run(s) (lowest-highest \
+         in parentheses); io_uring sends: {:?}, task work: {:?}\n\n| load | figure |",
+        args.connections, args.duration, args.rounds, args.send, args.taskrun
+    );
+    let name = |mode: Mode| format!("{mode:?}").to_lowercase();
+    for &mode in &args.modes {
+        let _ = write!(out, " {} |", name(mode));
+    }
+    for &mode in &args.modes[1..] {
+        let _ = write!(out, " {}/{} |", name(mode), name(base));
+    }
+    out.push_str("\n|---|---|");
+    out.push_str(&"---:|".repeat(2 * args.modes.len() - 1));
+    out.push('\n');
+    for &rate in &args.rates {
+        let rate = (rate > 0).then_some(rate);
+        for (figure, pick) in FIGURES {
+            let values = |mode: Mode| -> Vec<f64> {
+                samples
+                    .iter()
+                    .filter(|s| s.mode == mode && s.rate == rate)
+                    .map(pick)
+                    .collect()
+            };
+            let _ = write!(out, "| {} | {figure} |", load_name(rate));
+            for &mode in &args.modes {
+                let _ = write!(out, " {} |", cell(&values(mode)));
+            }
+            let base_median = median(&values(base));
+            for &mode in &args.modes[1..] {
+                let ratio = crate::drivers::summary::ratio(median(&values(mode)), base_median);
+                let _ = write!(
+                    out,
+                    " {} |",
+                    ratio.map_or("-".into(), |r| format!("{r:.3}"))
+                );
+            }
+            out.push('\n');
+        }
+    }
+    out
+}
+
+fn cell(values: &[f64]) -> String {
+    let show = |v: f64| {
+        if v >= 100.0 {
+            format!("{v:.0}")
+        } else {
+            format!("{v:.2}")
+        }
+    };
+    match (median(values), Spread::of(values)) {
+        (Some(m), Some(s)) if s.min != s.max => {
+            format!("{} ({}-{})", show(m), show(s.min), show(s.max))
+        }
+        (Some(m), _) => show(m),
+        (None, _) => "-".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn setup(mode: Mode, send: Send, buffers: u16) -> Setup {
+        Setup {
+            mode,
+            send,
+            taskrun: Taskrun::Defer,
+            buffers,
+        }
+    }
+
+    /// Every path answers every request exactly once (`measure` fails on a lost or an extra
+    /// answer, and a request left unanswered fails its client after 5 s).
+    #[test]
+    fn every_path_answers_every_request_once() {
+        for mode in [Mode::Epoll, Mode::Uring, Mode::Multishot] {
+            for send in [Send::Ring, Send::Direct] {
+                let sample = measure(setup(mode, send, 64), 4, None, Duration::from_millis(300))
+                    .unwrap_or_else(|e| panic!("{mode:?} {send:?}: {e:#}"));
+                assert!(sample.messages > 100, "{mode:?} {send:?}: {sample:?}");
+                assert!(sample.server_cpu_us > 0.0 && sample.process_cpu_us > 0.0);
+            }
+        }
+    }
+
+    /// Paced, the clients keep the rate: 1000/s for 0.5 s over 5 connections is 500 requests.
+    #[test]
+    fn a_paced_run_sends_the_schedule() {
+        let sample = measure(
+            setup(Mode::Multishot, Send::Ring, 64),
+            5,
+            Some(1000),
+            Duration::from_millis(500),
+        )
+        .unwrap();
+        assert_eq!(sample.messages, 500, "{sample:?}");
+    }
+
+    /// With two provided buffers for sixteen busy connections the kernel runs out and ends
+    /// receives (`ENOBUFS`); each is armed again and no request is lost.
+    #[test]
+    fn a_multishot_receive_out_of_buffers_is_armed_again() {
+        let sample = measure(
+            setup(Mode::Multishot, Send::Ring, 2),
+            16,
+            None,
+            Duration::from_millis(500),
+        )
+        .unwrap();
+        assert!(sample.messages > 100, "{sample:?}");
+        assert!(
+            sample.rearms > 0,
+            "no receive ran out of buffers: {sample:?}"
+        );
+    }
+
+    #[test]
+    fn a_buffer_count_that_is_not_a_power_of_two_is_refused() {
+        let err = measure(
+            setup(Mode::Multishot, Send::Ring, 3),
+            1,
+            None,
+            Duration::from_millis(50),
+        )
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("power-of-two"), "{err:#}");
+    }
+}

@@ -21,7 +21,7 @@ use rinha_sys::uring::Taskrun;
 use super::cpu::thread_cpu;
 
 /// What a client sends: the size and shape of a contest `POST /payments` through the lb.
-pub const REQUEST: &[u8] = b"POST /payments HTTP/1.1\r\nhost: 127.0.0.1:9999\r\ncontent-type: application/json\r\ncontent-length: 70\r\n\r\n{\"correlationId\":\"4a7901b8-7d26-4d9d-aa19-4dc1c7cf60b3\",\"amount\":19.90}";
+pub const REQUEST: &[u8] = b"POST /payments HTTP/1.1\r\nhost: 127.0.0.1:9999\r\ncontent-type: application/json\r\ncontent-length: 71\r\n\r\n{\"correlationId\":\"4a7901b8-7d26-4d9d-aa19-4dc1c7cf60b3\",\"amount\":19.90}";
 /// What the server answers to each request: the backend's `202`.
 pub const RESPONSE: &[u8] = b"HTTP/1.1 202 Accepted\r\ncontent-length: 0\r\n\r\n";
 

@@ -338,6 +338,29 @@ mod tests {
         );
     }
 
+    /// The request is the one well-formed `POST` it claims to be, body and length agreeing.
+    #[test]
+    fn the_request_is_a_whole_post() {
+        let mut headers = [httparse::EMPTY_HEADER; 8];
+        let mut request = httparse::Request::new(&mut headers);
+        let head = match request.parse(echo::REQUEST).unwrap() {
+            httparse::Status::Complete(head) => head,
+            httparse::Status::Partial => panic!("a partial request"),
+        };
+        let length = request
+            .headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+            .map(|h| {
+                std::str::from_utf8(h.value)
+                    .unwrap()
+                    .parse::<usize>()
+                    .unwrap()
+            });
+        assert_eq!(length, Some(echo::REQUEST.len() - head));
+        assert_eq!(request.method, Some("POST"));
+    }
+
     #[test]
     fn a_buffer_count_that_is_not_a_power_of_two_is_refused() {
         let err = measure(

@@ -68,8 +68,8 @@ pub struct Setup {
 pub struct Served {
     /// Requests answered.
     pub messages: u64,
-    /// CPU time of the server thread from the first accepted connection's first wait to the
-    /// last connection's end.
+    /// CPU time of the server thread from the moment every client is accepted (the path's
+    /// setup included: an epoll instance, or a ring and its buffers) to the last one's end.
     pub cpu: Duration,
     /// Multishot receives armed again because the kernel ended one (out of buffers).
     pub rearms: u64,
@@ -327,7 +327,8 @@ fn uring_loop(conns: &mut [Conn], setup: Setup, memory: &mut ReadMemory) -> io::
                     if let Some(bid) = cqueue::buffer_select(cqe.flags()) {
                         provided.give_back(bid);
                     }
-                    // The kernel ended this receive (out of buffers): arm it again.
+                    // The kernel ended this receive (out of buffers, or a full completion
+                    // queue): arm it again.
                     if !cqueue::more(cqe.flags()) {
                         served.rearms += 1;
                         push(&mut ring, &receive(index, conn, &mut memory.own))?;

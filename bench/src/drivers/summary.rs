@@ -272,7 +272,7 @@ fn cell(value: Option<f64>) -> String {
 }
 
 /// A median and, when the runs differ, their spread: `0.495 (0.402-0.731)`.
-fn cell_with_spread(median: Option<f64>, spread: Option<Spread>) -> String {
+pub fn cell_with_spread(median: Option<f64>, spread: Option<Spread>) -> String {
     match spread {
         Some(Spread { min, max, .. }) if min != max => {
             format!("{} ({}-{})", cell(median), cell(Some(min)), cell(Some(max)))

@@ -1,7 +1,8 @@
 //! The server under test: one thread answers every request on its connections with a fixed
-//! response, through one of the kernel's receive paths. It never parses: a request is
-//! [`REQUEST`]'s length in bytes, however the reads cut them, and each whole one gets
-//! [`RESPONSE`]. Every path touches the same bytes, so what differs is the path alone.
+//! response, through one of the kernel's receive paths. It never parses: a request is a fixed
+//! number of bytes (the load's request is the same every time), however the reads cut them,
+//! and each whole one gets [`RESPONSE`]. Every path touches the same bytes, so what differs
+//! is the path alone.
 //!
 //! A send that the socket does not take whole ends the run with an error: each connection has
 //! one request in flight, so a response is never queued behind another and a short send means
@@ -12,16 +13,13 @@ use std::io;
 use std::net::TcpListener;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU16, Ordering};
-use std::time::Duration;
 
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use rinha_sys::send::send_now;
 use rinha_sys::uring::Taskrun;
 
-use super::cpu::thread_cpu;
+use crate::rinha::report::thread_cpu_seconds;
 
-/// What a client sends: the size and shape of a contest `POST /payments` through the lb.
-pub const REQUEST: &[u8] = b"POST /payments HTTP/1.1\r\nhost: 127.0.0.1:9999\r\ncontent-type: application/json\r\ncontent-length: 71\r\n\r\n{\"correlationId\":\"4a7901b8-7d26-4d9d-aa19-4dc1c7cf60b3\",\"amount\":19.90}";
 /// What the server answers to each request: the backend's `202`.
 pub const RESPONSE: &[u8] = b"HTTP/1.1 202 Accepted\r\ncontent-length: 0\r\n\r\n";
 
@@ -68,16 +66,21 @@ pub struct Setup {
 pub struct Served {
     /// Requests answered.
     pub messages: u64,
-    /// CPU time of the server thread from the moment every client is accepted (the path's
+    /// CPU seconds of the server thread from the moment every client is accepted (the path's
     /// setup included: an epoll instance, or a ring and its buffers) to the last one's end.
-    pub cpu: Duration,
+    pub cpu_secs: f64,
     /// Multishot receives armed again because the kernel ended one (out of buffers).
     pub rearms: u64,
 }
 
-/// Accepts `connections` clients from `listener`, answers them until every one has closed,
-/// and reports. The CPU clock starts once all are accepted.
-pub fn serve(listener: &TcpListener, connections: usize, setup: Setup) -> io::Result<Served> {
+/// Accepts `connections` clients from `listener`, answers each `request_len` bytes they send
+/// until every one has closed, and reports. The CPU clock starts once all are accepted.
+pub fn serve(
+    listener: &TcpListener,
+    connections: usize,
+    request_len: usize,
+    setup: Setup,
+) -> io::Result<Served> {
     let mut conns = Vec::with_capacity(connections);
     for _ in 0..connections {
         let (stream, _) = listener.accept()?;
@@ -85,21 +88,24 @@ pub fn serve(listener: &TcpListener, connections: usize, setup: Setup) -> io::Re
         stream.set_nonblocking(true)?;
         conns.push(Conn {
             fd: stream.into(),
+            request_len,
             pending: 0,
             open: true,
         });
     }
-    let cpu = thread_cpu();
+    let cpu = thread_cpu_seconds();
     let mut served = match setup.mode {
         Mode::Epoll => epoll(&mut conns)?,
         Mode::Uring | Mode::Multishot => uring(&mut conns, setup)?,
     };
-    served.cpu = thread_cpu() - cpu;
+    served.cpu_secs = thread_cpu_seconds() - cpu;
     Ok(served)
 }
 
 struct Conn {
     fd: OwnedFd,
+    /// The size of every request.
+    request_len: usize,
     /// Bytes of a request received so far.
     pending: usize,
     open: bool,
@@ -109,8 +115,8 @@ impl Conn {
     /// Counts `len` received bytes; returns how many requests they complete.
     fn received(&mut self, len: usize) -> u64 {
         self.pending += len;
-        let whole = self.pending / REQUEST.len();
-        self.pending %= REQUEST.len();
+        let whole = self.pending / self.request_len;
+        self.pending %= self.request_len;
         whole as u64
     }
 }
@@ -226,24 +232,34 @@ fn user_data(index: usize, op: u64) -> u64 {
     ((index as u64) << 1) | op
 }
 
-/// The memory the kernel reads into: one buffer per connection (one-shot path) or the ring
-/// of provided buffers (multishot path). It must outlive every armed receive, so it is made
+/// The memory the kernel reads into. It must outlive every armed receive, so it is made
 /// before the ring and, when a run fails with receives still armed, never freed.
-struct ReadMemory {
-    own: Vec<Vec<u8>>,
-    provided: Option<BufferRing>,
+enum ReadMemory {
+    /// One-shot path: one buffer per connection.
+    Own(Vec<Vec<u8>>),
+    /// Multishot path: the ring of provided buffers.
+    Provided(BufferRing),
+}
+
+impl ReadMemory {
+    /// The receive to arm for connection `index` on `fd`.
+    fn receive(&mut self, index: usize, fd: RawFd) -> squeue::Entry {
+        let fd = types::Fd(fd);
+        match self {
+            ReadMemory::Own(buffers) => {
+                let buf = &mut buffers[index];
+                opcode::Recv::new(fd, buf.as_mut_ptr(), buf.len() as u32).build()
+            }
+            ReadMemory::Provided(_) => opcode::RecvMulti::new(fd, GROUP).build(),
+        }
+        .user_data(user_data(index, RECV))
+    }
 }
 
 fn uring(conns: &mut [Conn], setup: Setup) -> io::Result<Served> {
     let mut memory = match setup.mode {
-        Mode::Multishot => ReadMemory {
-            own: Vec::new(),
-            provided: Some(BufferRing::new(setup.buffers)?),
-        },
-        _ => ReadMemory {
-            own: conns.iter().map(|_| vec![0u8; READ_SIZE]).collect(),
-            provided: None,
-        },
+        Mode::Multishot => ReadMemory::Provided(BufferRing::new(setup.buffers)?),
+        _ => ReadMemory::Own(conns.iter().map(|_| vec![0u8; READ_SIZE]).collect()),
     };
     let served = uring_loop(conns, setup, &mut memory);
     if served.is_err() {
@@ -261,19 +277,11 @@ fn uring_loop(conns: &mut [Conn], setup: Setup, memory: &mut ReadMemory) -> io::
         taskrun.apply(&mut builder);
         builder.build(entries)
     })?;
-    if let Some(provided) = &mut memory.provided {
+    if let ReadMemory::Provided(provided) = memory {
         provided.register(&ring)?;
     }
-    let receive = |index: usize, conn: &Conn, own: &mut [Vec<u8>]| -> squeue::Entry {
-        let fd = types::Fd(conn.fd.as_raw_fd());
-        match own.get_mut(index) {
-            Some(buf) => opcode::Recv::new(fd, buf.as_mut_ptr(), buf.len() as u32).build(),
-            None => opcode::RecvMulti::new(fd, GROUP).build(),
-        }
-        .user_data(user_data(index, RECV))
-    };
     for (index, conn) in conns.iter().enumerate() {
-        push(&mut ring, &receive(index, conn, &mut memory.own))?;
+        push(&mut ring, &memory.receive(index, conn.fd.as_raw_fd()))?;
     }
     let mut served = Served::default();
     let mut open = conns.len();
@@ -288,6 +296,7 @@ fn uring_loop(conns: &mut [Conn], setup: Setup, memory: &mut ReadMemory) -> io::
         for cqe in completions.drain(..) {
             let index = (cqe.user_data() >> 1) as usize;
             let conn = &mut conns[index];
+            let fd = conn.fd.as_raw_fd();
             if cqe.user_data() & 1 == SEND {
                 match cqe.result() {
                     n if n as usize == RESPONSE.len() => continue,
@@ -302,16 +311,16 @@ fn uring_loop(conns: &mut [Conn], setup: Setup, memory: &mut ReadMemory) -> io::
                     continue;
                 }
                 n if n > 0 => n as usize,
-                n if -n == libc::ENOBUFS && memory.provided.is_some() => 0,
+                n if -n == libc::ENOBUFS && matches!(memory, ReadMemory::Provided(_)) => 0,
                 n => return Err(io::Error::from_raw_os_error(-n)),
             };
             for _ in 0..conn.received(received) {
                 served.messages += 1;
                 match setup.send {
-                    Send::Direct => respond_now(conn.fd.as_raw_fd())?,
+                    Send::Direct => respond_now(fd)?,
                     Send::Ring => {
                         let send = opcode::Send::new(
-                            types::Fd(conn.fd.as_raw_fd()),
+                            types::Fd(fd),
                             RESPONSE.as_ptr(),
                             RESPONSE.len() as u32,
                         )
@@ -321,19 +330,21 @@ fn uring_loop(conns: &mut [Conn], setup: Setup, memory: &mut ReadMemory) -> io::
                     }
                 }
             }
-            match &mut memory.provided {
-                None => push(&mut ring, &receive(index, conn, &mut memory.own))?,
-                Some(provided) => {
+            let ended = match memory {
+                ReadMemory::Own(_) => true,
+                ReadMemory::Provided(provided) => {
                     if let Some(bid) = cqueue::buffer_select(cqe.flags()) {
                         provided.give_back(bid);
                     }
                     // The kernel ended this receive (out of buffers, or a full completion
-                    // queue): arm it again.
-                    if !cqueue::more(cqe.flags()) {
-                        served.rearms += 1;
-                        push(&mut ring, &receive(index, conn, &mut memory.own))?;
-                    }
+                    // queue): it is armed again below.
+                    let ended = !cqueue::more(cqe.flags());
+                    served.rearms += u64::from(ended);
+                    ended
                 }
+            };
+            if ended {
+                push(&mut ring, &memory.receive(index, fd))?;
             }
         }
     }

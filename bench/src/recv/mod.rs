@@ -19,20 +19,20 @@
 //! same for every path, and the sender's side of a wakeup, epoll's callback or io_uring's
 //! task-work queueing, runs in them), and the latency.
 
-pub mod client;
-pub mod cpu;
 pub mod echo;
 
 use std::fmt::Write as _;
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 use rinha_sys::uring::Taskrun;
 
-use crate::drivers::summary::{median, Spread};
+use crate::drivers::summary::{cell_with_spread, median, ratio, Spread};
+use crate::load::{self, post_payment_request, LoadSpec, Pace, Target};
+use crate::rinha::report::cpu_seconds;
 use echo::{Mode, Send, Setup};
 
 /// Command-line arguments of `rinha-bench recv`.
@@ -92,7 +92,13 @@ pub struct Sample {
     pub rearms: u64,
 }
 
-/// Runs the echo once: `connections` clients against one server thread on `setup`'s path.
+/// The request every client sends: the contest's `POST /payments`, the same bytes each time.
+fn request() -> Vec<u8> {
+    post_payment_request("127.0.0.1")
+}
+
+/// Runs the echo once: `connections` clients of the load generator (one blocking thread
+/// each, latency from the intended send time) against one server thread on `setup`'s path.
 /// Fails if any request went unanswered or the server counted a different number of them.
 pub fn measure(
     setup: Setup,
@@ -102,42 +108,57 @@ pub fn measure(
 ) -> anyhow::Result<Sample> {
     let listener = TcpListener::bind("127.0.0.1:0")?;
     let addr = listener.local_addr()?;
+    let request = request();
+    let request_len = request.len();
     let server = std::thread::Builder::new()
         .name("recv-echo".into())
-        .spawn(move || echo::serve(&listener, connections, setup))?;
-    let streams = (0..connections)
-        .map(|_| TcpStream::connect(addr))
-        .collect::<std::io::Result<Vec<_>>>()
-        .context("connecting the clients")?;
-    let cpu = cpu::process_cpu();
-    let started = Instant::now();
-    // The clients close their streams when they return, which ends the server.
-    let driven = client::drive(streams, rate, duration);
+        .spawn(move || echo::serve(&listener, connections, request_len, setup))?;
+    let pace = match rate {
+        Some(rate) => Pace::Open {
+            rate_per_sec: rate as f64,
+            connections,
+        },
+        None => Pace::Closed { connections },
+    };
+    let cpu = cpu_seconds();
+    let load = load::run(&LoadSpec {
+        target: Target::Tcp(addr),
+        request: request.into(),
+        pace,
+        duration,
+        requests: None,
+    });
+    // The load's connections are closed now. A client thread that never got a request due
+    // never connected: empty connections take its place, so the server's accept ends.
+    for _ in 0..connections {
+        drop(TcpStream::connect(addr));
+    }
     let served = server
         .join()
         .expect("the echo thread panicked")
         .with_context(|| format!("the {:?} echo", setup.mode))?;
-    let (process, secs) = (cpu::process_cpu() - cpu, started.elapsed().as_secs_f64());
-    let driven = driven.context("the clients")?;
-    if served.messages != driven.answered {
+    let process_secs = cpu_seconds() - cpu;
+    let load = load.context("the clients")?;
+    if load.non_2xx + load.errors > 0 || served.messages != load.ok {
         bail!(
-            "the {:?} echo answered {} requests, the clients counted {}",
+            "the {:?} echo answered {} requests, the clients counted {} answered, {} failed",
             setup.mode,
             served.messages,
-            driven.answered
+            load.ok,
+            load.non_2xx + load.errors
         );
     }
-    let per_message = |cpu: Duration| cpu.as_secs_f64() * 1e6 / driven.answered.max(1) as f64;
+    let per_message = |secs: f64| secs * 1e6 / load.ok.max(1) as f64;
     Ok(Sample {
         mode: setup.mode,
         rate,
         round: 0,
-        messages: driven.answered,
-        messages_per_sec: driven.answered as f64 / secs,
-        server_cpu_us: per_message(served.cpu),
-        process_cpu_us: per_message(process),
-        p50_us: driven.latency.value_at_quantile(0.50),
-        p99_us: driven.latency.value_at_quantile(0.99),
+        messages: load.ok,
+        messages_per_sec: load.throughput(),
+        server_cpu_us: per_message(served.cpu_secs),
+        process_cpu_us: per_message(process_secs),
+        p50_us: load.quantile_us(0.50),
+        p99_us: load.quantile_us(0.99),
         rearms: served.rearms,
     })
 }
@@ -246,11 +267,13 @@ fn table(args: &Args, samples: &[Sample]) -> String {
             };
             let _ = write!(out, "| {} | {figure} |", load_name(rate));
             for &mode in &args.modes {
-                let _ = write!(out, " {} |", cell(&values(mode)));
+                let values = values(mode);
+                let cell = cell_with_spread(median(&values), Spread::of(&values));
+                let _ = write!(out, " {cell} |");
             }
             let base_median = median(&values(base));
             for &mode in &args.modes[1..] {
-                let ratio = crate::drivers::summary::ratio(median(&values(mode)), base_median);
+                let ratio = ratio(median(&values(mode)), base_median);
                 let _ = write!(
                     out,
                     " {} |",
@@ -261,23 +284,6 @@ fn table(args: &Args, samples: &[Sample]) -> String {
         }
     }
     out
-}
-
-fn cell(values: &[f64]) -> String {
-    let show = |v: f64| {
-        if v >= 100.0 {
-            format!("{v:.0}")
-        } else {
-            format!("{v:.2}")
-        }
-    };
-    match (median(values), Spread::of(values)) {
-        (Some(m), Some(s)) if s.min != s.max => {
-            format!("{} ({}-{})", show(m), show(s.min), show(s.max))
-        }
-        (Some(m), _) => show(m),
-        (None, _) => "-".into(),
-    }
 }
 
 #[cfg(test)]
@@ -294,7 +300,7 @@ mod tests {
     }
 
     /// Every path answers every request exactly once (`measure` fails on a lost or an extra
-    /// answer, and a request left unanswered fails its client after 5 s).
+    /// answer, and a request left unanswered fails its client after 10 s).
     #[test]
     fn every_path_answers_every_request_once() {
         for mode in [Mode::Epoll, Mode::Uring, Mode::Multishot] {
@@ -341,9 +347,10 @@ mod tests {
     /// The request is the one well-formed `POST` it claims to be, body and length agreeing.
     #[test]
     fn the_request_is_a_whole_post() {
+        let bytes = request();
         let mut headers = [httparse::EMPTY_HEADER; 8];
         let mut request = httparse::Request::new(&mut headers);
-        let head = match request.parse(echo::REQUEST).unwrap() {
+        let head = match request.parse(&bytes).unwrap() {
             httparse::Status::Complete(head) => head,
             httparse::Status::Partial => panic!("a partial request"),
         };
@@ -357,7 +364,7 @@ mod tests {
                     .parse::<usize>()
                     .unwrap()
             });
-        assert_eq!(length, Some(echo::REQUEST.len() - head));
+        assert_eq!(length, Some(bytes.len() - head));
         assert_eq!(request.method, Some("POST"));
     }
 

@@ -3,6 +3,7 @@
 //! Layout:
 //! - [`processor`]: a faithful emulator of the contest's payment processor (tokio + hyper).
 //! - [`rinha`]: the contest's k6 load test rebuilt, with the score exactly as the contest computes it.
+//! - [`profile`]: the contest's two runs (preview and final) as data.
 //! - [`floor`]: the latency the instrument itself adds.
 //! - [`stack`]: starts and stops the local stack (processors, backends, load balancer).
 //! - [`lbs`]: rinha-lb against HAProxy and nginx.
@@ -19,6 +20,7 @@ pub mod lbs;
 pub mod load;
 pub mod logging;
 pub mod processor;
+pub mod profile;
 pub mod recv;
 pub mod rinha;
 pub mod soak;

@@ -42,6 +42,9 @@ fn opts(rinha: PathBuf, lb: PathBuf) -> StackOpts {
         up_timeout: 3,
         no_build: true,
         journal: false,
+        profile: Default::default(),
+        default_fee: None,
+        fallback_fee: None,
     }
 }
 

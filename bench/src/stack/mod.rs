@@ -1,6 +1,7 @@
 //! `rinha-bench stack`: the local stack of docs/architecture.md as child processes: two payment
-//! processors (`rinha-bench processor`, fees 0.05 and 0.15), two `rinha` backends on unix
-//! sockets in a temp dir (each peering the other), and `rinha-lb` in front of them.
+//! processors (`rinha-bench processor`, the fees of `--profile`: 0.05 and 0.15 for the preview,
+//! 0.07 and 0.10 for the final), two `rinha` backends on unix sockets in a temp dir (each
+//! peering the other), and `rinha-lb` in front of them.
 //!
 //! [`Stack`] is used by `rinha-bench rinha` too; dropping it kills every child.
 
@@ -13,9 +14,9 @@ use std::time::{Duration, Instant};
 
 pub use part::{Addr, Part};
 
-/// Fee rates of the two processors (RINHA-2025.md section 1).
-const DEFAULT_FEE: &str = "0.05";
-const FALLBACK_FEE: &str = "0.15";
+use crate::processor::Fee;
+use crate::profile::ProfileName;
+
 /// How long a port the stack needs may stay busy before the start fails (a previous
 /// stack's sockets on the same ports, just stopped).
 const PORT_GRACE: Duration = Duration::from_secs(5);
@@ -102,6 +103,27 @@ pub struct StackOpts {
     /// Never run `cargo build` for rinha and rinha-lb (even under `cargo run`).
     #[arg(long)]
     pub no_build: bool,
+    /// The contest run to reproduce: `preview` (rinha.js) or `final` (rinha-final.js). It sets
+    /// the emulated processors' fees (0.05 / 0.15 or 0.07 / 0.10); `rinha` runs its test.
+    #[arg(long, value_enum, default_value_t = ProfileName::Preview)]
+    pub profile: ProfileName,
+    /// The default processor's fee, a decimal fraction (e.g. 0.07); wins over --profile.
+    #[arg(long)]
+    pub default_fee: Option<Fee>,
+    /// The fallback processor's fee, a decimal fraction (e.g. 0.10); wins over --profile.
+    #[arg(long)]
+    pub fallback_fee: Option<Fee>,
+}
+
+impl StackOpts {
+    /// The emulated processors' fees, (default, fallback): the flags, else the profile's.
+    pub fn fees(&self) -> (Fee, Fee) {
+        let fees = self.profile.profile().fees;
+        (
+            self.default_fee.unwrap_or_else(|| fees.default_fee()),
+            self.fallback_fee.unwrap_or_else(|| fees.fallback_fee()),
+        )
+    }
 }
 
 /// Command-line arguments of `rinha-bench stack`.
@@ -157,6 +179,8 @@ pub struct Stack {
     lb_port: u16,
     default_port: u16,
     fallback_port: u16,
+    /// The processors' fees, (default, fallback).
+    fees: (Fee, Fee),
 }
 
 fn parse_env(pairs: &[String]) -> Result<Vec<(String, String)>, StackError> {
@@ -202,12 +226,14 @@ impl Stack {
             lb_port: opts.lb_port,
             default_port: opts.default_port,
             fallback_port: opts.fallback_port,
+            fees: opts.fees(),
         };
         let up = Duration::from_secs(opts.up_timeout);
 
+        let (default_fee, fallback_fee) = stack.fees;
         for (name, port, fee) in [
-            ("default processor", opts.default_port, DEFAULT_FEE),
-            ("fallback processor", opts.fallback_port, FALLBACK_FEE),
+            ("default processor", opts.default_port, default_fee),
+            ("fallback processor", opts.fallback_port, fallback_fee),
         ] {
             let args = vec![
                 "processor".to_string(),
@@ -295,6 +321,11 @@ impl Stack {
         format!("http://127.0.0.1:{}", self.fallback_port)
     }
 
+    /// The emulated processors' fees, (default, fallback).
+    pub fn fees(&self) -> (Fee, Fee) {
+        self.fees
+    }
+
     /// The running parts (name, address, log, pid), in start order.
     pub fn parts(&self) -> &[Part] {
         &self.parts
@@ -302,7 +333,12 @@ impl Stack {
 
     /// The parts, where each listens and where its log goes.
     pub fn describe(&self) -> String {
-        let mut out = format!("local stack in {}\n", self.dir.display());
+        let mut out = format!(
+            "local stack in {} (processors' fees: default {}, fallback {})\n",
+            self.dir.display(),
+            self.fees.0,
+            self.fees.1
+        );
         for part in &self.parts {
             out.push_str(&format!(
                 "  {:<19} {:<45} pid {:<7} log {}\n",
@@ -366,3 +402,34 @@ impl Stack {
 
 // Dropping a `Stack` drops its `Part`s, whose children are `kill_on_drop`: an interrupted
 // `rinha` run leaves nothing behind.
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fees(flags: &[&str]) -> (String, String) {
+        let args: Args = crate::parse_flags("stack", flags.iter().copied()).expect("flags");
+        let (d, f) = args.opts.fees();
+        (d.to_string(), f.to_string())
+    }
+
+    #[test]
+    fn the_profile_sets_the_fees_and_the_fee_flags_win() {
+        let pair = |d: &str, f: &str| (d.to_string(), f.to_string());
+        assert_eq!(fees(&[]), pair("0.05", "0.15"));
+        assert_eq!(fees(&["--profile", "preview"]), pair("0.05", "0.15"));
+        assert_eq!(fees(&["--profile", "final"]), pair("0.07", "0.1"));
+        assert_eq!(
+            fees(&["--profile", "final", "--default-fee", "0.06"]),
+            pair("0.06", "0.1")
+        );
+        assert_eq!(
+            fees(&["--default-fee", "0.07", "--fallback-fee", "0.10"]),
+            pair("0.07", "0.1")
+        );
+        let bad: Result<Args, _> = crate::parse_flags("stack", ["--default-fee", "seven"]);
+        assert!(bad.is_err());
+        let bad: Result<Args, _> = crate::parse_flags("stack", ["--profile", "semifinal"]);
+        assert!(bad.is_err());
+    }
+}

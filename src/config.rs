@@ -10,6 +10,7 @@ use clap::Parser;
 use rinha_sys::uring::Taskrun;
 
 use crate::journal::SyncMode;
+use crate::route::Policy;
 
 /// Where a server listens or a peer is reached: a unix socket path or a TCP address.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -188,9 +189,25 @@ pub struct Args {
     /// Payments each core may hold queued before intake answers 503 (~100 bytes each).
     #[arg(long, env = "QUEUE_CAPACITY", default_value_t = 1_000_000)]
     pub queue_capacity: usize,
-    /// Concurrent senders to the processors per core.
-    #[arg(long, env = "SENDERS", default_value_t = 64)]
-    pub senders: usize,
+    /// Concurrent senders to the processors per core; default: enough to fill both
+    /// processors' shares of `MAX_IN_FLIGHT` at once.
+    #[arg(long, env = "SENDERS")]
+    pub senders: Option<usize>,
+    /// Calls in flight to one processor from the whole deployment (every core of this instance
+    /// and of its peers); each core takes an equal share. The processor admits 800 at once.
+    #[arg(long, env = "MAX_IN_FLIGHT", default_value_t = 640)]
+    pub max_in_flight: usize,
+    /// Routing: the chance per second of waiting that a payment not stored yet is never stored
+    /// (the run ends, the instance dies); what a processor's slowness costs against its fee.
+    #[arg(long, env = "ROUTE_RISK_PER_S", default_value_t = 0.02)]
+    pub route_risk_per_s: f64,
+    /// Routing: how much longer a failing processor is expected to keep failing, as a
+    /// fraction of how long it has failed so far.
+    #[arg(long, env = "ROUTE_OUTAGE_FACTOR", default_value_t = 0.4)]
+    pub route_outage_factor: f64,
+    /// The processors' admin token, to read their `feePerTransaction`.
+    #[arg(long, env = "PROCESSOR_TOKEN", default_value = "123")]
+    pub processor_token: String,
     /// How long one processor call may take before its outcome is called unknown.
     #[arg(long, env = "PROCESSOR_TIMEOUT_MS", default_value_t = 6000)]
     pub processor_timeout_ms: u64,
@@ -230,7 +247,12 @@ pub struct Config {
     pub journal_sync: SyncMode,
     pub purge_token: Option<String>,
     pub queue_capacity: usize,
+    /// Senders per core.
     pub senders: usize,
+    /// Calls in flight to one processor from one core at most.
+    pub lane_cap: u32,
+    pub policy: Policy,
+    pub processor_token: String,
     pub processor_timeout: Duration,
     pub shutdown_grace: Duration,
     pub peer_timeout: Duration,
@@ -255,8 +277,17 @@ impl Config {
             Some(n) => n,
             None => available_cpus(),
         };
-        if args.senders == 0 || args.senders > 4096 {
+        if args.senders.is_some_and(|n| n == 0 || n > 4096) {
             return Err(ConfigError::Range("SENDERS", "between 1 and 4096"));
+        }
+        if args.max_in_flight == 0 {
+            return Err(ConfigError::Range("MAX_IN_FLIGHT", "at least 1"));
+        }
+        if !(args.route_risk_per_s > 0.0 && args.route_risk_per_s.is_finite()) {
+            return Err(ConfigError::Range("ROUTE_RISK_PER_S", "a positive number"));
+        }
+        if !(args.route_outage_factor >= 0.0 && args.route_outage_factor.is_finite()) {
+            return Err(ConfigError::Range("ROUTE_OUTAGE_FACTOR", "zero or more"));
         }
         if args.queue_capacity == 0 {
             return Err(ConfigError::Range("QUEUE_CAPACITY", "at least 1"));
@@ -276,6 +307,10 @@ impl Config {
         if args.header_timeout_ms == 0 {
             return Err(ConfigError::Range("HEADER_TIMEOUT_MS", "at least 1"));
         }
+        // Every core of every instance takes an equal share of the processor's admission.
+        let cores = workers * (1 + peers.len());
+        let lane_cap = args.max_in_flight.div_ceil(cores).clamp(1, 2048) as u32;
+        let senders = args.senders.unwrap_or((2 * lane_cap as usize).min(4096));
         let journal_sync: SyncMode = args
             .journal_sync
             .parse()
@@ -293,7 +328,13 @@ impl Config {
             journal_sync,
             purge_token: args.purge_token.filter(|t| !t.is_empty()),
             queue_capacity: args.queue_capacity,
-            senders: args.senders,
+            senders,
+            lane_cap,
+            policy: Policy {
+                risk_per_s: args.route_risk_per_s,
+                outage_factor: args.route_outage_factor,
+            },
+            processor_token: args.processor_token,
             processor_timeout: Duration::from_millis(args.processor_timeout_ms),
             shutdown_grace: Duration::from_millis(args.shutdown_grace_ms),
             peer_timeout: Duration::from_millis(args.peer_timeout_ms),
@@ -369,6 +410,22 @@ mod tests {
         assert!(Config::from_args(args).is_err());
         let args = Args::parse_from(["rinha", "--peers", "unix:/a, 127.0.0.1:1"]);
         assert_eq!(Config::from_args(args).unwrap().peers.len(), 2);
+        let args = Args::parse_from(["rinha", "--route-risk-per-s", "0"]);
+        assert!(Config::from_args(args).is_err());
+    }
+
+    #[test]
+    fn each_core_of_each_instance_takes_a_share_of_the_processors_admission() {
+        let config = |flags: &[&str]| {
+            let args = Args::parse_from(std::iter::once("rinha").chain(flags.iter().copied()));
+            Config::from_args(args).unwrap()
+        };
+        // Two instances of two cores: a quarter each; senders fill both processors' shares.
+        let c = config(&["--workers", "2", "--peers", "unix:/other.sock"]);
+        assert_eq!((c.lane_cap, c.senders), (160, 320));
+        // One instance of one core takes it all; SENDERS still wins when set.
+        let c = config(&["--workers", "1", "--senders", "7"]);
+        assert_eq!((c.lane_cap, c.senders), (640, 7));
     }
 
     #[test]

@@ -6,6 +6,7 @@
 use std::cell::Cell;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use crate::config::Config;
 use crate::durable::Durable;
@@ -13,14 +14,23 @@ use crate::processor::breaker::Breaker;
 use crate::processor::client::ProcessorClient;
 use crate::processor::Processor;
 use crate::queue::Queue;
+use crate::route::Outlook;
 use crate::router::RouterHandle;
 use crate::store::Shard;
+
+/// The fee each processor is taken to charge until it has told us (its admin summary's
+/// `feePerTransaction`): the contract's preview fees, default 5 % and fallback 15 %.
+pub const FEE_PRIOR: [f64; 2] = [0.05, 0.15];
 
 /// One processor as this core sees it.
 #[derive(Debug)]
 pub struct Upstream {
     pub client: ProcessorClient,
     pub breaker: Breaker,
+    /// Its fee per payment, a fraction of the amount.
+    pub fee: Cell<f64>,
+    /// Whether `fee` was read from the processor (else it is the prior).
+    pub fee_known: Cell<bool>,
 }
 
 /// One core's state.
@@ -47,15 +57,15 @@ impl Core {
         router: RouterHandle,
         durable: Option<Durable>,
     ) -> Self {
+        let upstream = |p: Processor, url: &crate::config::ProcessorUrl| Upstream {
+            client: ProcessorClient::new(url.clone(), resolved[p.index()]),
+            breaker: Breaker::with_cap(config.lane_cap),
+            fee: Cell::new(FEE_PRIOR[p.index()]),
+            fee_known: Cell::new(false),
+        };
         let upstreams = [
-            Upstream {
-                client: ProcessorClient::new(config.default_url.clone(), resolved[0]),
-                breaker: Breaker::new(),
-            },
-            Upstream {
-                client: ProcessorClient::new(config.fallback_url.clone(), resolved[1]),
-                breaker: Breaker::new(),
-            },
+            upstream(Processor::Default, &config.default_url),
+            upstream(Processor::Fallback, &config.fallback_url),
         ];
         Core {
             id,
@@ -72,6 +82,21 @@ impl Core {
 
     pub fn upstream(&self, p: Processor) -> &Upstream {
         &self.upstreams[p.index()]
+    }
+
+    /// What this core knows of processor `p` at `now`, for [`crate::route::choose`].
+    pub fn outlook(&self, p: Processor, now: Instant) -> Outlook {
+        let up = self.upstream(p);
+        let (in_flight, cap, waiting) = up.breaker.load();
+        Outlook {
+            fee: up.fee.get(),
+            response: self.shard.response_estimate(p),
+            oldest_in_flight: up.breaker.oldest_in_flight(now),
+            failing_for: up.breaker.failing_for(now),
+            in_flight,
+            cap,
+            waiting,
+        }
     }
 
     pub fn shutting_down(&self) -> bool {

@@ -10,7 +10,8 @@
 //! - [`service`]: what each request means; `POST /payments` is the hot path.
 //! - [`payment`]: the payment body and exact decimal -> cents.
 //! - [`queue`]: the per-core payment queue.
-//! - [`worker`]: the per-core senders: policy, retries, unknown outcomes, recording.
+//! - [`worker`]: the per-core senders: placing, retries, unknown outcomes, recording.
+//! - [`route`]: the routing policy: which processor costs less, fee against waiting.
 //! - [`processor`]: the processors as a core sees them: client and circuit breaker.
 //! - [`store`]: the per-core shard of processed payments and the in-flight rule.
 //! - [`router`]: summaries and purges across shards and peers.
@@ -33,6 +34,7 @@ pub mod listener;
 pub mod payment;
 pub mod processor;
 pub mod queue;
+pub mod route;
 pub mod router;
 pub mod runtime;
 pub mod service;

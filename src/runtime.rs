@@ -275,6 +275,7 @@ async fn core_main(
     for _ in 0..config.senders {
         monoio::spawn(worker::sender(core.clone()));
     }
+    monoio::spawn(worker::fee_reader(core.clone()));
     loop {
         monoio::select! {
             _ = stop_rx.recv_async() => break,

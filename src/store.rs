@@ -262,12 +262,17 @@ impl Shard {
     /// The `requestedAt` (µs, whole milliseconds) for an attempt to `processor` sent now:
     /// when the processor is expected to store it (see the module doc).
     pub fn stamp_us(&self, processor: Processor) -> i64 {
-        // `expected_storage(processor, now)`: every answer was sent before now, so the
-        // neighbour is the answer sent last.
-        let ahead = self.last_sent_answer[processor.index()]
-            .get()
-            .map_or_else(|| self.latency(processor), |(_, took)| took);
+        let ahead = self.response_estimate(processor);
         crate::time::now_ms_as_us() + ahead.as_millis().min(i64::MAX as u128 / 1000) as i64 * 1000
+    }
+
+    /// How long after now an attempt to `processor` sent now is expected to be stored:
+    /// `expected_storage(processor, now)`, where every answer was sent before now, so the
+    /// neighbour is the answer sent last.
+    pub fn response_estimate(&self, processor: Processor) -> Duration {
+        self.last_sent_answer[processor.index()]
+            .get()
+            .map_or_else(|| self.latency(processor), |(_, took)| took)
     }
 
     /// The current response-time estimate of `processor`.

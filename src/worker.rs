@@ -19,10 +19,11 @@
 //! With a journal, each send is preceded by a committed `attempt` record and each outcome
 //! followed by a `confirmed` or `dropped` one (see [`crate::durable`]).
 //!
-//! Policy: the default processor only (its fee is the lowest and every top entry found
-//! waiting cheaper than the fallback), unless `FALLBACK_AFTER_MS` is set: then a payment
-//! that waited that long goes to the fallback while the default's breaker is open and the
-//! fallback's is closed.
+//! Policy ([`crate::route`]): each unpinned payment goes to the processor with the lower
+//! expected cost (fee against the risk of waiting), re-decided whenever the chosen one has
+//! no room, so a payment held for a failing default moves to the fallback once waiting no
+//! longer pays. `FALLBACK_AFTER_MS`, when set, also sends to a working fallback a payment
+//! that waited that long while the default's breaker is open.
 
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -41,6 +42,12 @@ const POISONED_PAUSE: Duration = Duration::from_secs(1);
 /// Pause of a sender after a failure while the breaker is still closed, so a processor
 /// that fails fast is not spun on before the breaker opens.
 const FAILURE_PAUSE: Duration = Duration::from_millis(5);
+/// A sender whose chosen processor has no room decides again at least this often (an
+/// outage's price grows with its length even when nothing else happens).
+const RECONSIDER: Duration = Duration::from_millis(100);
+/// How often each core reads the processors' fees once it knows them, and while it does not.
+const FEE_REFRESH: Duration = Duration::from_secs(30);
+const FEE_RETRY: Duration = Duration::from_secs(1);
 
 /// Runs one sender for as long as its runtime runs.
 pub async fn sender(core: Rc<Core>) {
@@ -85,9 +92,11 @@ async fn process(core: &Core, mut p: Queued) {
         return;
     }
 
-    let proc = p.pinned.unwrap_or_else(|| choose(core, &p));
+    let (proc, permit) = match p.pinned {
+        Some(proc) => (proc, core.upstream(proc).breaker.admit().await),
+        None => place(core, &p).await,
+    };
     let up = core.upstream(proc);
-    let permit = up.breaker.admit().await;
     // Stamped with when the processor should store it, not now (store.rs, "Stamped when
     // it will be stored").
     let requested_at_us = core.shard.stamp_us(proc);
@@ -184,15 +193,74 @@ async fn failed(core: &Core, proc: Processor, permit: Permit, p: Queued) {
     }
 }
 
-/// Where an unpinned payment goes.
-fn choose(core: &Core, p: &Queued) -> Processor {
-    if let Some(after) = core.config.fallback_after {
-        if p.accepted_at.elapsed() >= after
-            && core.upstream(Processor::Default).breaker.is_open()
-            && !core.upstream(Processor::Fallback).breaker.is_open()
-        {
-            return Processor::Fallback;
+/// Where an unpinned payment goes, with the permit to send it there: the cheaper processor
+/// ([`crate::route::choose`]), or the other one as a scout; decided again whenever the
+/// choice has no room.
+async fn place(core: &Core, p: &Queued) -> (Processor, Permit) {
+    loop {
+        let now = Instant::now();
+        if let Some(permit) = fallback_after(core, p, now) {
+            return (Processor::Fallback, permit);
         }
+        let decision = crate::route::choose(
+            &core.outlook(Processor::Default, now),
+            &core.outlook(Processor::Fallback, now),
+            &core.config.policy,
+        );
+        if let Some(scout) = decision.scout {
+            if let Some(permit) = core.upstream(scout).breaker.try_scout(now) {
+                return (scout, permit);
+            }
+        }
+        let breaker = &core.upstream(decision.choice).breaker;
+        if let Some(permit) = breaker.try_admit(now) {
+            return (decision.choice, permit);
+        }
+        breaker.wait_for_room(RECONSIDER).await;
     }
-    Processor::Default
+}
+
+/// `FALLBACK_AFTER_MS`: a payment that waited that long goes to a working fallback while the
+/// default's breaker is open.
+fn fallback_after(core: &Core, p: &Queued, now: Instant) -> Option<Permit> {
+    let after = core.config.fallback_after?;
+    let fallback = &core.upstream(Processor::Fallback).breaker;
+    if now.saturating_duration_since(p.accepted_at) >= after
+        && core.upstream(Processor::Default).breaker.is_open()
+        && !fallback.is_open()
+    {
+        fallback.try_admit(now)
+    } else {
+        None
+    }
+}
+
+/// Reads each processor's `feePerTransaction` for the router: until known every
+/// [`FEE_RETRY`], then every [`FEE_REFRESH`] (fees do not change during a run; the refresh
+/// follows processors replaced between runs). Until read, [`crate::core::FEE_PRIOR`] holds.
+pub async fn fee_reader(core: Rc<Core>) {
+    loop {
+        for proc in [Processor::Default, Processor::Fallback] {
+            let up = core.upstream(proc);
+            let token = &core.config.processor_token;
+            match up.client.fee(token, core.config.processor_timeout).await {
+                Ok(Some(fee)) => {
+                    if !up.fee_known.replace(true) || up.fee.get() != fee {
+                        tracing::info!(processor = proc.name(), fee, "processor fee read");
+                    }
+                    up.fee.set(fee);
+                }
+                Ok(None) => {
+                    tracing::debug!(processor = proc.name(), "processor fee not readable")
+                }
+                Err(e) => {
+                    tracing::debug!(processor = proc.name(), error = %e, "processor fee read failed")
+                }
+            }
+        }
+        let known = [Processor::Default, Processor::Fallback]
+            .iter()
+            .all(|p| core.upstream(*p).fee_known.get());
+        monoio::time::sleep(if known { FEE_REFRESH } else { FEE_RETRY }).await;
+    }
 }

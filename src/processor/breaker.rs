@@ -6,6 +6,11 @@
 //! at most [`MAX_PROBES`] probe in flight; the first success closes it. The interval keeps
 //! a failing processor (and our CPU quota) from being hammered.
 //!
+//! It is also the core's gate to the processor: at most `cap` calls in flight (this core's
+//! share of `MAX_IN_FLIGHT`, so both instances together stay under the processor's own
+//! admission limit and never earn a 429), and it knows how long the oldest of them has been
+//! out and how long the processor has been failing: what [`crate::route`] prices.
+//!
 //! Slow start: when the breaker closes after being open, the calls in flight on this core
 //! are capped at [`RAMP_START`], and the cap doubles every [`RAMP_DOUBLING`] until it no
 //! longer binds. Without it every sender of the core leaves at once on the backlog that
@@ -28,6 +33,7 @@
 //! 30 s); store.rs, "Stamped when it will be stored", takes it out of the checked window.
 
 use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
 use std::future::poll_fn;
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
@@ -42,14 +48,35 @@ pub const MAX_PROBES: u32 = 1;
 pub const RAMP_START: u32 = 8;
 /// The slow-start cap doubles this often...
 pub const RAMP_DOUBLING: Duration = Duration::from_millis(500);
-/// ...this many times, then the ramp ends (8 << 4 = 128, above the default 64 senders).
-pub const RAMP_STEPS: u32 = 4;
+/// ...until it reaches the breaker's cap, or this many times at most.
+pub const RAMP_STEPS: u32 = 8;
+/// At most one scout (a call to a processor the router does not choose, to learn whether it
+/// should) starts per interval, and only while no other call to it is in flight.
+pub const SCOUT_INTERVAL: Duration = Duration::from_millis(200);
+/// Parked wakers kept before they are all woken at once (see `park`).
+const PARKED_MAX: usize = 8192;
 
 /// Whether a call went as a probe of an open breaker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Permit {
+pub enum Kind {
     Normal,
     Probe,
+}
+
+/// The right to make one call; given back with [`Breaker::success`], [`Breaker::failure`]
+/// or [`Breaker::cancel`].
+#[derive(Debug, PartialEq, Eq)]
+#[must_use]
+pub struct Permit {
+    kind: Kind,
+    /// Admission order, keys the call's start in [`Breaker::started`].
+    serial: u64,
+}
+
+impl Permit {
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
 }
 
 /// One processor's breaker on one core.
@@ -61,6 +88,16 @@ pub struct Breaker {
     probes: Cell<u32>,
     /// Calls in flight on a normal permit.
     in_flight: Cell<u32>,
+    /// The most calls in flight on normal permits.
+    cap: u32,
+    /// When each call in flight (normal or probe) started, by permit serial.
+    started: RefCell<BTreeMap<u64, Instant>>,
+    next_serial: Cell<u64>,
+    /// When the breaker last opened, while it is open.
+    opened_at: Cell<Option<Instant>>,
+    next_scout: Cell<Instant>,
+    /// Senders waiting in [`Breaker::wait_for_room`].
+    waiting: Cell<u32>,
     /// When the breaker last closed, while the slow start still binds.
     ramp_from: Cell<Option<Instant>>,
     /// Senders parked until a probe slot frees (woken by `release`, not by polling: with
@@ -71,66 +108,150 @@ pub struct Breaker {
 
 impl Default for Breaker {
     fn default() -> Self {
-        Breaker {
-            failures: Cell::new(0),
-            open: Cell::new(false),
-            next_probe: Cell::new(Instant::now()),
-            probes: Cell::new(0),
-            in_flight: Cell::new(0),
-            ramp_from: Cell::new(None),
-            parked: RefCell::new(Vec::new()),
-        }
+        Self::with_cap(u32::MAX)
     }
 }
 
 impl Breaker {
+    /// A breaker with no cap on calls in flight.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A breaker that allows at most `cap` calls in flight.
+    pub fn with_cap(cap: u32) -> Self {
+        let now = Instant::now();
+        Breaker {
+            failures: Cell::new(0),
+            open: Cell::new(false),
+            next_probe: Cell::new(now),
+            probes: Cell::new(0),
+            in_flight: Cell::new(0),
+            cap: cap.max(1),
+            started: RefCell::new(BTreeMap::new()),
+            next_serial: Cell::new(0),
+            opened_at: Cell::new(None),
+            next_scout: Cell::new(now),
+            waiting: Cell::new(0),
+            ramp_from: Cell::new(None),
+            parked: RefCell::new(Vec::new()),
+        }
     }
 
     pub fn is_open(&self) -> bool {
         self.open.get()
     }
 
-    /// The slow-start cap on calls in flight at `now`, if it still binds.
-    fn ramp_cap(&self, now: Instant) -> Option<u32> {
-        let from = self.ramp_from.get()?;
-        let steps =
-            (now.saturating_duration_since(from).as_millis() / RAMP_DOUBLING.as_millis()) as u32;
-        if steps >= RAMP_STEPS {
-            self.ramp_from.set(None);
-            // Whoever still waits on the cap goes now.
-            self.wake_parked();
-            return None;
-        }
-        Some(RAMP_START << steps)
+    /// How long it has been open at `now`, if it is.
+    pub fn failing_for(&self, now: Instant) -> Option<Duration> {
+        self.opened_at
+            .get()
+            .map(|t| now.saturating_duration_since(t))
     }
 
-    /// Whether the slow start allows no more calls at `now`.
-    fn at_ramp_cap(&self, now: Instant) -> bool {
-        self.ramp_cap(now)
-            .is_some_and(|cap| self.in_flight.get() >= cap)
+    /// Age of the oldest call in flight at `now`, if any.
+    pub fn oldest_in_flight(&self, now: Instant) -> Option<Duration> {
+        self.started
+            .borrow()
+            .first_key_value()
+            .map(|(_, t)| now.saturating_duration_since(*t))
+    }
+
+    /// Calls in flight on normal permits, the most allowed, and senders waiting for room.
+    pub fn load(&self) -> (u32, u32, u32) {
+        (self.in_flight.get(), self.cap, self.waiting.get())
+    }
+
+    fn permit(&self, kind: Kind, now: Instant) -> Permit {
+        let serial = self.next_serial.get();
+        self.next_serial.set(serial + 1);
+        self.started.borrow_mut().insert(serial, now);
+        Permit { kind, serial }
+    }
+
+    /// The cap on calls in flight at `now`: the slow start's while it binds, else `cap`.
+    fn cap_at(&self, now: Instant) -> u32 {
+        let Some(from) = self.ramp_from.get() else {
+            return self.cap;
+        };
+        let steps =
+            (now.saturating_duration_since(from).as_millis() / RAMP_DOUBLING.as_millis()) as u32;
+        let ramp = RAMP_START.checked_shl(steps.min(31)).unwrap_or(u32::MAX);
+        if steps >= RAMP_STEPS || ramp >= self.cap {
+            self.ramp_from.set(None);
+            // Whoever still waits on the slow start goes now.
+            self.wake_parked();
+            return self.cap;
+        }
+        ramp
+    }
+
+    /// Whether no more calls are allowed at `now` while closed.
+    fn at_cap(&self, now: Instant) -> bool {
+        self.in_flight.get() >= self.cap_at(now)
     }
 
     /// Takes a permit now if one is available.
     pub fn try_admit(&self, now: Instant) -> Option<Permit> {
         if !self.open.get() {
-            if self.at_ramp_cap(now) {
+            if self.at_cap(now) {
                 return None;
             }
             self.in_flight.set(self.in_flight.get() + 1);
             // Room left under a cap that grew since the others parked: pass it on.
-            if self.ramp_from.get().is_some() && !self.at_ramp_cap(now) {
+            if self.ramp_from.get().is_some() && !self.at_cap(now) {
                 self.wake_one();
             }
-            return Some(Permit::Normal);
+            return Some(self.permit(Kind::Normal, now));
         }
         if self.probes.get() < MAX_PROBES && now >= self.next_probe.get() {
             self.next_probe.set(now + PROBE_INTERVAL);
             self.probes.set(self.probes.get() + 1);
-            return Some(Permit::Probe);
+            return Some(self.permit(Kind::Probe, now));
         }
         None
+    }
+
+    /// A permit for a scout: a call to a processor the router does not choose now, to learn
+    /// whether it should (its delay may have fallen, its outage ended); at most once per
+    /// [`SCOUT_INTERVAL`]. Open: a probe, as [`Breaker::try_admit`] gives. Closed: only
+    /// while no call to it is in flight on this core (one in flight already tells its delay
+    /// by its age).
+    pub fn try_scout(&self, now: Instant) -> Option<Permit> {
+        if now < self.next_scout.get() {
+            return None;
+        }
+        if self.open.get() {
+            let probe = self.try_admit(now)?;
+            self.next_scout.set(now + SCOUT_INTERVAL);
+            return Some(probe);
+        }
+        if !self.started.borrow().is_empty() {
+            return None;
+        }
+        let permit = self.try_admit(now)?;
+        self.next_scout.set(now + SCOUT_INTERVAL);
+        Some(permit)
+    }
+
+    /// Waits until a call ends or the breaker changes state, or at most `max`: the caller
+    /// then decides again where its payment goes. Counted in [`Breaker::load`] meanwhile.
+    pub async fn wait_for_room(&self, max: Duration) {
+        self.waiting.set(self.waiting.get() + 1);
+        let mut woken = false;
+        let _ = monoio::time::timeout(
+            max,
+            poll_fn(|cx| {
+                if woken {
+                    return Poll::Ready(());
+                }
+                woken = true;
+                self.park(cx.waker());
+                Poll::Pending
+            }),
+        )
+        .await;
+        self.waiting.set(self.waiting.get().saturating_sub(1));
     }
 
     /// Waits for a permit.
@@ -141,8 +262,8 @@ impl Breaker {
                 return p;
             }
             if !self.open.get() {
-                // Closed but at the slow-start cap: wait for a call to finish.
-                self.park_until(|| self.open.get() || !self.at_ramp_cap(Instant::now()))
+                // Closed but at the cap: wait for a call to finish.
+                self.park_until(|| self.open.get() || !self.at_cap(Instant::now()))
                     .await;
             } else if self.probes.get() >= MAX_PROBES {
                 // Wait for the probe in flight to finish (it may close the breaker).
@@ -162,11 +283,23 @@ impl Breaker {
             if ready() {
                 Poll::Ready(())
             } else {
-                self.parked.borrow_mut().push(cx.waker().clone());
+                self.park(cx.waker());
                 Poll::Pending
             }
         })
         .await
+    }
+
+    fn park(&self, waker: &Waker) {
+        let mut parked = self.parked.borrow_mut();
+        // A waiter that timed out leaves its waker behind; wake them all rather than let
+        // them pile up (a spurious wake only makes a sender decide again).
+        if parked.len() >= PARKED_MAX {
+            for w in parked.drain(..) {
+                w.wake();
+            }
+        }
+        parked.push(waker.clone());
     }
 
     /// The processor answered (any answer that proves it works: 2XX or 422).
@@ -174,6 +307,7 @@ impl Breaker {
         self.release(permit);
         self.failures.set(0);
         if self.open.replace(false) {
+            self.opened_at.set(None);
             tracing::info!("processor recovered: breaker closed, slow start");
             self.ramp_from.set(Some(Instant::now()));
             self.wake_parked();
@@ -186,7 +320,11 @@ impl Breaker {
         let n = self.failures.get().saturating_add(1);
         self.failures.set(n);
         if n >= OPEN_AFTER && !self.open.replace(true) {
-            self.next_probe.set(Instant::now() + PROBE_INTERVAL);
+            let now = Instant::now();
+            self.next_probe.set(now + PROBE_INTERVAL);
+            self.opened_at.set(Some(now));
+            // Whoever waits for room decides again: the breaker's price changed.
+            self.wake_parked();
             tracing::info!(failures = n, "processor failing: breaker open");
         }
     }
@@ -197,17 +335,16 @@ impl Breaker {
     }
 
     fn release(&self, permit: Permit) {
-        match permit {
-            Permit::Probe => {
+        self.started.borrow_mut().remove(&permit.serial);
+        match permit.kind {
+            Kind::Probe => {
                 self.probes.set(self.probes.get().saturating_sub(1));
                 self.wake_parked();
             }
-            Permit::Normal => {
+            Kind::Normal => {
                 self.in_flight.set(self.in_flight.get().saturating_sub(1));
-                // One slot freed: one sender parked on the slow-start cap may take it.
-                if self.ramp_from.get().is_some() {
-                    self.wake_one();
-                }
+                // One slot freed: one sender parked on the cap may take it.
+                self.wake_one();
             }
         }
     }
@@ -231,90 +368,98 @@ impl Breaker {
 mod tests {
     use super::*;
 
+    fn kind(p: &Option<Permit>) -> Option<Kind> {
+        p.as_ref().map(Permit::kind)
+    }
+
+    /// Fails `n` calls admitted at `now` (opening a closed breaker at `OPEN_AFTER`).
+    fn fail(b: &Breaker, n: u32, now: Instant) {
+        for _ in 0..n {
+            let p = b.try_admit(now).expect("closed: admitted");
+            b.failure(p);
+        }
+    }
+
     #[test]
     fn opens_probes_and_closes() {
         let b = Breaker::new();
         let t0 = Instant::now();
-        for _ in 0..OPEN_AFTER {
-            assert_eq!(b.try_admit(t0), Some(Permit::Normal));
-            b.failure(Permit::Normal);
-        }
+        fail(&b, OPEN_AFTER, t0);
         assert!(b.is_open());
+        assert!(b.failing_for(Instant::now()).is_some());
         // No probe before the interval, one at it, not two in the same interval.
-        assert_eq!(b.try_admit(Instant::now()), None);
+        assert_eq!(kind(&b.try_admit(Instant::now())), None);
         let t1 = Instant::now() + PROBE_INTERVAL;
-        assert_eq!(b.try_admit(t1), Some(Permit::Probe));
-        assert_eq!(b.try_admit(t1), None);
-        b.failure(Permit::Probe);
+        let probe = b.try_admit(t1);
+        assert_eq!(kind(&probe), Some(Kind::Probe));
+        assert_eq!(kind(&b.try_admit(t1)), None);
+        b.failure(probe.unwrap());
         assert!(b.is_open());
         let t2 = t1 + PROBE_INTERVAL;
-        assert_eq!(b.try_admit(t2), Some(Permit::Probe));
-        b.success(Permit::Probe);
+        let probe = b.try_admit(t2);
+        assert_eq!(kind(&probe), Some(Kind::Probe));
+        b.success(probe.unwrap());
         assert!(!b.is_open());
-        assert_eq!(b.try_admit(t2), Some(Permit::Normal));
+        assert_eq!(b.failing_for(t2), None);
+        assert_eq!(kind(&b.try_admit(t2)), Some(Kind::Normal));
     }
 
     #[test]
     fn senders_parked_on_the_probe_cap_wake_when_it_frees() {
         let b = std::rc::Rc::new(Breaker::new());
-        for _ in 0..OPEN_AFTER {
-            b.failure(Permit::Normal);
-        }
+        fail(&b, OPEN_AFTER, Instant::now());
         monoio::start::<monoio::time::TimeDriver<monoio::LegacyDriver>, _>(async move {
             let probe = b.admit().await;
-            assert_eq!(probe, Permit::Probe);
+            assert_eq!(probe.kind(), Kind::Probe);
             let b2 = b.clone();
             let waiter = monoio::spawn(async move { b2.admit().await });
             monoio::time::sleep(Duration::from_millis(20)).await;
             assert_eq!(b.parked.borrow().len(), 1);
             b.success(probe);
-            assert_eq!(waiter.await, Permit::Normal);
+            assert_eq!(waiter.await.kind(), Kind::Normal);
         });
     }
 
     /// Opens `b` and closes it again with a successful probe: the slow start begins.
     fn recover(b: &Breaker) -> Instant {
-        for _ in 0..OPEN_AFTER {
-            b.failure(Permit::Normal);
-        }
+        fail(b, OPEN_AFTER, Instant::now());
         let probe_at = Instant::now() + PROBE_INTERVAL;
-        assert_eq!(b.try_admit(probe_at), Some(Permit::Probe));
-        b.success(Permit::Probe);
+        let probe = b.try_admit(probe_at).expect("a probe");
+        assert_eq!(probe.kind(), Kind::Probe);
+        b.success(probe);
         assert!(!b.is_open());
         b.ramp_from.get().expect("closing starts the slow start")
     }
 
     #[test]
     fn slow_start_caps_calls_in_flight_and_doubles_the_cap() {
-        let b = Breaker::new();
-        // Never opened: no cap at all.
+        let b = Breaker::with_cap(200);
+        // Never opened: only the breaker's own cap.
         let now = Instant::now();
-        for _ in 0..4 * RAMP_START {
-            assert_eq!(b.try_admit(now), Some(Permit::Normal));
-        }
-        for _ in 0..4 * RAMP_START {
-            b.success(Permit::Normal);
+        let permits: Vec<_> = (0..200).map(|_| b.try_admit(now).unwrap()).collect();
+        assert_eq!(kind(&b.try_admit(now)), None, "at the breaker's cap");
+        for p in permits {
+            b.success(p);
         }
         let t0 = recover(&b);
-        for _ in 0..RAMP_START {
-            assert_eq!(b.try_admit(t0), Some(Permit::Normal));
-        }
-        assert_eq!(b.try_admit(t0), None, "at the cap");
+        let mut held: Vec<_> = (0..RAMP_START).map(|_| b.try_admit(t0).unwrap()).collect();
+        assert_eq!(kind(&b.try_admit(t0)), None, "at the slow start's cap");
         // A call that ends frees its slot, whatever its outcome.
-        b.failure(Permit::Normal);
-        assert_eq!(b.try_admit(t0), Some(Permit::Normal));
-        assert_eq!(b.try_admit(t0), None);
+        b.failure(held.pop().unwrap());
+        held.push(b.try_admit(t0).unwrap());
+        assert_eq!(kind(&b.try_admit(t0)), None);
         // One doubling later, as many again.
         let t1 = t0 + RAMP_DOUBLING;
         for _ in 0..RAMP_START {
-            assert_eq!(b.try_admit(t1), Some(Permit::Normal));
+            held.push(b.try_admit(t1).unwrap());
         }
-        assert_eq!(b.try_admit(t1), None);
-        // After the last step the ramp is over: no cap.
-        let end = t0 + RAMP_DOUBLING * RAMP_STEPS;
-        for _ in 0..256 {
-            assert_eq!(b.try_admit(end), Some(Permit::Normal));
+        assert_eq!(kind(&b.try_admit(t1)), None);
+        // Once the doubling reaches the breaker's cap, the ramp is over: 200 in all.
+        let end = t0 + RAMP_DOUBLING * 5;
+        while let Some(p) = b.try_admit(end) {
+            held.push(p);
         }
+        assert_eq!(held.len(), 200);
         assert!(b.ramp_from.get().is_none());
     }
 
@@ -332,7 +477,7 @@ mod tests {
             monoio::time::sleep(Duration::from_millis(20)).await;
             assert_eq!(b.parked.borrow().len(), 1, "the ninth sender waits");
             b.success(permits.pop().unwrap());
-            assert_eq!(waiter.await, Permit::Normal);
+            assert_eq!(waiter.await.kind(), Kind::Normal);
             assert_eq!(b.in_flight.get(), RAMP_START);
         });
     }
@@ -340,15 +485,79 @@ mod tests {
     #[test]
     fn probes_in_flight_are_capped() {
         let b = Breaker::new();
-        for _ in 0..OPEN_AFTER {
-            b.failure(Permit::Normal);
-        }
+        fail(&b, OPEN_AFTER, Instant::now());
         let mut t = Instant::now();
+        let mut probes = Vec::new();
         for _ in 0..MAX_PROBES {
             t += PROBE_INTERVAL;
-            assert_eq!(b.try_admit(t), Some(Permit::Probe));
+            let p = b.try_admit(t);
+            assert_eq!(kind(&p), Some(Kind::Probe));
+            probes.push(p);
         }
         t += PROBE_INTERVAL;
-        assert_eq!(b.try_admit(t), None);
+        assert_eq!(kind(&b.try_admit(t)), None);
+    }
+
+    #[test]
+    fn the_oldest_call_in_flight_is_known_until_it_ends() {
+        let b = Breaker::new();
+        let t0 = Instant::now();
+        assert_eq!(b.oldest_in_flight(t0), None);
+        let first = b.try_admit(t0).unwrap();
+        let second = b.try_admit(t0 + Duration::from_millis(300)).unwrap();
+        let at = t0 + Duration::from_secs(1);
+        assert_eq!(b.oldest_in_flight(at), Some(Duration::from_secs(1)));
+        b.success(first);
+        assert_eq!(b.oldest_in_flight(at), Some(Duration::from_millis(700)));
+        b.cancel(second);
+        assert_eq!(b.oldest_in_flight(at), None);
+        assert_eq!(b.load().0, 0);
+    }
+
+    #[test]
+    fn a_scout_goes_only_while_nothing_else_is_in_flight_and_once_per_interval() {
+        let b = Breaker::new();
+        let t0 = Instant::now() + SCOUT_INTERVAL;
+        let scout = b.try_scout(t0).expect("nothing in flight: a scout");
+        assert_eq!(
+            kind(&b.try_scout(t0 + SCOUT_INTERVAL * 2)),
+            None,
+            "one in flight"
+        );
+        b.success(scout);
+        assert_eq!(kind(&b.try_scout(t0)), None, "not twice per interval");
+        assert!(b.try_scout(t0 + SCOUT_INTERVAL).is_some());
+        // Open: a scout is a probe, also at most once per interval.
+        let b = Breaker::new();
+        fail(&b, OPEN_AFTER, Instant::now());
+        let t1 = Instant::now() + SCOUT_INTERVAL;
+        let probe = b.try_scout(t1);
+        assert_eq!(kind(&probe), Some(Kind::Probe));
+        b.failure(probe.unwrap());
+        assert_eq!(kind(&b.try_scout(t1 + PROBE_INTERVAL)), None);
+        assert!(b.try_scout(t1 + SCOUT_INTERVAL).is_some());
+    }
+
+    #[test]
+    fn a_sender_waiting_for_room_is_counted_and_woken_by_a_call_that_ends() {
+        let b = std::rc::Rc::new(Breaker::with_cap(1));
+        monoio::start::<monoio::time::TimeDriver<monoio::LegacyDriver>, _>(async move {
+            let p = b.try_admit(Instant::now()).unwrap();
+            let b2 = b.clone();
+            let waiter = monoio::spawn(async move {
+                let t = Instant::now();
+                b2.wait_for_room(Duration::from_secs(5)).await;
+                t.elapsed()
+            });
+            monoio::time::sleep(Duration::from_millis(20)).await;
+            assert_eq!(b.load(), (1, 1, 1));
+            b.success(p);
+            assert!(waiter.await < Duration::from_secs(1));
+            assert_eq!(b.load(), (0, 1, 0));
+            // With nothing to wake it, the wait ends at its bound.
+            let t = Instant::now();
+            b.wait_for_room(Duration::from_millis(30)).await;
+            assert!(t.elapsed() >= Duration::from_millis(30));
+        });
     }
 }

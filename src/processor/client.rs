@@ -119,6 +119,22 @@ impl ProcessorClient {
         }
     }
 
+    /// Reads the processor's `feePerTransaction` from its admin summary (`token` is the
+    /// admin token); `None` if it answered without one.
+    pub async fn fee(&self, token: &str, timeout: Duration) -> Result<Option<f64>, CallError> {
+        let mut req = Vec::with_capacity(128);
+        req.extend_from_slice(b"GET /admin/payments-summary HTTP/1.1\r\nHost: ");
+        req.extend_from_slice(self.url.authority.as_bytes());
+        req.extend_from_slice(b"\r\nX-Rinha-Token: ");
+        req.extend_from_slice(token.as_bytes());
+        req.extend_from_slice(b"\r\n\r\n");
+        let resp = self.call(req, timeout).await?;
+        Ok(match resp.status {
+            200 => fee_per_transaction(&resp.body),
+            _ => None,
+        })
+    }
+
     async fn call(&self, request: Vec<u8>, timeout: Duration) -> Result<Response, CallError> {
         let deadline = Instant::now() + timeout;
         let pooled = self.idle.borrow_mut().pop();
@@ -195,9 +211,34 @@ fn requested_at(body: &[u8]) -> Option<i64> {
         .map(|us| us - us.rem_euclid(1000))
 }
 
+/// Finds `feePerTransaction` (any case) in an admin summary body: a fraction in [0, 1).
+fn fee_per_transaction(body: &[u8]) -> Option<f64> {
+    let value: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let fee = value
+        .as_object()?
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("feePerTransaction"))?
+        .1
+        .as_f64()?;
+    (0.0..1.0).contains(&fee).then_some(fee)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn admin_summary_body() {
+        let b = br#"{"totalRequests":0,"totalAmount":0,"totalFee":0,"feePerTransaction":0.07}"#;
+        assert_eq!(fee_per_transaction(b), Some(0.07));
+        assert_eq!(
+            fee_per_transaction(br#"{"FeePerTransaction":0.1}"#),
+            Some(0.1)
+        );
+        assert_eq!(fee_per_transaction(br#"{"feePerTransaction":"x"}"#), None);
+        assert_eq!(fee_per_transaction(br#"{"feePerTransaction":1.5}"#), None);
+        assert_eq!(fee_per_transaction(b"{}"), None);
+    }
 
     #[test]
     fn lookup_body() {

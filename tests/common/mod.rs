@@ -10,7 +10,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use rinha_bench::processor::{self, Chaos, Config, Running};
+use rinha_bench::processor::{self, Chaos, Config, Limits, Running};
 
 /// Runs a scenario, `fn name(driver: &str)`, once per io driver: the tests `name::uring`
 /// and `name::epoll`.
@@ -62,8 +62,12 @@ pub struct Solo {
 
 impl Solo {
     pub fn start(driver: &str, extra: &[(&str, &str)]) -> Solo {
+        Self::with(driver, Processors::start(), extra)
+    }
+
+    /// One instance in front of `procs`.
+    pub fn with(driver: &str, procs: Processors, extra: &[(&str, &str)]) -> Solo {
         let dir = TempDir::new();
-        let procs = Processors::start();
         let inst = Instance::start(&dir.0, "solo", driver, &procs, &[], extra);
         Solo {
             inst,
@@ -82,6 +86,17 @@ pub struct Processors {
 impl Processors {
     pub fn start() -> Processors {
         Self::with_chaos(Chaos::none())
+    }
+
+    /// Processors with these fees (percent) and the default's limiter sizes.
+    pub fn with_fees(default_fee: u32, fallback_fee: u32, limits: Limits) -> Processors {
+        let mut d = Config::for_tests(default_fee);
+        d.limits = limits;
+        Processors {
+            default: processor::spawn(d).expect("default processor"),
+            fallback: processor::spawn(Config::for_tests(fallback_fee))
+                .expect("fallback processor"),
+        }
     }
 
     pub fn with_chaos(chaos: Chaos) -> Processors {

@@ -63,6 +63,7 @@ pub use money::Fee;
 pub use store::{Payment, Summary};
 
 use state::Shared;
+pub use state::TrafficCounts;
 
 /// Command-line arguments of `rinha-bench processor` (each also an environment variable).
 #[derive(Debug, Clone, clap::Args)]
@@ -209,6 +210,11 @@ impl Running {
     /// How many payments are stored.
     pub fn stored(&self) -> usize {
         self.shared.store().count()
+    }
+
+    /// What `POST /payments` has seen so far.
+    pub fn traffic(&self) -> TrafficCounts {
+        self.shared.traffic.counts()
     }
 
     /// Removes every payment.

@@ -21,6 +21,7 @@ use super::body::JsonObject;
 use super::health::Claim;
 use super::money::{self, Cents};
 use super::state::Shared;
+use super::state::Traffic;
 use super::store::Payment;
 use super::timestamp;
 
@@ -106,11 +107,15 @@ async fn post_payment(
         }
         return Err(Abort::Reset);
     }
+    Traffic::count(&shared.traffic.received);
     let arrived_delay = Duration::from_millis(shared.delay_ms());
     // Waiting in line is cancelled if the caller goes away, as ASP.NET's limiter does.
     let permit = match shared.limiter.admit().await {
         Ok(permit) => permit,
-        Err(_) => return Ok(empty(StatusCode::TOO_MANY_REQUESTS)),
+        Err(_) => {
+            Traffic::count(&shared.traffic.rejected);
+            return Ok(empty(StatusCode::TOO_MANY_REQUESTS));
+        }
     };
     let Some(body) = read_body(request).await else {
         return Ok(message(StatusCode::BAD_REQUEST, "unreadable body"));
@@ -126,6 +131,7 @@ async fn post_payment(
             tokio::time::sleep(arrived_delay).await;
         }
         if shared.failing() {
+            Traffic::count(&shared.traffic.failed);
             return Ok(message(StatusCode::INTERNAL_SERVER_ERROR, "payment failed"));
         }
         let inserted = shared.store().insert(payment);

@@ -23,6 +23,41 @@ pub struct Shared {
     pub limiter: Limiter,
     pub health: HealthWindow,
     pub chaos: ChaosCounters,
+    pub traffic: Traffic,
+}
+
+/// What `POST /payments` has seen, for tests of a caller's behaviour (how many it sent,
+/// whether it earned a 429, whether it kept sending to a failing processor).
+#[derive(Debug, Default)]
+pub struct Traffic {
+    /// Requests that arrived.
+    pub received: AtomicU64,
+    /// Refused by the limiter (429).
+    pub rejected: AtomicU64,
+    /// Answered 500 (failure switched on).
+    pub failed: AtomicU64,
+}
+
+/// A copy of [`Traffic`] at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TrafficCounts {
+    pub received: u64,
+    pub rejected: u64,
+    pub failed: u64,
+}
+
+impl Traffic {
+    pub fn counts(&self) -> TrafficCounts {
+        TrafficCounts {
+            received: self.received.load(Ordering::Acquire),
+            rejected: self.rejected.load(Ordering::Acquire),
+            failed: self.failed.load(Ordering::Acquire),
+        }
+    }
+
+    pub fn count(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::AcqRel);
+    }
 }
 
 /// Locks `mutex`, ignoring poisoning: every critical section leaves its data consistent.
@@ -44,6 +79,7 @@ impl Shared {
             limiter: Limiter::new(config.limits),
             health: HealthWindow::new(config.health_window, Instant::now()),
             chaos: ChaosCounters::new(config.chaos),
+            traffic: Traffic::default(),
         }
     }
 

@@ -92,7 +92,15 @@ pub async fn measure(args: &Args, addr: std::net::SocketAddr) -> Floor {
         host: addr.ip().to_string(),
         port: addr.port(),
     };
-    run_users(target, ramp, recorder.clone(), Arc::new(AtomicU64::new(0))).await;
+    let amount = crate::profile::PREVIEW.amount;
+    run_users(
+        target,
+        ramp,
+        amount,
+        recorder.clone(),
+        Arc::new(AtomicU64::new(0)),
+    )
+    .await;
     let snapshot = recorder.snapshot();
     Floor {
         posts: Percentiles::of(&snapshot.posts),

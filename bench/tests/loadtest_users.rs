@@ -44,7 +44,15 @@ async fn run(
         max: users,
         duration: Duration::from_secs(secs),
     };
-    run_users(target, ramp, recorder.clone(), Arc::new(AtomicU64::new(0))).await;
+    let amount = rinha_bench::profile::PREVIEW.amount;
+    run_users(
+        target,
+        ramp,
+        amount,
+        recorder.clone(),
+        Arc::new(AtomicU64::new(0)),
+    )
+    .await;
     (recorder.snapshot(), start.elapsed())
 }
 

@@ -86,6 +86,18 @@ impl BackendSummary {
     pub fn total_requests(&self) -> u64 {
         self.default.total_requests + self.fallback.total_requests
     }
+
+    /// The processors' own counts in the backend summary's shape: what the final scores.
+    pub fn of_processors(default: &ProcessorSummary, fallback: &ProcessorSummary) -> Self {
+        let side = |p: &ProcessorSummary| Side {
+            total_requests: p.total_requests,
+            total_amount: p.total_amount,
+        };
+        BackendSummary {
+            default: side(default),
+            fallback: side(fallback),
+        }
+    }
 }
 
 /// The token every processor starts with.

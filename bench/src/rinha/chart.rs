@@ -1,9 +1,12 @@
 //! A hand-written SVG chart of a run: per second, the p50 / p99 / max latency of the successful
 //! `POST /payments` (log scale, left axis) and the requests per second (bars, right axis), with
-//! the stage changes marked as dashed vertical lines.
+//! the stage changes marked as dashed vertical lines; below it, when the processors were read
+//! during the run, a second panel: the payments each processor stored per second and the
+//! backlog (successful POSTs the processors do not hold yet).
 
 use std::fmt::Write as _;
 
+use super::progress::stored_per_tick;
 use super::report::{Percentiles, Report};
 
 const WIDTH: f64 = 960.0;
@@ -13,12 +16,22 @@ const RIGHT: f64 = 60.0;
 const TOP: f64 = 40.0;
 const BOTTOM: f64 = 40.0;
 
+/// The processors' panel, below the latency one.
+const PANEL_HEIGHT: f64 = 280.0;
+const PANEL_PLOT: f64 = 190.0;
+
 /// Latency axis: 0.1 ms .. 2000 ms, log10.
 const LAT_MIN: f64 = 0.1;
 const LAT_MAX: f64 = 2000.0;
 
 /// Picks one percentile of a second.
 type Pick = fn(&Percentiles) -> f64;
+
+/// Payments (default, fallback) stored since the previous reading.
+type Stored = (Option<u64>, Option<u64>);
+
+/// Picks one processor's side of [`Stored`].
+type PickSide = fn(&Stored) -> Option<u64>;
 
 /// Renders the chart.
 pub fn svg(report: &Report) -> String {
@@ -36,9 +49,14 @@ pub fn svg(report: &Report) -> String {
 
     let mut out = String::new();
     let w = &mut out;
+    let total_height = if report.held.is_empty() {
+        HEIGHT
+    } else {
+        HEIGHT + PANEL_HEIGHT
+    };
     let _ = writeln!(
         w,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" font-family="sans-serif" font-size="11">"#
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{total_height}" font-family="sans-serif" font-size="11">"#
     );
     let _ = writeln!(w, r#"<rect width="100%" height="100%" fill="white"/>"#);
     let s = &report.score;
@@ -156,8 +174,132 @@ pub fn svg(report: &Report) -> String {
         LEFT + 308.0,
         HEIGHT - 8.0
     );
+    if !report.held.is_empty() {
+        processors_panel(w, report, n);
+    }
     let _ = writeln!(w, "</svg>");
     out
+}
+
+/// The second panel: payments stored per second by each processor (lines, left axis) and the
+/// backlog (shaded, right axis), over the same seconds and stage marks as the first.
+fn processors_panel(w: &mut String, report: &Report, n: f64) {
+    let plot_w = WIDTH - LEFT - RIGHT;
+    let top = HEIGHT + 40.0;
+    let bottom = top + PANEL_PLOT;
+    let x = |second: f64| LEFT + plot_w * second / n;
+    let stored = stored_per_tick(&report.held);
+    let max_rate = stored
+        .iter()
+        .flat_map(|(d, f)| [d.unwrap_or(0), f.unwrap_or(0)])
+        .max()
+        .unwrap_or(0)
+        .max(1) as f64;
+    let backlogs: Vec<(u64, i64)> = report
+        .held
+        .iter()
+        .filter_map(|h| Some((h.second, h.backlog()?.max(0))))
+        .collect();
+    let max_backlog = backlogs.iter().map(|b| b.1).max().unwrap_or(0).max(1) as f64;
+    let y_rate = |r: f64| bottom - PANEL_PLOT * r / max_rate;
+    let y_backlog = |b: f64| bottom - PANEL_PLOT * b / max_backlog;
+    let _ = writeln!(
+        w,
+        r#"<text x="{LEFT}" y="{:.1}" font-size="13">payments stored per second by each processor, and the backlog</text>"#,
+        top - 12.0
+    );
+    // The backlog first, shaded, so the rate lines draw over it.
+    if let (Some(first), Some(last)) = (backlogs.first(), backlogs.last()) {
+        let mut points = vec![format!("{:.1},{bottom:.1}", x(first.0 as f64))];
+        points.extend(
+            backlogs
+                .iter()
+                .map(|(s, b)| format!("{:.1},{:.1}", x(*s as f64), y_backlog(*b as f64))),
+        );
+        points.push(format!("{:.1},{bottom:.1}", x(last.0 as f64)));
+        let _ = writeln!(
+            w,
+            r##"<polygon fill="#f4c7c3" stroke="#d33" stroke-width="1" points="{}"/>"##,
+            points.join(" ")
+        );
+    }
+    let _ = writeln!(
+        w,
+        r##"<rect x="{LEFT}" y="{top}" width="{plot_w}" height="{PANEL_PLOT}" fill="none" stroke="#888"/>"##
+    );
+    let _ = writeln!(
+        w,
+        r##"<text x="{:.1}" y="{:.1}" text-anchor="end">{max_rate}/s</text><text x="{:.1}" y="{:.1}" text-anchor="end">0</text>"##,
+        LEFT - 4.0,
+        top + 4.0,
+        LEFT - 4.0,
+        bottom + 4.0
+    );
+    let _ = writeln!(
+        w,
+        r##"<text x="{:.1}" y="{:.1}" fill="#d33">{max_backlog}</text><text x="{:.1}" y="{:.1}" fill="#d33">backlog</text>"##,
+        LEFT + plot_w + 4.0,
+        top + 4.0,
+        LEFT + plot_w + 4.0,
+        top + 16.0
+    );
+    let mut tick = 0usize;
+    while (tick as f64) <= n {
+        let _ = writeln!(
+            w,
+            r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{tick}s</text>"#,
+            x(tick as f64),
+            bottom + 14.0
+        );
+        tick += (n as usize / 12).max(1);
+    }
+    for stage in &report.stages {
+        let sx = x(stage.at.as_secs_f64());
+        let _ = writeln!(
+            w,
+            r##"<line x1="{sx:.1}" x2="{sx:.1}" y1="{top}" y2="{bottom:.1}" stroke="#c60" stroke-dasharray="4,3"/>"##
+        );
+    }
+    let lines: [(&str, &str, PickSide); 2] =
+        [("default", "#2a7", |p| p.0), ("fallback", "#36c", |p| p.1)];
+    for (k, (name, color, pick)) in lines.iter().enumerate() {
+        let points: Vec<String> = report
+            .held
+            .iter()
+            .zip(&stored)
+            .filter_map(|(h, pair)| {
+                let rate = pick(pair)?;
+                Some(format!(
+                    "{:.1},{:.1}",
+                    x(h.second as f64),
+                    y_rate(rate as f64)
+                ))
+            })
+            .collect();
+        let _ = writeln!(
+            w,
+            r#"<polyline fill="none" stroke="{color}" stroke-width="1.5" points="{}"/>"#,
+            points.join(" ")
+        );
+        let lx = LEFT + 10.0 + 150.0 * k as f64;
+        let ly = bottom + 36.0;
+        let _ = writeln!(
+            w,
+            r#"<line x1="{lx}" x2="{:.1}" y1="{:.1}" y2="{:.1}" stroke="{color}" stroke-width="2"/><text x="{:.1}" y="{ly}">{name} stored/s</text>"#,
+            lx + 14.0,
+            ly - 4.0,
+            ly - 4.0,
+            lx + 18.0
+        );
+    }
+    let _ = writeln!(
+        w,
+        r##"<rect x="{:.1}" y="{:.1}" width="14" height="8" fill="#f4c7c3" stroke="#d33"/><text x="{:.1}" y="{:.1}">backlog: successful POSTs not yet stored (right axis)</text>"##,
+        LEFT + 310.0,
+        bottom + 28.0,
+        LEFT + 328.0,
+        bottom + 36.0
+    );
 }
 
 fn escape(s: &str) -> String {

@@ -1,26 +1,32 @@
-//! The consistency scenario, as the official script runs it: one user that asks both
-//! processors' admin summary and the backend's `/payments-summary` for `[now-15 s, now-1.5 s]`,
-//! in parallel, then sleeps 10 s (scaled with the duration), from the start to the end of the
-//! run; so checks fall at 0 s and just after each stage change. The inconsistencies are
-//! |backend total - processors' total| of `totalRequests`; a summary that fails or does not
-//! answer 200 within 1.5 s counts as all zeros, as the script's fallback value does.
+//! The consistency scenario, as the official scripts run it: one user that asks both
+//! processors' admin summary and the backend's `/payments-summary` for the profile's window
+//! (`[now-15 s, now-1.5 s]` in the preview, `[now-15 s, now-2 s]` in the final), in parallel,
+//! then sleeps 10 s (scaled with the duration), from the start to the end of the run; so checks
+//! fall at 0 s and just after each stage change. The profile's [`Inconsistency`] formula counts
+//! the inconsistencies from the `totalRequests`; a summary that fails or does not answer 200
+//! within 1.5 s counts as all zeros, as the scripts' fallback value does.
 
 use std::time::Duration;
 
 use super::calls::{Backend, Processor, Window};
 use super::recorder::Recorder;
+use crate::profile::{Inconsistency, Profile};
 
-/// The official period of the checks in a 60 s run.
-const OFFICIAL_PERIOD_SECS: f64 = 10.0;
-const OFFICIAL_SECS: f64 = 60.0;
+/// The check period for a run of `duration` (the profile's period, scaled).
+pub fn period(profile: &Profile, duration: Duration) -> Duration {
+    let nanos = duration.as_nanos() * u128::from(profile.check.period_secs)
+        / u128::from(profile.duration_secs);
+    Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
+}
 
-/// How far back the window starts and ends.
-pub const WINDOW_FROM: Duration = Duration::from_secs(15);
-pub const WINDOW_TO: Duration = Duration::from_millis(1500);
-
-/// The check period for a run of `duration`.
-pub fn period(duration: Duration) -> Duration {
-    Duration::from_secs_f64(duration.as_secs_f64() * OFFICIAL_PERIOD_SECS / OFFICIAL_SECS)
+/// The `totalRequests` of one check on each side (a failed call counts 0), kept when the
+/// profile counts per processor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Sides {
+    pub backend_default: u64,
+    pub backend_fallback: u64,
+    pub processor_default: u64,
+    pub processor_fallback: u64,
 }
 
 /// One consistency check.
@@ -36,13 +42,17 @@ pub struct Check {
     pub backend: u64,
     /// Processors' default + fallback totalRequests (a failed call counts 0).
     pub processors: u64,
-    /// |backend - processors| when both answered.
+    /// The profile's formula over the two sides.
     pub inconsistencies: u64,
     pub error: Option<String>,
+    /// Each side's counts, when the profile counts per processor (the final).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sides: Option<Sides>,
 }
 
 /// Runs check, sleep(period), check, ... while the run lasts.
 pub async fn run_checker(
+    profile: &Profile,
     duration: Duration,
     backend: &mut Backend,
     default: &mut Processor,
@@ -50,21 +60,25 @@ pub async fn run_checker(
     recorder: &Recorder,
 ) -> Vec<Check> {
     let start = recorder.start();
-    let period = period(duration);
+    let period = period(profile, duration);
+    let plan = profile.check;
     let mut checks = Vec::new();
     while start.elapsed() < duration {
         let sent = std::time::Instant::now();
         let at_secs = start.elapsed().as_secs_f64();
-        let window = Window::before(chrono::Utc::now(), WINDOW_FROM, WINDOW_TO);
+        let window = Window::before(chrono::Utc::now(), plan.from_back, plan.to_back);
         let (b, d, f) = tokio::join!(
             backend.summary(window, Some(recorder)),
             default.summary(window, Some(recorder)),
             fallback.summary(window, Some(recorder)),
         );
         let took_ms = sent.elapsed().as_secs_f64() * 1000.0;
-        let backend_total = b.as_ref().map_or(0, |s| s.total_requests());
-        let processors_total =
-            d.as_ref().map_or(0, |s| s.total_requests) + f.as_ref().map_or(0, |s| s.total_requests);
+        let sides = Sides {
+            backend_default: b.as_ref().map_or(0, |s| s.default.total_requests),
+            backend_fallback: b.as_ref().map_or(0, |s| s.fallback.total_requests),
+            processor_default: d.as_ref().map_or(0, |s| s.total_requests),
+            processor_fallback: f.as_ref().map_or(0, |s| s.total_requests),
+        };
         let errors: Vec<String> = [
             b.err().map(|e| format!("backend: {e}")),
             d.err().map(|e| format!("default processor: {e}")),
@@ -77,10 +91,14 @@ pub async fn run_checker(
             at_secs,
             took_ms,
             window: window.query(),
-            backend: backend_total,
-            processors: processors_total,
-            inconsistencies: backend_total.abs_diff(processors_total),
+            backend: sides.backend_default + sides.backend_fallback,
+            processors: sides.processor_default + sides.processor_fallback,
+            inconsistencies: plan.formula.count(
+                (sides.backend_default, sides.backend_fallback),
+                (sides.processor_default, sides.processor_fallback),
+            ),
             error: (!errors.is_empty()).then(|| errors.join("; ")),
+            sides: (plan.formula == Inconsistency::PerProcessor).then_some(sides),
         });
         // k6's `sleep` after the calls: the schedule drifts by the calls' time, as there.
         let wake = std::time::Instant::now() + period;
@@ -96,9 +114,25 @@ pub async fn run_checker(
 mod tests {
     use super::*;
 
+    use crate::profile::{FINAL, PREVIEW};
+
     #[test]
     fn period_scales() {
-        assert_eq!(period(Duration::from_secs(60)), Duration::from_secs(10));
-        assert_eq!(period(Duration::from_secs(12)), Duration::from_secs(2));
+        assert_eq!(
+            period(&PREVIEW, Duration::from_secs(60)),
+            Duration::from_secs(10)
+        );
+        assert_eq!(
+            period(&PREVIEW, Duration::from_secs(12)),
+            Duration::from_secs(2)
+        );
+        assert_eq!(
+            period(&FINAL, Duration::from_secs(300)),
+            Duration::from_secs(10)
+        );
+        assert_eq!(
+            period(&FINAL, Duration::from_secs(30)),
+            Duration::from_secs(1)
+        );
     }
 }

@@ -1,10 +1,12 @@
-//! `rinha-bench rinha`: the contest's k6 test rebuilt (RINHA-2025.md sections 4 and 5).
+//! `rinha-bench rinha`: the contest's k6 tests rebuilt (RINHA-2025.md sections 4, 4b and 5), the
+//! preview (`rinha.js`) or the final (`rinha-final.js`) as `--profile` picks ([`crate::profile`]).
 //!
 //! [`run_test`] is the library entry point: setup (tokens, purges), then for the duration the
-//! ramping users ([`users`]), the consistency checker ([`checker`]) and the processor stages
-//! ([`stages`]) side by side, then the teardown summaries, the [`score`], and optionally a drain
-//! that re-reads every summary over all time. Without `--target` it first starts the local
-//! stack ([`crate::stack`]) and stops it at the end.
+//! ramping users ([`users`]), the consistency checker ([`checker`]), the processor stages
+//! ([`stages`]) and the once-a-second reading of what the processors hold ([`progress`]) side by
+//! side, then the teardown summaries, the [`score`], and optionally a drain that re-reads every
+//! summary over all time. Without `--target` it first starts the local stack ([`crate::stack`],
+//! processors at the profile's fees) and stops it at the end.
 
 pub mod calls;
 pub mod chart;
@@ -26,8 +28,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
+use crate::profile::{Profile, TeardownSource};
 use crate::stack::{Stack, StackOpts};
-use calls::{Backend, Processor, Window};
+use calls::{Backend, Processor, ProcessorSummary, Window};
 use client::{Endpoint, HostClient};
 use recorder::Recorder;
 pub use report::Report;
@@ -44,19 +47,22 @@ pub struct Args {
     /// The fallback processor (with --target); default http://127.0.0.1:FALLBACK_PORT.
     #[arg(long)]
     pub fallback: Option<String>,
-    /// Virtual users at the end of the ramp (MAX_REQUESTS of the official script).
-    #[arg(long, default_value_t = 550)]
-    pub max_requests: u64,
-    /// Length of the run in seconds; the ramp, stage times and check period scale with it.
-    #[arg(long, default_value_t = 60)]
-    pub duration: u64,
+    /// Virtual users at the end of the ramp (MAX_REQUESTS of the official script); default:
+    /// the profile's (550 preview, 603 final).
+    #[arg(long)]
+    pub max_requests: Option<u64>,
+    /// Length of the run in seconds (default: the profile's, 60 preview, 300 final); the ramp,
+    /// stage times and check period scale with it.
+    #[arg(long)]
+    pub duration: Option<u64>,
     /// The processors' admin token.
     #[arg(long, default_value = "123")]
     pub token: String,
     /// Write the results (official fields and more) as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
-    /// Write an SVG chart of latency percentiles and request rate per second to this file.
+    /// Write an SVG chart to this file: latency percentiles and request rate per second, and
+    /// below them the payments each processor stored per second and the backlog.
     #[arg(long)]
     pub svg: Option<PathBuf>,
     /// Exit 1 on any inconsistency, negative lag, failed POST, failed check, or (with --drain)
@@ -86,8 +92,23 @@ impl Args {
         crate::parse_flags("rinha", flags)
     }
 
+    /// The run this reproduces (`--profile`, shared with the stack's fees).
+    pub fn profile(&self) -> &'static Profile {
+        self.stack.profile.profile()
+    }
+
+    /// `--duration`, else the profile's.
+    pub fn duration_secs(&self) -> u64 {
+        self.duration.unwrap_or(self.profile().duration_secs)
+    }
+
     pub fn duration(&self) -> Duration {
-        Duration::from_secs(self.duration)
+        Duration::from_secs(self.duration_secs())
+    }
+
+    /// `--max-requests`, else the profile's.
+    pub fn max_requests(&self) -> u64 {
+        self.max_requests.unwrap_or(self.profile().users)
     }
 }
 
@@ -157,8 +178,11 @@ fn targets(args: &Args, stack: Option<&Stack>) -> anyhow::Result<Targets> {
 
 /// Runs the whole test and returns its report (printing nothing but the progress line).
 pub async fn run_test(args: &Args) -> anyhow::Result<Report> {
-    anyhow::ensure!(args.duration >= 1, "--duration must be at least 1 s");
-    anyhow::ensure!(args.max_requests >= 1, "--max-requests must be at least 1");
+    anyhow::ensure!(args.duration_secs() >= 1, "--duration must be at least 1 s");
+    anyhow::ensure!(
+        args.max_requests() >= 1,
+        "--max-requests must be at least 1"
+    );
     let stack = match args.target {
         Some(_) => None,
         None => {
@@ -183,6 +207,7 @@ fn processor(endpoint: &Endpoint, token: &str) -> Processor {
 }
 
 async fn run_against(args: &Args, t: &Targets) -> anyhow::Result<Report> {
+    let profile = args.profile();
     let duration = args.duration();
     let cpu_before = report::cpu_seconds();
     let mut default = processor(&t.default, &args.token);
@@ -224,14 +249,21 @@ async fn run_against(args: &Args, t: &Targets) -> anyhow::Result<Report> {
     let recorder = Arc::new(Recorder::new(start));
     let active = Arc::new(AtomicU64::new(0));
     let done = Arc::new(AtomicBool::new(false));
-    let schedule = stages::schedule(duration);
+    let schedule = stages::schedule(profile, duration);
     let ramp = users::Ramp {
-        max: args.max_requests,
+        max: args.max_requests(),
         duration,
     };
 
-    let users = users::run_users(t.backend.clone(), ramp, recorder.clone(), active.clone());
+    let users = users::run_users(
+        t.backend.clone(),
+        ramp,
+        profile.amount,
+        recorder.clone(),
+        active.clone(),
+    );
     let checker = checker::run_checker(
+        profile,
         duration,
         &mut backend,
         &mut default,
@@ -261,40 +293,26 @@ async fn run_against(args: &Args, t: &Targets) -> anyhow::Result<Report> {
         done.store(true, Ordering::Relaxed);
         result
     };
-    let ((_, checks, applied), ()) = tokio::join!(main, progress);
+    let ((_, checks, applied), held) = tokio::join!(main, progress);
     let run_secs = start.elapsed().as_secs_f64();
 
-    // Teardown, as the official script: right after the run, [now - 70 s, now] (longer runs:
-    // duration + 10 s), default then fallback then backend; a failed summary counts as zeros.
-    let back = (duration + Duration::from_secs(10)).max(Duration::from_secs(70));
-    let window = Window::before(chrono::Utc::now(), back, Duration::ZERO);
-    let mut teardown_notes = Vec::new();
-    let mut zero_on_error = |who: &str, error: Option<client::ClientError>| {
-        if let Some(e) = error {
-            teardown_notes.push(format!(
-                "teardown: {who} summary failed, counted as zeros: {e}"
-            ));
-        }
-    };
-    let d = default.summary(window, Some(&recorder)).await;
-    let f = fallback.summary(window, Some(&recorder)).await;
-    let b = backend.summary(window, Some(&recorder)).await;
-    let teardown = report::Teardown {
-        window: window.query(),
-        default: d.as_ref().copied().unwrap_or_default(),
-        fallback: f.as_ref().copied().unwrap_or_default(),
-        backend: b.as_ref().copied().unwrap_or_default(),
-    };
-    zero_on_error("the default processor's", d.err());
-    zero_on_error("the fallback processor's", f.err());
-    zero_on_error("the backend's", b.err());
-    notes.extend(teardown_notes);
+    let teardown = teardown(
+        profile,
+        duration,
+        &mut backend,
+        &mut default,
+        &mut fallback,
+        &recorder,
+        &mut notes,
+    )
+    .await;
+    notes.extend(fee_notes(profile, &teardown.default, &teardown.fallback));
 
     // The setup requests join the run's histogram for the p99.
     let mut snapshot = recorder.snapshot();
     snapshot.all.add(setup.snapshot().all).ok();
     let score = score::compute(&score::Inputs {
-        backend: teardown.backend,
+        counted: teardown.counted(),
         default: teardown.default,
         fallback: teardown.fallback,
         p99_ms: report::p99_ms(&snapshot.all),
@@ -324,8 +342,9 @@ async fn run_against(args: &Args, t: &Targets) -> anyhow::Result<Report> {
         target: t.backend.to_string(),
         default: t.default.to_string(),
         fallback: t.fallback.to_string(),
-        max_requests: args.max_requests,
-        duration_secs: args.duration,
+        profile: args.stack.profile,
+        max_requests: args.max_requests(),
+        duration_secs: args.duration_secs(),
         started_at: started_at.to_rfc3339(),
         run_secs,
         score,
@@ -334,8 +353,79 @@ async fn run_against(args: &Args, t: &Targets) -> anyhow::Result<Report> {
         checks,
         stages: schedule,
         applied,
+        held,
         notes,
         drain,
         bench_cpu_secs: cpu_secs,
     })
+}
+
+/// The teardown, as the profile's script: right after the run, the summaries over
+/// `[now - back, now]` (70 s in the preview, 360 s in the final; longer runs reach back past
+/// their start), default then fallback, then the backend's when the profile reads it; a failed
+/// summary counts as zeros.
+async fn teardown(
+    profile: &Profile,
+    duration: Duration,
+    backend: &mut Backend,
+    default: &mut Processor,
+    fallback: &mut Processor,
+    recorder: &Recorder,
+    notes: &mut Vec<String>,
+) -> report::Teardown {
+    let back = profile.teardown.back(duration);
+    let window = Window::before(chrono::Utc::now(), back, Duration::ZERO);
+    let mut zero_on_error = |who: &str, error: Option<client::ClientError>| {
+        if let Some(e) = error {
+            notes.push(format!(
+                "teardown: {who} summary failed, counted as zeros: {e}"
+            ));
+        }
+    };
+    let d = default.summary(window, Some(recorder)).await;
+    let f = fallback.summary(window, Some(recorder)).await;
+    let b = match profile.teardown.source {
+        TeardownSource::Backend => Some(backend.summary(window, Some(recorder)).await),
+        TeardownSource::Processors => None,
+    };
+    let teardown = report::Teardown {
+        window: window.query(),
+        default: d.as_ref().copied().unwrap_or_default(),
+        fallback: f.as_ref().copied().unwrap_or_default(),
+        backend: b.as_ref().map(|b| b.as_ref().copied().unwrap_or_default()),
+        source: profile.teardown.source,
+    };
+    zero_on_error("the default processor's", d.err());
+    zero_on_error("the fallback processor's", f.err());
+    if let Some(b) = b {
+        zero_on_error("the backend's", b.err());
+    }
+    teardown
+}
+
+/// Notes when a processor's `feePerTransaction` is not the one the profile's run charged (a
+/// final against processors at the preview's fees scores a different contest). A summary that
+/// failed (fee 0) has its own note.
+fn fee_notes(
+    profile: &Profile,
+    default: &ProcessorSummary,
+    fallback: &ProcessorSummary,
+) -> Vec<String> {
+    let millionths = |fee: f64| (fee * 1e6).round() as u64;
+    [
+        ("default", default, profile.fees.default_fee()),
+        ("fallback", fallback, profile.fees.fallback_fee()),
+    ]
+    .into_iter()
+    .filter(|(_, summary, fee)| {
+        let charged = millionths(summary.fee_per_transaction);
+        charged != 0 && charged != fee.millionths()
+    })
+    .map(|(name, summary, fee)| {
+        format!(
+            "the {name} processor charges {} per payment; the {} ran at {fee}",
+            summary.fee_per_transaction, profile.name
+        )
+    })
+    .collect()
 }

@@ -1,5 +1,5 @@
-//! What a run reports: the score table, the JSON results file (the official fields, and ours
-//! under `"bench"`) and the strict verdict.
+//! What a run reports: the score table, the JSON results file (the official fields of the
+//! profile's script, and ours under `"bench"`) and the strict verdict.
 
 use std::fmt::Write as _;
 
@@ -8,22 +8,43 @@ use hdrhistogram::Histogram;
 use super::calls::{cents, BackendSummary, ProcessorSummary};
 use super::checker::Check;
 use super::drain::Drain;
+use super::progress::{stored_per_tick, Held};
 use super::recorder::Snapshot;
 use super::score::Score;
 use super::stages::{Applied, Stage};
+use crate::profile::{ProfileName, TeardownSource};
 
 /// The summaries read at teardown.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Teardown {
     pub window: String,
-    pub backend: BackendSummary,
+    /// The backend's summary, when the profile reads it (the preview; the final does not).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backend: Option<BackendSummary>,
     pub default: ProcessorSummary,
     pub fallback: ProcessorSummary,
+    /// Whose counts the score is taken from.
+    #[serde(skip)]
+    pub source: TeardownSource,
+}
+
+impl Teardown {
+    /// The payments the score counts, per processor: the backend's summary, or what the
+    /// processors stored.
+    pub fn counted(&self) -> BackendSummary {
+        match self.source {
+            TeardownSource::Backend => self.backend.unwrap_or_default(),
+            TeardownSource::Processors => {
+                BackendSummary::of_processors(&self.default, &self.fallback)
+            }
+        }
+    }
 }
 
 /// Everything a run measured.
 #[derive(Debug, Clone)]
 pub struct Report {
+    pub profile: ProfileName,
     pub target: String,
     pub default: String,
     pub fallback: String,
@@ -38,6 +59,8 @@ pub struct Report {
     pub checks: Vec<Check>,
     pub stages: Vec<Stage>,
     pub applied: Vec<Applied>,
+    /// What the processors held, once a second.
+    pub held: Vec<Held>,
     pub notes: Vec<String>,
     pub drain: Option<Drain>,
     /// CPU (user + system) the instrument itself spent during the run.
@@ -166,9 +189,13 @@ impl Report {
         let c = &self.snapshot.counts;
         let mut out = String::new();
         let w = &mut out;
+        let profile = match self.profile {
+            ProfileName::Preview => String::new(),
+            name => format!(" --profile {name}"),
+        };
         let _ = writeln!(
             w,
-            "\nrinha-bench rinha: {} users over {} s against {}",
+            "\nrinha-bench rinha{profile}: {} users over {} s against {}",
             self.max_requests, self.duration_secs, self.target
         );
         let _ = writeln!(w, "+-------------------------------+------------------+");
@@ -205,12 +232,20 @@ impl Report {
         row(w, "POSTs bad status", c.bad_status.to_string());
         row(w, "POSTs timed out (1.5 s)", c.timeout.to_string());
         row(w, "POSTs connect/HTTP errors", c.error.to_string());
+        let counted = t.counted();
         let side = |w: &mut String, name: &str, b: u64, bc: f64, p: &ProcessorSummary| {
-            row(
-                w,
-                &format!("{name}: backend / processor"),
-                format!("{b} / {}", p.total_requests),
-            );
+            match t.source {
+                TeardownSource::Backend => row(
+                    w,
+                    &format!("{name}: backend / processor"),
+                    format!("{b} / {}", p.total_requests),
+                ),
+                TeardownSource::Processors => row(
+                    w,
+                    &format!("{name}: stored by processor"),
+                    p.total_requests.to_string(),
+                ),
+            }
             row(
                 w,
                 &format!("{name}: amount (fee {})", p.fee_per_transaction),
@@ -220,15 +255,15 @@ impl Report {
         side(
             w,
             "default",
-            t.backend.default.total_requests,
-            t.backend.default.total_amount,
+            counted.default.total_requests,
+            counted.default.total_amount,
             &t.default,
         );
         side(
             w,
             "fallback",
-            t.backend.fallback.total_requests,
-            t.backend.fallback.total_amount,
+            counted.fallback.total_requests,
+            counted.fallback.total_amount,
             &t.fallback,
         );
         let _ = writeln!(w, "+-------------------------------+------------------+");
@@ -245,13 +280,18 @@ impl Report {
             a.p50, a.p99, a.max, a.count
         );
         for check in &self.checks {
+            let (backend, processors) = match check.sides {
+                Some(s) => (
+                    format!("{}+{}", s.backend_default, s.backend_fallback),
+                    format!("{}+{}", s.processor_default, s.processor_fallback),
+                ),
+                None => (check.backend.to_string(), check.processors.to_string()),
+            };
             let _ = writeln!(
                 w,
-                "check at {:>5.1} s ({:>6.1} ms): backend {} processors {} -> {} inconsistencies{}",
+                "check at {:>5.1} s ({:>6.1} ms): backend {backend} processors {processors} -> {} inconsistencies{}",
                 check.at_secs,
                 check.took_ms,
-                check.backend,
-                check.processors,
                 check.inconsistencies,
                 check
                     .error
@@ -278,6 +318,21 @@ impl Report {
                 }
             );
         }
+        if let Some(peak) = self
+            .held
+            .iter()
+            .filter_map(|h| Some((h.backlog()?, h.second)))
+            .max()
+        {
+            let last = self.held.last().and_then(Held::backlog);
+            let _ = writeln!(
+                w,
+                "backlog (successful POSTs the processors do not hold yet): peak {} at {} s, {} at the end of the run",
+                peak.0,
+                peak.1,
+                last.map_or_else(|| "?".to_string(), |b| b.to_string())
+            );
+        }
         let _ = writeln!(
             w,
             "instrument CPU: {:.2} s over {:.1} s",
@@ -286,10 +341,28 @@ impl Report {
         out
     }
 
+    /// Once a second: what each processor stored since the previous reading, what it holds,
+    /// and the backlog.
+    fn processor_seconds(&self) -> Vec<serde_json::Value> {
+        self.held
+            .iter()
+            .zip(stored_per_tick(&self.held))
+            .map(|(h, (d, f))| {
+                serde_json::json!({
+                    "second": h.second,
+                    "default_stored": d, "fallback_stored": f,
+                    "default_held": h.default, "fallback_held": h.fallback,
+                    "successful_posts": h.successful_posts, "backlog": h.backlog(),
+                })
+            })
+            .collect()
+    }
+
     /// The results file: the official fields, and ours under `"bench"`.
     pub fn json(&self) -> serde_json::Result<String> {
         let s = &self.score;
         let t = &self.teardown;
+        let counted = t.counted();
         let c = &self.snapshot.counts;
         let side = |amount: f64, n: u64, fee: f64| {
             serde_json::json!({
@@ -312,8 +385,9 @@ impl Report {
                 })
             })
             .collect();
-        // The official `partial-results.json` fields (without their prose `descricao`s).
-        let value = serde_json::json!({
+        // The official `partial-results.json` / `final-results.json` fields (without their
+        // prose `descricao`s); the preview's and the final's have the same shape.
+        let mut value = serde_json::json!({
             "participante": "rinha-bench",
             "total_liquido": s.profit,
             "total_bruto": s.gross,
@@ -330,13 +404,13 @@ impl Report {
             },
             "caixa_dois": { "detectado": s.disqualified },
             "lag": {
-                "num_pagamentos_total": t.backend.total_requests(),
+                "num_pagamentos_total": counted.total_requests(),
                 "num_pagamentos_solicitados": c.success,
                 "lag": s.lag,
             },
             "pagamentos_solicitados": { "qtd_sucesso": c.success, "qtd_falha": c.failed() },
-            "pagamentos_realizados_default": side(t.backend.default.total_amount, t.backend.default.total_requests, t.default.fee_per_transaction),
-            "pagamentos_realizados_fallback": side(t.backend.fallback.total_amount, t.backend.fallback.total_requests, t.fallback.fee_per_transaction),
+            "pagamentos_realizados_default": side(counted.default.total_amount, counted.default.total_requests, t.default.fee_per_transaction),
+            "pagamentos_realizados_fallback": side(counted.fallback.total_amount, counted.fallback.total_requests, t.fallback.fee_per_transaction),
             "bench": {
                 "target": self.target,
                 "default": self.default,
@@ -361,6 +435,79 @@ impl Report {
                 "seconds": seconds,
             }
         });
+        // The final's file also carries its timestamp, and ours the profile and the
+        // processors' side second by second (the preview's file stays as it always was).
+        if self.profile == ProfileName::Final {
+            value["timestamp"] = serde_json::json!(chrono::Utc::now()
+                .format("%Y-%m-%dT%H:%M:%S%.3fZ")
+                .to_string());
+            value["bench"]["profile"] = serde_json::json!(self.profile);
+            value["bench"]["processor_seconds"] = serde_json::json!(self.processor_seconds());
+        }
         serde_json::to_string_pretty(&value)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rinha::calls::Side;
+
+    fn teardown(source: TeardownSource, backend: Option<(u64, u64)>) -> Teardown {
+        let processor = |n: u64, fee: f64| ProcessorSummary {
+            total_requests: n,
+            total_amount: n as f64 * 20.05,
+            total_fee: 0.0,
+            fee_per_transaction: fee,
+        };
+        let side = |n: u64| Side {
+            total_requests: n,
+            total_amount: n as f64 * 20.05,
+        };
+        Teardown {
+            window: String::new(),
+            backend: backend.map(|(d, f)| BackendSummary {
+                default: side(d),
+                fallback: side(f),
+            }),
+            default: processor(70, 0.07),
+            fallback: processor(25, 0.10),
+            source,
+        }
+    }
+
+    #[test]
+    fn the_final_counts_what_the_processors_stored() {
+        let t = teardown(TeardownSource::Processors, None);
+        let counted = t.counted();
+        assert_eq!(
+            (
+                counted.default.total_requests,
+                counted.fallback.total_requests
+            ),
+            (70, 25)
+        );
+        assert_eq!(cents(counted.fallback.total_amount), 25 * 2005);
+        // Even a backend summary, were one read, would not count.
+        let t = teardown(TeardownSource::Processors, Some((90, 10)));
+        assert_eq!(t.counted().total_requests(), 95);
+    }
+
+    #[test]
+    fn the_preview_counts_what_the_backend_reports() {
+        let t = teardown(TeardownSource::Backend, Some((90, 10)));
+        assert_eq!(t.counted().total_requests(), 100);
+        // A failed backend summary counts as zeros.
+        let t = teardown(TeardownSource::Backend, None);
+        assert_eq!(t.counted().total_requests(), 0);
+    }
+
+    #[test]
+    fn the_final_teardown_omits_the_backend_from_the_results_file() {
+        let json = serde_json::to_value(teardown(TeardownSource::Processors, None)).unwrap();
+        assert!(json.get("backend").is_none());
+        assert!(json.get("source").is_none());
+        let json = serde_json::to_value(teardown(TeardownSource::Backend, Some((1, 2)))).unwrap();
+        assert_eq!(json["backend"]["fallback"]["totalRequests"], 2);
     }
 }

@@ -1,5 +1,5 @@
-//! The score, exactly as RINHA-2025.md section 5 and the official script's `handleSummary`
-//! compute it: p99 rounded to two decimals, bonus = max((11 - p99) x 0.02, 0) *also* rounded to
+//! The score, exactly as RINHA-2025.md section 5 and the official scripts' `handleSummary`
+//! compute it (the preview from the backend's teardown summary, the final from the processors'): p99 rounded to two decimals, bonus = max((11 - p99) x 0.02, 0) *also* rounded to
 //! two decimals (Big.js `round(2)`, half away from zero, on the number's decimal text: p99
 //! 1.25 ms gives 0.195 -> 20 %), fine, and profit = net + net x bonus - net x fine in exact
 //! decimals (Big.js). Money is kept in exact scaled integers and turned into `f64` at the end,
@@ -13,8 +13,9 @@ pub const FINE_RATE: f64 = 0.35;
 /// Everything the score is computed from.
 #[derive(Debug, Clone, Copy)]
 pub struct Inputs {
-    /// The backend's summary over the teardown window.
-    pub backend: BackendSummary,
+    /// The payments counted over the teardown window, per processor: the backend's summary in
+    /// the preview, the processors' own totals in the final ([`BackendSummary::of_processors`]).
+    pub counted: BackendSummary,
     /// The processors' admin summaries over the same window (their fee rates are read there).
     pub default: ProcessorSummary,
     pub fallback: ProcessorSummary,
@@ -29,9 +30,9 @@ pub struct Inputs {
 /// The score sheet.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
 pub struct Score {
-    /// Backend default + fallback totalAmount (teardown window).
+    /// Counted default + fallback totalAmount (teardown window).
     pub gross: f64,
-    /// Each processor's feePerTransaction x the backend's totalAmount for it.
+    /// Each processor's feePerTransaction x the counted totalAmount for it.
     pub fees: f64,
     /// p99 in ms, rounded to two decimals.
     pub p99_ms: f64,
@@ -44,7 +45,7 @@ pub struct Score {
     /// The score: (gross - fees) x (1 + bonus - fine).
     pub profit: f64,
     pub inconsistencies: u64,
-    /// Successful POSTs minus the payments the backend reports.
+    /// Successful POSTs minus the payments counted (the backend's, or the processors').
     pub lag: i64,
     /// A negative lag ("caixa dois"): more payments recorded than requested.
     pub disqualified: bool,
@@ -91,8 +92,8 @@ pub fn fee(fee_per_transaction: f64, total_amount: f64) -> f64 {
 
 /// Computes the score sheet.
 pub fn compute(inputs: &Inputs) -> Score {
-    let default_cents = i128::from(cents(inputs.backend.default.total_amount));
-    let fallback_cents = i128::from(cents(inputs.backend.fallback.total_amount));
+    let default_cents = i128::from(cents(inputs.counted.default.total_amount));
+    let fallback_cents = i128::from(cents(inputs.counted.fallback.total_amount));
     let gross_cents = default_cents + fallback_cents;
     // Fees in units of 1e-8: millionths x cents.
     let fees_e8 = fee_millionths(inputs.default.fee_per_transaction) * default_cents
@@ -104,7 +105,7 @@ pub fn compute(inputs: &Inputs) -> Score {
     let fine_pct: i128 = if inputs.inconsistencies > 0 { 35 } else { 0 };
     // net x (100 + bonus% - fine%) in units of 1e-10.
     let profit_e10 = net_e8 * (100 + bonus_pct - fine_pct);
-    let lag = inputs.successful_posts as i64 - inputs.backend.total_requests() as i64;
+    let lag = inputs.successful_posts as i64 - inputs.counted.total_requests() as i64;
     Score {
         gross: gross_cents as f64 / 100.0,
         fees: fees_e8 as f64 / 1e8,
@@ -140,7 +141,7 @@ mod tests {
             total_amount: n as f64 * 19.9,
         };
         Inputs {
-            backend: BackendSummary {
+            counted: BackendSummary {
                 default: side(default_n),
                 fallback: side(fallback_n),
             },
@@ -211,6 +212,49 @@ mod tests {
         assert_eq!(s.lag, 10);
         assert!(!s.disqualified);
         let s = compute(&inputs(101, 0, 1.0, 0, 100));
+        assert_eq!(s.lag, -1);
+        assert!(s.disqualified);
+    }
+
+    /// A final's teardown: only the processors' summaries, fees 7 % / 10 %, amount 20.05.
+    fn final_inputs(default_n: u64, fallback_n: u64, posts: u64, p99_ms: f64) -> Inputs {
+        let processor = |n: u64, fee: f64| ProcessorSummary {
+            total_requests: n,
+            total_amount: (n * 2005) as f64 / 100.0,
+            total_fee: 0.0,
+            fee_per_transaction: fee,
+        };
+        let default = processor(default_n, 0.07);
+        let fallback = processor(fallback_n, 0.10);
+        Inputs {
+            counted: BackendSummary::of_processors(&default, &fallback),
+            default,
+            fallback,
+            p99_ms,
+            inconsistencies: 0,
+            successful_posts: posts,
+        }
+    }
+
+    #[test]
+    fn the_final_scores_what_the_processors_stored() {
+        // Section 7's #1: 52,945 default + 37,646 fallback, lag 0.
+        let s = compute(&final_inputs(52_945, 37_646, 90_591, 2.55));
+        assert!(close(s.gross, 1_816_349.55), "{}", s.gross);
+        // 7 % of 1,061,547.25 + 10 % of 754,802.30
+        assert!(close(s.fees, 74_308.307_5 + 75_480.23), "{}", s.fees);
+        assert!(close(s.bonus, 0.17));
+        assert_eq!(s.lag, 0);
+        // (gross - fees) x 1.17: the published 1,949,876.
+        assert!(close(s.profit, 1_949_876.384_625), "{}", s.profit);
+        // Payments still queued at teardown are lag, and lost revenue.
+        let s = compute(&final_inputs(75_367, 0, 90_627, 2.14));
+        assert_eq!(s.lag, 15_260);
+        assert!(close(s.gross, 75_367.0 * 20.05));
+        assert!(close(s.fees, 75_367.0 * 20.05 * 0.07));
+        assert!(!s.disqualified);
+        // A processor holding more than the POSTs that succeeded: negative lag.
+        let s = compute(&final_inputs(60, 41, 100, 1.0));
         assert_eq!(s.lag, -1);
         assert!(s.disqualified);
     }

@@ -1,15 +1,14 @@
-//! The processor stages of RINHA-2025.md section 4: six settings of delay and failure on both
-//! processors, applied at fixed seconds of a 60 s run. The seconds scale with the duration; the
-//! delays do not (they are what the backend must survive).
+//! The processor stages of RINHA-2025.md sections 4 and 4b: the profile's settings of delay and
+//! failure on both processors (six in the preview, ten in the final), applied at fixed seconds
+//! of the run. The seconds scale with the duration; the delays do not (they are what the
+//! backend must survive).
 
 use std::time::Duration;
 
 use super::calls::Processor;
 use super::client::ClientError;
 use super::recorder::Recorder;
-
-/// The official run length the stage seconds are written for.
-const OFFICIAL_SECS: f64 = 60.0;
+use crate::profile::Profile;
 
 /// One row of the stage table.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
@@ -27,27 +26,22 @@ fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_f64(d.as_secs_f64())
 }
 
-/// The official table: (second, default delay, default failing, fallback delay, fallback failing).
-const OFFICIAL: [(u64, u64, bool, u64, bool); 6] = [
-    (1, 0, false, 0, false),
-    (10, 100, false, 0, false),
-    (20, 100, true, 0, false),
-    (30, 2000, true, 1000, true),
-    (40, 20, false, 20, false),
-    (50, 0, false, 5000, false),
-];
-
-/// The stage table for a run of `duration`.
-pub fn schedule(duration: Duration) -> Vec<Stage> {
-    let scale = duration.as_secs_f64() / OFFICIAL_SECS;
-    OFFICIAL
+/// The profile's stage table for a run of `duration`.
+pub fn schedule(profile: &Profile, duration: Duration) -> Vec<Stage> {
+    // In whole nanoseconds, so a shortened run's stage times are exact (0.6 s, not 0.599..).
+    let scaled = |secs: u64| {
+        let nanos = duration.as_nanos() * u128::from(secs) / u128::from(profile.duration_secs);
+        Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
+    };
+    profile
+        .stages
         .iter()
-        .map(|&(at, dd, df, fd, ff)| Stage {
-            at: Duration::from_secs_f64(at as f64 * scale),
-            default_delay_ms: dd,
-            default_failing: df,
-            fallback_delay_ms: fd,
-            fallback_failing: ff,
+        .map(|row| Stage {
+            at: scaled(row.at_secs),
+            default_delay_ms: row.default_delay_ms,
+            default_failing: row.default_failing,
+            fallback_delay_ms: row.fallback_delay_ms,
+            fallback_failing: row.fallback_failing,
         })
         .collect()
 }
@@ -119,10 +113,11 @@ pub async fn reset(processor: &mut Processor) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::profile::{FINAL, PREVIEW};
 
     #[test]
     fn official_schedule_at_60_s() {
-        let s = schedule(Duration::from_secs(60));
+        let s = schedule(&PREVIEW, Duration::from_secs(60));
         let at: Vec<u64> = s.iter().map(|s| s.at.as_secs()).collect();
         assert_eq!(at, [1, 10, 20, 30, 40, 50]);
         assert_eq!(s[3].default_delay_ms, 2000);
@@ -132,7 +127,7 @@ mod tests {
 
     #[test]
     fn schedule_scales_with_the_duration_but_not_the_delays() {
-        let s = schedule(Duration::from_secs(12));
+        let s = schedule(&PREVIEW, Duration::from_secs(12));
         let at: Vec<u128> = s.iter().map(|s| s.at.as_millis()).collect();
         assert_eq!(at, [200, 2000, 4000, 6000, 8000, 10000]);
         assert_eq!(s[1].default_delay_ms, 100);
@@ -140,8 +135,54 @@ mod tests {
     }
 
     #[test]
+    fn the_final_schedule_at_300_s() {
+        let s = schedule(&FINAL, Duration::from_secs(300));
+        let at: Vec<u64> = s.iter().map(|s| s.at.as_secs()).collect();
+        assert_eq!(at, [1, 30, 60, 90, 120, 150, 180, 210, 240, 270]);
+        let delays: Vec<(u64, u64)> = s
+            .iter()
+            .map(|s| (s.default_delay_ms, s.fallback_delay_ms))
+            .collect();
+        assert_eq!(
+            delays,
+            [
+                (0, 0),
+                (1000, 0),
+                (500, 0),
+                (2000, 1000),
+                (5000, 5),
+                (0, 5),
+                (100, 5),
+                (50, 0),
+                (103, 10),
+                (2000, 0)
+            ]
+        );
+        let failing: Vec<(bool, bool)> = s
+            .iter()
+            .map(|s| (s.default_failing, s.fallback_failing))
+            .collect();
+        assert_eq!(failing[3], (true, false));
+        assert_eq!(failing[4], (true, false));
+        assert_eq!(failing[5], (false, true));
+        assert_eq!(failing.iter().filter(|f| f.0 || f.1).count(), 3);
+        assert_eq!(stage_at(&s, Duration::from_secs(299)), 10);
+    }
+
+    #[test]
+    fn the_final_schedule_scales_with_the_duration() {
+        let s = schedule(&FINAL, Duration::from_secs(6));
+        let at: Vec<u128> = s.iter().map(|s| s.at.as_millis()).collect();
+        assert_eq!(
+            at,
+            [20, 600, 1200, 1800, 2400, 3000, 3600, 4200, 4800, 5400]
+        );
+        assert_eq!(s[9].default_delay_ms, 2000);
+    }
+
+    #[test]
     fn stage_in_force() {
-        let s = schedule(Duration::from_secs(60));
+        let s = schedule(&PREVIEW, Duration::from_secs(60));
         assert_eq!(stage_at(&s, Duration::from_millis(500)), 0);
         assert_eq!(stage_at(&s, Duration::from_secs(1)), 1);
         assert_eq!(stage_at(&s, Duration::from_secs(35)), 4);

@@ -1,6 +1,7 @@
 //! The payments scenario: virtual users ramping linearly from 1 to `max` over the duration (k6's
 //! `ramping-vus`). Each user owns one keep-alive connection and loops `POST /payments` with a
-//! fresh UUID v4 and amount 19.90, then sleeps 1 s. At the end of the duration no new iteration
+//! fresh UUID v4 and the profile's amount (19.90 in the preview, 20.05 in the final), then
+//! sleeps 1 s. At the end of the duration no new iteration
 //! starts, and the iterations under way run to their end (request, bounded by the client
 //! timeout, then the 1 s sleep), as k6's graceful stop lets them: the teardown comes after.
 
@@ -43,10 +44,12 @@ impl Ramp {
 }
 
 /// Runs the scenario until `start + ramp.duration`, then waits for every user to finish the
-/// iteration under way. `active` always holds the current number of users.
+/// iteration under way. Every payment is of `amount` (the JSON number's text). `active` always
+/// holds the current number of users.
 pub async fn run_users(
     target: Endpoint,
     ramp: Ramp,
+    amount: &'static str,
     recorder: Arc<Recorder>,
     active: Arc<AtomicU64>,
 ) {
@@ -61,7 +64,7 @@ pub async fn run_users(
         while started < wanted {
             started += 1;
             active.store(started, Ordering::Relaxed);
-            users.spawn(user(target.clone(), end, recorder.clone()));
+            users.spawn(user(target.clone(), end, amount, recorder.clone()));
         }
         recorder.users(started);
         tick.tick().await;
@@ -71,11 +74,11 @@ pub async fn run_users(
 }
 
 /// One virtual user.
-async fn user(target: Endpoint, end: Instant, recorder: Arc<Recorder>) {
+async fn user(target: Endpoint, end: Instant, amount: &'static str, recorder: Arc<Recorder>) {
     let mut conn: Option<Connection> = None;
     while Instant::now() < end {
         let body = Bytes::from(format!(
-            r#"{{"correlationId":"{}","amount":19.90}}"#,
+            r#"{{"correlationId":"{}","amount":{amount}}}"#,
             uuid::Uuid::new_v4()
         ));
         let (outcome, elapsed) = post_payment(&target, &mut conn, body).await;

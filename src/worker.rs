@@ -216,7 +216,12 @@ async fn place(core: &Core, p: &Queued) -> (Processor, Permit) {
         if let Some(permit) = breaker.try_admit(now) {
             return (decision.choice, permit);
         }
-        breaker.wait_for_room(RECONSIDER).await;
+        let wait = breaker
+            .until_probe(now)
+            .map_or(RECONSIDER, |d| d.min(RECONSIDER));
+        breaker
+            .wait_for_room(wait.max(Duration::from_millis(1)))
+            .await;
     }
 }
 

@@ -234,6 +234,12 @@ impl Breaker {
         Some(permit)
     }
 
+    /// While open with no probe out, how long until the next probe may start.
+    pub fn until_probe(&self, now: Instant) -> Option<Duration> {
+        (self.open.get() && self.probes.get() < MAX_PROBES)
+            .then(|| self.next_probe.get().saturating_duration_since(now))
+    }
+
     /// Waits until a call ends or the breaker changes state, or at most `max`: the caller
     /// then decides again where its payment goes. Counted in [`Breaker::load`] meanwhile.
     pub async fn wait_for_room(&self, max: Duration) {
@@ -480,6 +486,22 @@ mod tests {
             assert_eq!(waiter.await.kind(), Kind::Normal);
             assert_eq!(b.in_flight.get(), RAMP_START);
         });
+    }
+
+    #[test]
+    fn the_wait_for_the_next_probe_is_known_while_open_with_no_probe_out() {
+        let b = Breaker::new();
+        let t0 = Instant::now();
+        assert_eq!(b.until_probe(t0), None, "closed");
+        fail(&b, OPEN_AFTER, t0);
+        let opened = Instant::now();
+        assert!(b.until_probe(opened).unwrap() <= PROBE_INTERVAL);
+        let at = opened + PROBE_INTERVAL;
+        assert_eq!(b.until_probe(at), Some(Duration::ZERO));
+        let probe = b.try_admit(at).unwrap();
+        assert_eq!(b.until_probe(at), None, "a probe is out");
+        b.failure(probe);
+        assert_eq!(b.until_probe(at), Some(PROBE_INTERVAL));
     }
 
     #[test]

@@ -214,8 +214,9 @@ pub struct Args {
     /// How long a shutdown may spend draining the queue.
     #[arg(long, env = "SHUTDOWN_GRACE_MS", default_value_t = 5000)]
     pub shutdown_grace_ms: u64,
-    /// How long a summary waits for a peer.
-    #[arg(long, env = "PEER_TIMEOUT_MS", default_value_t = 1000)]
+    /// How long a summary waits for a peer, asking again while it refuses (a restart): under
+    /// the contest client's 1.5 s timeout, with room for the rest of the request.
+    #[arg(long, env = "PEER_TIMEOUT_MS", default_value_t = 1200)]
     pub peer_timeout_ms: u64,
     /// Open client connections the whole process holds at most; more are closed at once.
     #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 8192)]

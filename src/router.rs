@@ -5,10 +5,12 @@
 //! A summary is all or nothing: a shard or a peer that does not answer within the bound
 //! makes it fail with a 5XX, never answer half the data. Each shard applies the in-flight
 //! rule of `store.rs` before answering (it may wait up to [`SHARD_WAIT`]), so the bound on
-//! a peer ([`crate::config::Config::peer_timeout`], 1 s by default) is longer than that wait.
+//! a peer ([`crate::config::Config::peer_timeout`]) is longer than that wait. Within that
+//! bound a peer that refuses or drops the call is asked again every [`PEER_RETRY_PAUSE`]: a
+//! restart shorter than the bound costs a slower summary, not a failed one.
 
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rinha_sys::uring::Taskrun;
 
@@ -21,6 +23,8 @@ use crate::time::format_iso_ms;
 
 /// The longest a shard waits for in-flight payments before answering.
 pub const SHARD_WAIT: Duration = Duration::from_millis(500);
+/// Pause before asking a peer for its summary again after it refused or dropped the call.
+pub const PEER_RETRY_PAUSE: Duration = Duration::from_millis(50);
 
 /// A request from a core to the router.
 #[derive(Debug)]
@@ -194,7 +198,7 @@ impl Router {
                 let path = path.clone();
                 let timeout = self.peer_timeout;
                 peer_calls.push(monoio::spawn(async move {
-                    let answer = peer_get(&peer, &path, timeout).await;
+                    let answer = peer_summary(&peer, &path, timeout).await;
                     (peer, answer)
                 }));
             }
@@ -211,9 +215,7 @@ impl Router {
         }
         for call in peer_calls {
             let (peer, answer) = call.await;
-            let body = answer.map_err(|e| SummaryError::Peer(peer.to_string(), e))?;
-            let t = parse_summary(&body)
-                .ok_or_else(|| SummaryError::Peer(peer.to_string(), "malformed summary".into()))?;
+            let t = answer.map_err(|e| SummaryError::Peer(peer.to_string(), e))?;
             totals.add(&t);
         }
         Ok(totals)
@@ -284,6 +286,30 @@ fn summary_path(window: Window, as_of: AsOf) -> String {
         path.push_str(std::str::from_utf8(&format_iso_ms(t)).unwrap_or_default());
     }
     path
+}
+
+/// A peer's summary, asked again every [`PEER_RETRY_PAUSE`] while it fails (refused: a peer
+/// restarting; dropped or malformed: a peer dying), until `budget` is spent. Asking again is
+/// safe: the call reads, and `path` fixes the moment it is taken at.
+async fn peer_summary(peer: &Endpoint, path: &str, budget: Duration) -> Result<Totals, String> {
+    let deadline = Instant::now() + budget;
+    let mut tries = 0u32;
+    loop {
+        tries += 1;
+        let left = deadline.saturating_duration_since(Instant::now());
+        let error = match peer_get(peer, path, left).await {
+            Ok(body) => match parse_summary(&body) {
+                Some(t) => return Ok(t),
+                None => "malformed summary".to_owned(),
+            },
+            Err(e) => e,
+        };
+        if deadline.saturating_duration_since(Instant::now()) <= PEER_RETRY_PAUSE {
+            return Err(format!("{error} ({tries} tries in {budget:?})"));
+        }
+        tracing::debug!(%peer, %error, "peer summary failed; asking again");
+        monoio::time::sleep(PEER_RETRY_PAUSE).await;
+    }
 }
 
 async fn peer_get(peer: &Endpoint, path: &str, timeout: Duration) -> Result<Vec<u8>, String> {

@@ -318,8 +318,7 @@ fn restore(core: &Core, replay: Replay) {
     let (confirmed, unsettled) = (replay.confirmed.len(), replay.unsettled.len());
     for c in replay.confirmed {
         let p = durable::from_journal(c.processor);
-        let attempt = core.shard.begin_attempt(c.requested_at_us, p);
-        core.shard.record(attempt, c.requested_at_us, c.cents, p);
+        core.shard.restore(c.requested_at_us, c.cents, p);
     }
     let mut pinned = 0;
     for u in replay.unsettled {

@@ -221,6 +221,21 @@ impl Shard {
         });
     }
 
+    /// A payment `processor` stored before this process started (replayed from the journal).
+    /// When it was recorded is not on file: it counts as recorded at its `requestedAt`, the
+    /// moment the processor was expected to store it, so a summary taken at a moment before
+    /// the restart (a peer's, which waited through it) counts it as the processors would.
+    pub fn restore(&self, requested_at_us: i64, cents: u64, processor: Processor) {
+        let at = AsOf::from_wall_us(requested_at_us).0;
+        self.records.borrow_mut().push(Record {
+            requested_at_us,
+            cents,
+            processor,
+            sent_at: at,
+            recorded_at: at,
+        });
+    }
+
     /// A successful call to `processor` took `took`.
     pub fn observe_latency(&self, processor: Processor, took: Duration) {
         let cell = &self.latency_us[processor.index()];
@@ -544,6 +559,24 @@ mod tests {
                 .summary(Window::default(), AsOf::now(), Duration::ZERO)
                 .await;
             assert_eq!(t.requests, [2, 0]);
+        });
+    }
+
+    #[test]
+    fn restored_records_count_from_their_requested_at() {
+        rt(async {
+            let s = Shard::new();
+            let now = crate::time::now_us();
+            let as_of = AsOf::from_wall_us(now - 1_000_000);
+            // Replayed after the moment asked: stored before it counts, after it does not.
+            s.restore(now - 2_000_000, 100, P);
+            s.restore(now - 500_000, 200, P);
+            let t = s.summary(Window::default(), as_of, Duration::ZERO).await;
+            assert_eq!((t.requests, t.cents), ([1, 0], [100, 0]));
+            let t = s
+                .summary(Window::default(), AsOf::now(), Duration::ZERO)
+                .await;
+            assert_eq!((t.requests, t.cents), ([2, 0], [300, 0]));
         });
     }
 

@@ -3,7 +3,8 @@
 
 mod common;
 
-use std::time::Duration;
+use std::path::Path;
+use std::time::{Duration, Instant};
 
 use common::*;
 use rinha_bench::processor::Chaos;
@@ -270,6 +271,58 @@ fn a_silent_peer_fails_the_summary_loudly(driver: &str) {
     assert_eq!(a.get("/internal/payments-summary").0, 200);
 }
 both_drivers!(a_silent_peer_fails_the_summary_loudly);
+
+/// A peer that restarts within the summary's budget (`PEER_TIMEOUT_MS`, 3 s here) is waited
+/// for: a summary asked while it is down answers whole once it is back (its journal replayed),
+/// not `502`. One that stays down still fails the summary loudly, once the budget is spent.
+fn a_restarting_peer_is_waited_for_within_the_budget(driver: &str) {
+    let dir = TempDir::new();
+    let procs = Processors::start();
+    let (s1, s2) = (dir.0.join("b1.sock"), dir.0.join("b2.sock"));
+    let start = |name: &str, peer: &Path| {
+        let data = dir.0.join(format!("{name}-data"));
+        let data = data.to_str().unwrap();
+        Instance::start(&dir.0, name, driver, &procs, &[peer], &[("DATA_DIR", data)])
+    };
+    let a = start("b1", &s2);
+    let b = start("b2", &s1);
+    send(&a, &b, 6);
+    assert!(drained(&procs, &a, 6), "{:?}", procs.counts());
+    let whole = a.summary("");
+
+    drop(b); // SIGKILL: its socket file stays, connects are refused
+    let socket = a.socket.clone();
+    let asked = Instant::now();
+    let during = std::thread::spawn(move || {
+        let answer = request(&socket, "GET /payments-summary HTTP/1.1\r\nHost: t\r\n\r\n");
+        (answer, asked.elapsed())
+    });
+    std::thread::sleep(Duration::from_millis(400));
+    let b = start("b2", &s1);
+    let ((status, body), took) = during.join().unwrap();
+    assert_eq!(
+        status, 200,
+        "asked during the restart: {body} after {took:?}"
+    );
+    assert!(
+        took >= Duration::from_millis(400),
+        "answered after {took:?}"
+    );
+    assert_eq!(body, a.get("/payments-summary").1);
+    assert_eq!(a.summary(""), whole);
+
+    drop(b);
+    let asked = Instant::now();
+    let (status, body) = a.get("/payments-summary");
+    let took = asked.elapsed();
+    assert_eq!(status, 502, "{body}");
+    assert!(body.contains("summary incomplete"), "{body}");
+    assert!(
+        took >= Duration::from_millis(2900) && took < Duration::from_secs(6),
+        "failed after {took:?}"
+    );
+}
+both_drivers!(a_restarting_peer_is_waited_for_within_the_budget);
 
 /// Second 40 of the official test: probes sent under a long delay while failing are stored
 /// once the failure is switched off, after their old delay, while new attempts answer fast.

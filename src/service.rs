@@ -123,7 +123,7 @@ async fn summary(
             out,
             status::BAD_REQUEST,
             conn,
-            br#"{"error":"from/to must be ISO-8601 UTC"}"#,
+            br#"{"error":"from/to must be ISO-8601 timestamps, e.g. 2025-07-15T12:34:56.000Z"}"#,
         );
         return;
     };
@@ -164,8 +164,9 @@ async fn purge(core: &Core, include_peers: bool, conn: Connection, out: &mut Vec
     }
 }
 
-/// `from`/`to` of a summary query, normalised to whole milliseconds (records are stamped
-/// in milliseconds, so an inclusive bound rounds inwards). `None` if a value is malformed.
+/// `from`/`to` of a summary query in UTC (a bound with an offset, `+03:00`, is converted),
+/// normalised to whole milliseconds (records are stamped in milliseconds, so an inclusive
+/// bound rounds inwards). `None` if a value is malformed.
 ///
 /// Like the processors' admin summary (RINHA-2025.md section 3), if either bound is missing
 /// the window is unbounded on both sides: we must agree with them for the same query.
@@ -210,5 +211,12 @@ mod tests {
         );
         assert_eq!(parse_window(b"from=yesterday"), None);
         assert!(parse_window(b"to=2025-07-15T12%3A34%3A56%2B00%3A00").is_some());
+        // An offset is converted to UTC.
+        let w = parse_window(
+            b"from=2025-07-15T15:34:56.000%2B03:00&to=2025-07-15T09%3A34%3A57.5-03%3A00",
+        )
+        .unwrap();
+        assert_eq!(w.from_us, Some(1_752_582_896_000_000));
+        assert_eq!(w.to_us, Some(1_752_582_897_500_000));
     }
 }

@@ -48,14 +48,15 @@ fn put(dst: &mut [u8], mut v: u32, width: usize) {
     }
 }
 
-/// A timestamp that is not ISO-8601 UTC as we accept it.
+/// A timestamp that is not ISO-8601 as we accept it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("timestamp is not ISO-8601 UTC (YYYY-MM-DDTHH:MM:SS[.fff](Z|+00:00))")]
+#[error("timestamp is not ISO-8601 (YYYY-MM-DDTHH:MM:SS[.fff][Z|+HH:MM])")]
 pub struct BadTimestamp;
 
-/// Parses `YYYY-MM-DDTHH:MM:SS[.f{1,9}](Z|+00:00|-00:00)` (also without a zone, read as
-/// UTC, and with a space instead of `T`) into microseconds since the epoch. Fractions
-/// finer than a microsecond are truncated.
+/// Parses `YYYY-MM-DDTHH:MM:SS[.f{1,9}][Z|±HH:MM|±HHMM|±HH]` into microseconds since the
+/// epoch (UTC): an offset is subtracted, no zone at all is read as UTC (what PostgreSQL's
+/// `timestamp` comes back as through .NET), a space may stand for the `T`. Fractions finer
+/// than a microsecond are truncated.
 pub fn parse_iso(text: &[u8]) -> Result<i64, BadTimestamp> {
     let num = |s: &[u8]| -> Result<u32, BadTimestamp> {
         if s.is_empty() || !s.iter().all(u8::is_ascii_digit) {
@@ -98,12 +99,30 @@ pub fn parse_iso(text: &[u8]) -> Result<i64, BadTimestamp> {
         }
         rest = &frac[n..];
     }
-    match rest {
-        b"" | b"Z" | b"z" | b"+00:00" | b"-00:00" | b"+0000" | b"+00" => {}
+    let offset_secs = match rest {
+        b"" | b"Z" | b"z" => 0,
+        [sign @ (b'+' | b'-'), zone @ ..] => {
+            let (hh, mm) = match zone {
+                [h1, h2] => ([*h1, *h2], [b'0', b'0']),
+                [h1, h2, m1, m2] | [h1, h2, b':', m1, m2] => ([*h1, *h2], [*m1, *m2]),
+                _ => return Err(BadTimestamp),
+            };
+            let (oh, om) = (num(&hh)?, num(&mm)?);
+            if oh > 23 || om > 59 {
+                return Err(BadTimestamp);
+            }
+            let secs = i64::from(oh * 3600 + om * 60);
+            if *sign == b'-' {
+                -secs
+            } else {
+                secs
+            }
+        }
         _ => return Err(BadTimestamp),
-    }
+    };
     let days = days_from_civil(y as i64, mo, d);
-    let secs = days * 86_400 + i64::from(h * 3600 + mi * 60 + s);
+    // Local time minus its offset is UTC.
+    let secs = days * 86_400 + i64::from(h * 3600 + mi * 60 + s) - offset_secs;
     Ok(secs * 1_000_000 + i64::from(micros))
 }
 
@@ -170,6 +189,55 @@ mod tests {
     }
 
     #[test]
+    fn offsets_are_converted_to_utc() {
+        let utc = parse_iso(b"2025-07-15T09:34:56.789Z").unwrap();
+        for text in [
+            &b"2025-07-15T12:34:56.789+03:00"[..],
+            b"2025-07-15T12:34:56.789+0300",
+            b"2025-07-15T12:34:56.789+03",
+            b"2025-07-15T06:04:56.789-03:30",
+            b"2025-07-15T09:34:56.7890000+00:00",
+        ] {
+            assert_eq!(
+                parse_iso(text),
+                Ok(utc),
+                "{}",
+                String::from_utf8_lossy(text)
+            );
+        }
+        // Across a day (and a year) boundary.
+        assert_eq!(
+            parse_iso(b"2026-01-01T01:00:00+02:00"),
+            parse_iso(b"2025-12-31T23:00:00Z")
+        );
+        // Every fraction length .NET and PostgreSQL write (0 to 7 digits), zone or not.
+        for (text, us) in [
+            (&b"2025-07-15T12:34:56"[..], 0),
+            (b"2025-07-15T12:34:56.7", 700_000),
+            (b"2025-07-15T12:34:56.78Z", 780_000),
+            (b"2025-07-15T12:34:56.789123", 789_123),
+            (b"2025-07-15T12:34:56.7891234Z", 789_123),
+        ] {
+            assert_eq!(parse_iso(text), Ok(1_752_582_896_000_000 + us));
+        }
+        for bad in [
+            &b"2025-07-15T12:34:56+24:00"[..],
+            b"2025-07-15T12:34:56+03:60",
+            b"2025-07-15T12:34:56+3:00",
+            b"2025-07-15T12:34:56+03:0",
+            b"2025-07-15T12:34:56+03:00Z",
+            b"2025-07-15T12:34:56 +03:00",
+        ] {
+            assert_eq!(
+                parse_iso(bad),
+                Err(BadTimestamp),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    #[test]
     fn refusals() {
         for bad in [
             &b""[..],
@@ -178,7 +246,6 @@ mod tests {
             b"2025-02-30T12:34:56Z",
             b"2025-07-15T24:00:00Z",
             b"2025-07-15T12:34:56.Z",
-            b"2025-07-15T12:34:56+03:00",
             b"2025-07-15T12:34:56Zjunk",
             b"abcd-07-15T12:34:56Z",
         ] {

@@ -227,6 +227,10 @@ pub struct Args {
     /// A request (head and body) begun but not complete within this long gets 408 and a close.
     #[arg(long, env = "HEADER_TIMEOUT_MS", default_value_t = 5_000)]
     pub header_timeout_ms: u64,
+    /// Answers the client has not taken within this long close the connection (a client that
+    /// pipelines and never reads).
+    #[arg(long, env = "WRITE_TIMEOUT_MS", default_value_t = 5_000)]
+    pub write_timeout_ms: u64,
     /// How answers are written on io_uring.
     #[arg(long, env = "RESPONSE_SEND", value_enum, default_value_t = ResponseSend::Direct)]
     pub response_send: ResponseSend,
@@ -260,6 +264,7 @@ pub struct Config {
     pub max_connections: usize,
     pub idle_timeout: Duration,
     pub header_timeout: Duration,
+    pub write_timeout: Duration,
     pub response_send: ResponseSend,
 }
 
@@ -308,6 +313,9 @@ impl Config {
         if args.header_timeout_ms == 0 {
             return Err(ConfigError::Range("HEADER_TIMEOUT_MS", "at least 1"));
         }
+        if args.write_timeout_ms == 0 {
+            return Err(ConfigError::Range("WRITE_TIMEOUT_MS", "at least 1"));
+        }
         // Every core of every instance takes an equal share of the processor's admission.
         let cores = workers * (1 + peers.len());
         let lane_cap = args.max_in_flight.div_ceil(cores).clamp(1, 2048) as u32;
@@ -342,6 +350,7 @@ impl Config {
             max_connections: args.max_connections,
             idle_timeout: Duration::from_millis(args.idle_timeout_ms),
             header_timeout: Duration::from_millis(args.header_timeout_ms),
+            write_timeout: Duration::from_millis(args.write_timeout_ms),
             response_send: args.response_send,
         })
     }

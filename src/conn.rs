@@ -9,6 +9,10 @@
 //!   moment the first part was seen, else 408 and close (a slow-drip head or body holds a
 //!   connection and a 13 KiB buffer for as long as the client likes otherwise).
 //!
+//! And one per write: answers the client does not take within `WRITE_TIMEOUT_MS` close the
+//! connection (one that pipelines and never reads would otherwise hold it forever, since
+//! nothing is read while a write waits).
+//!
 //! The clock is read only when a read leaves a partial request behind, which the fast path
 //! (whole requests per read) never does; the timer itself is monoio's wheel, no syscall.
 //! The two buffers live as long as the connection: steady-state requests allocate nothing.
@@ -43,6 +47,7 @@ where
     S: AsyncReadRent + AsyncWriteRent + AsRawFd,
 {
     let (idle_timeout, header_timeout) = (core.config.idle_timeout, core.config.header_timeout);
+    let write_timeout = core.config.write_timeout;
     // On epoll the runtime's write is already a send(2) made at once.
     let direct = core.config.response_send == ResponseSend::Direct && !monoio::utils::is_legacy();
     let mut buf: Vec<u8> = Vec::with_capacity(BUF);
@@ -92,7 +97,10 @@ where
                 0
             };
             if sent < out.len() {
-                let (res, o) = stream.write_all(out.slice(sent..)).await;
+                let write = stream.write_all(out.slice(sent..));
+                let Ok((res, o)) = monoio::time::timeout(write_timeout, write).await else {
+                    return;
+                };
                 out = o.into_inner();
                 if res.is_err() {
                     return;
@@ -111,7 +119,7 @@ where
             header_timeout.saturating_sub(since.elapsed())
         };
         if wait == Duration::ZERO {
-            request_timeout(&mut stream, out).await;
+            request_timeout(&mut stream, out, write_timeout).await;
             return;
         }
         // The parser refuses anything larger than BUF before it fills, so this never grows.
@@ -126,7 +134,7 @@ where
             // Idle between requests: close without a word. Mid-request: 408.
             Err(_) if partial_since.is_none() => return,
             Err(_) => {
-                request_timeout(&mut stream, out).await;
+                request_timeout(&mut stream, out, write_timeout).await;
                 return;
             }
         };
@@ -139,8 +147,8 @@ where
 }
 
 /// Answers 408 to a request that did not arrive whole in time (the connection closes next).
-async fn request_timeout<S: AsyncWriteRent>(stream: &mut S, mut out: Vec<u8>) {
+async fn request_timeout<S: AsyncWriteRent>(stream: &mut S, mut out: Vec<u8>, within: Duration) {
     out.clear();
     response::empty(&mut out, status::REQUEST_TIMEOUT, CLOSING);
-    let _ = stream.write_all(out).await;
+    let _ = monoio::time::timeout(within, stream.write_all(out)).await;
 }

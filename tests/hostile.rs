@@ -160,6 +160,93 @@ fn drips_and_idles(driver: &str) {
 
 both_drivers!(drips_and_idles);
 
+/// Writes pipelined `GET /` (404, keep-alive) without reading any answer until the server
+/// stops taking them: its answers fill this side's receive buffer, its write waits, it stops
+/// reading, and our writes find every buffer full for `STUCK` in a row (or the server has
+/// closed the connection already).
+fn pipeline_until_stuck(s: &mut UnixStream) {
+    const STUCK: Duration = Duration::from_millis(300);
+    let train = b"GET / HTTP/1.1\r\n\r\n".repeat(100);
+    s.set_nonblocking(true).unwrap();
+    let started = Instant::now();
+    let mut blocked_since: Option<Instant> = None;
+    loop {
+        match s.write(&train) {
+            Ok(_) => blocked_since = None,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                if blocked_since.get_or_insert_with(Instant::now).elapsed() >= STUCK {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => break,
+            Err(e) => panic!("write: {e}"),
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the server kept reading"
+        );
+    }
+    s.set_nonblocking(false).unwrap();
+}
+
+/// A client that pipelines requests and never reads the answers is closed once an answer has
+/// waited `WRITE_TIMEOUT_MS` for it to read: it gives its place under `MAX_CONNECTIONS` back
+/// (here the only one), and what it is sent ends in a close. Before, it held both forever.
+fn a_client_that_never_reads_is_closed(driver: &str) {
+    let solo = Solo::start(
+        driver,
+        &[("MAX_CONNECTIONS", "1"), ("WRITE_TIMEOUT_MS", "1000")],
+    );
+    let (inst, procs) = (&solo.inst, &solo.procs);
+    let served = || {
+        let mut s = UnixStream::connect(&inst.socket).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+        let _ = s.write_all(b"GET /payments-summary HTTP/1.1\r\n\r\n");
+        let mut b = [0u8; 12];
+        s.read_exact(&mut b).is_ok() && &b == b"HTTP/1.1 200"
+    };
+    // Answered once, so it holds the slot (the start's probe connection may hold it a
+    // moment longer: then this one is closed at once and tried again).
+    let mut stuck = None;
+    assert!(eventually(Duration::from_secs(5), || {
+        let mut s = UnixStream::connect(&inst.socket).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+        let _ = s.write_all(b"GET / HTTP/1.1\r\n\r\n");
+        let mut b = [0u8; 12];
+        let ok = s.read_exact(&mut b).is_ok() && &b == b"HTTP/1.1 404";
+        stuck = ok.then_some(s);
+        ok
+    }));
+    let mut stuck = stuck.unwrap();
+    pipeline_until_stuck(&mut stuck);
+    let since = Instant::now();
+    assert!(
+        eventually(Duration::from_secs(5), served),
+        "the stuck client still holds the only connection slot"
+    );
+    let waited = since.elapsed();
+    assert!(
+        waited < Duration::from_secs(3),
+        "slot back after {waited:?}"
+    );
+    // Closed: an end of file, or a reset (the server closed with our requests unread).
+    stuck
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let end = stuck.read_to_end(&mut Vec::new());
+    assert!(
+        end.as_ref().map_or_else(
+            |e| e.kind() == std::io::ErrorKind::ConnectionReset,
+            |_| true
+        ),
+        "not closed: {end:?}"
+    );
+    healthy(inst, procs, state(inst, procs));
+}
+
+both_drivers!(a_client_that_never_reads_is_closed);
+
 /// 10,000 idle connections (fewer only if the open-files limit forbids it: the count is
 /// printed) are held open while valid payments and summaries go through; then they all go
 /// and the process is as healthy as before. The child inherits the raised limit.

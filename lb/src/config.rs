@@ -124,6 +124,16 @@ pub struct Config {
     #[arg(long, env = "CONNECT_TIMEOUT_MS", default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..))]
     pub connect_timeout_ms: u64,
 
+    /// How long a relayed chunk may wait for the receiving side to take it before both
+    /// connections are closed (milliseconds).
+    #[arg(long, env = "WRITE_TIMEOUT_MS", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub write_timeout_ms: u64,
+
+    /// How long a connection may stay silent both ways before both sides are closed
+    /// (milliseconds; closed within a quarter more).
+    #[arg(long, env = "IDLE_TIMEOUT_MS", default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(4..))]
+    pub idle_timeout_ms: u64,
+
     /// How relayed chunks are written: `runtime` (ring/epoll write) or `direct` (a non-blocking
     /// `send(2)` first; measured slower on io_uring, see relay.rs).
     #[arg(long, env = "RELAY_SEND", value_enum, default_value_t = crate::relay::SendMode::Runtime)]
@@ -143,6 +153,14 @@ impl Config {
     /// The backend connect timeout as a duration.
     pub fn connect_timeout(&self) -> Duration {
         Duration::from_millis(self.connect_timeout_ms)
+    }
+
+    /// The relay's write and idle timeouts.
+    pub fn relay_timeouts(&self) -> crate::relay::Timeouts {
+        crate::relay::Timeouts {
+            write: Duration::from_millis(self.write_timeout_ms),
+            idle: Duration::from_millis(self.idle_timeout_ms),
+        }
     }
 
     /// The backends as one comma list, as the start log shows them.

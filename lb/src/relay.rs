@@ -10,6 +10,12 @@
 //! still comes back. Any error on either direction ends both at once: both sockets are closed
 //! together. A direction left open after the other finished cleanly gets `HALF_OPEN_LIMIT`.
 //!
+//! Stalls end too ([`Timeouts`]): a chunk the receiving side does not take within
+//! `WRITE_TIMEOUT_MS` is an error (a client that sends and never reads would otherwise hold
+//! both sockets forever, every buffer on the way full), and a connection silent both ways for
+//! `IDLE_TIMEOUT_MS` is closed. Silence is seen without reading the clock per chunk: each
+//! chunk bumps a counter, which a timer looks at four times per timeout.
+//!
 //! Buffered copy rather than monoio's `zero_copy` (splice through a pipe): on io_uring the
 //! kernel runs splices on worker threads, measured ~100 us per small round trip here against
 //! ~19 us for this loop (issue 4).
@@ -20,6 +26,7 @@
 //! costs a syscall of its own, and measured 1-12 % more lb CPU per request on io_uring in
 //! three interleaved `rinha-bench lbs` runs (docs/benchmarks.md), so it is off by default.
 
+use std::cell::Cell;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::pin::pin;
@@ -33,6 +40,15 @@ use rinha_sys::send::send_now;
 /// How long the second direction may stay open once the first has finished cleanly: a peer
 /// that half-closed and then vanished must not pin two descriptors forever.
 const HALF_OPEN_LIMIT: Duration = Duration::from_secs(60);
+
+/// How long a relayed connection may stall.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// How long one chunk may wait for the receiving side to take it.
+    pub write: Duration,
+    /// How long a connection may stay silent both ways (closed within a quarter more).
+    pub idle: Duration,
+}
 
 /// How relayed chunks are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -52,10 +68,18 @@ pub enum Outcome {
     Aborted,
     /// One side stayed open longer than `HALF_OPEN_LIMIT` (60 s) after the other finished.
     HalfOpenTimeout,
+    /// Nothing moved either way for the idle timeout.
+    IdleTimeout,
 }
 
 /// Relays between `client` and `backend` until both directions end; both are closed on return.
-pub async fn relay<B>(client: TcpStream, backend: B, buffer_size: usize, send: SendMode) -> Outcome
+pub async fn relay<B>(
+    client: TcpStream,
+    backend: B,
+    buffer_size: usize,
+    send: SendMode,
+    timeouts: Timeouts,
+) -> Outcome
 where
     B: Split + AsyncReadRent + AsyncWriteRent + AsRawFd,
 {
@@ -66,18 +90,25 @@ where
     };
     let (mut client_read, mut client_write) = client.into_split();
     let (mut backend_read, mut backend_write) = backend.into_split();
+    // Chunks moved either way so far: what the idle timer watches.
+    let moved = Cell::new(0u64);
     let mut upstream = pin!(copy_one_way(
         &mut client_read,
         &mut backend_write,
         backend_fd,
-        Vec::with_capacity(buffer_size)
+        Vec::with_capacity(buffer_size),
+        &moved,
+        timeouts.write,
     ));
     let mut downstream = pin!(copy_one_way(
         &mut backend_read,
         &mut client_write,
         client_fd,
-        Vec::with_capacity(buffer_size)
+        Vec::with_capacity(buffer_size),
+        &moved,
+        timeouts.write,
     ));
+    let mut silent = pin!(silence(&moved, timeouts.idle));
     let remaining = monoio::select! {
         done = &mut upstream => match done {
             Ok(()) => Remaining::Downstream,
@@ -87,10 +118,17 @@ where
             Ok(()) => Remaining::Upstream,
             Err(_) => return Outcome::Aborted,
         },
+        _ = &mut silent => return Outcome::IdleTimeout,
     };
-    let rest = match remaining {
-        Remaining::Downstream => monoio::time::timeout(HALF_OPEN_LIMIT, &mut downstream).await,
-        Remaining::Upstream => monoio::time::timeout(HALF_OPEN_LIMIT, &mut upstream).await,
+    let rest = monoio::time::timeout(HALF_OPEN_LIMIT, async {
+        match remaining {
+            Remaining::Downstream => (&mut downstream).await,
+            Remaining::Upstream => (&mut upstream).await,
+        }
+    });
+    let rest = monoio::select! {
+        rest = rest => rest,
+        _ = &mut silent => return Outcome::IdleTimeout,
     };
     match rest {
         Ok(Ok(())) => Outcome::Finished,
@@ -105,12 +143,16 @@ enum Remaining {
 }
 
 /// Copies `from` into `to` until `from` sends FIN, then shuts down `to`'s write half.
-/// `to_fd`, when given, is `to`'s descriptor for the direct `send(2)` fast path.
+/// `to_fd`, when given, is `to`'s descriptor for the direct `send(2)` fast path. Each chunk
+/// read and each chunk written bumps `moved`; a chunk `to` does not take within
+/// `write_timeout` is a `TimedOut` error.
 async fn copy_one_way<R, W>(
     from: &mut R,
     to: &mut W,
     to_fd: Option<RawFd>,
     mut buf: Vec<u8>,
+    moved: &Cell<u64>,
+    write_timeout: Duration,
 ) -> io::Result<()>
 where
     R: AsyncReadRent,
@@ -121,6 +163,7 @@ where
         let (read, returned) = from.read(buf).await;
         buf = returned;
         let len = read?;
+        moved.set(moved.get() + 1);
         if len == 0 {
             return to.shutdown().await;
         }
@@ -129,9 +172,33 @@ where
             None => 0,
         };
         if sent < len {
-            let (written, returned) = to.write_all(buf.slice(sent..len)).await;
+            let write = to.write_all(buf.slice(sent..len));
+            let (written, returned) = monoio::time::timeout(write_timeout, write)
+                .await
+                .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))?;
             buf = returned.into_inner();
             written?;
+            moved.set(moved.get() + 1);
+        }
+    }
+}
+
+/// Resolves once `moved` has stayed the same for four checks `idle / 4` apart: after between
+/// `idle` and `1.25 x idle` of silence both ways.
+async fn silence(moved: &Cell<u64>, idle: Duration) {
+    const CHECKS: u32 = 4;
+    let tick = idle / CHECKS;
+    let (mut seen, mut quiet) = (moved.get(), 0);
+    loop {
+        monoio::time::sleep(tick).await;
+        let now = moved.get();
+        if now == seen {
+            quiet += 1;
+            if quiet == CHECKS {
+                return;
+            }
+        } else {
+            (seen, quiet) = (now, 0);
         }
     }
 }

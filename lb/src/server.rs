@@ -207,6 +207,7 @@ pub async fn run_worker(
     let worker_open = Rc::new(Cell::new(0usize));
     let buffer_size = config.buffer_size as usize;
     let send = config.relay_send;
+    let timeouts = config.relay_timeouts();
     let mut stopped = pin!(stop.recv_async());
     loop {
         let accepted = monoio::select! {
@@ -237,10 +238,10 @@ pub async fn run_worker(
             let _slot = slot;
             let outcome = match backends.connect().await {
                 Some(BackendStream::Unix(backend)) => {
-                    relay(client, backend, buffer_size, send).await
+                    relay(client, backend, buffer_size, send, timeouts).await
                 }
                 Some(BackendStream::Tcp(backend)) => {
-                    relay(client, backend, buffer_size, send).await
+                    relay(client, backend, buffer_size, send, timeouts).await
                 }
                 None => {
                     tracing::debug!("every backend is down: closing the client");

@@ -36,6 +36,8 @@ under_both_drivers!(
     sigterm_lets_open_connections_finish,
     sigterm_grace_is_bounded,
     two_workers_serve_both_backends,
+    a_client_that_never_reads_is_closed,
+    silent_connections_are_closed_after_the_idle_timeout,
 );
 
 fn two_backends(dir: &TempDir) -> (TestBackend, TestBackend) {
@@ -399,6 +401,116 @@ fn two_workers_serve_both_backends(driver: &str) {
     }
     // Each worker alternates on its own; the kernel spreads clients over the workers.
     assert!(served[1] >= 25 && served[2] >= 25, "{served:?}");
+}
+
+/// A client that sends and never reads what comes back is closed once a relayed chunk has
+/// waited `WRITE_TIMEOUT_MS` for it (here long before the idle timeout): its place under
+/// `MAX_CONNECTIONS` (the only one) is free again and its backend connection is closed.
+/// Before, every buffer on the way filled and both connections stayed open forever.
+fn a_client_that_never_reads_is_closed(driver: &str) {
+    let dir = TempDir::new("never-reads");
+    let (b1, b2) = two_backends(&dir);
+    let lb = Lb::start(
+        driver,
+        &[&b1.path, &b2.path],
+        &[("MAX_CONNECTIONS", "1"), ("WRITE_TIMEOUT_MS", "1000")],
+    );
+    let mut stuck = lb.connect();
+    greeting(&mut stuck);
+    // Write without reading until every buffer on the way is full for 300 ms in a row (or the
+    // lb has given up on us already).
+    stuck.set_nonblocking(true).unwrap();
+    let chunk = noise(64 * 1024, 3);
+    let started = Instant::now();
+    let mut blocked_since: Option<Instant> = None;
+    loop {
+        match stuck.write(&chunk) {
+            Ok(_) => blocked_since = None,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                let since = *blocked_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= Duration::from_millis(300) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(_) => break,
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "never stuck");
+    }
+    stuck.set_nonblocking(false).unwrap();
+    let since = Instant::now();
+    let served = wait_until(Duration::from_secs(5), || {
+        let mut client = lb.connect();
+        client
+            .set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        let mut id = [0u8; 1];
+        client.read_exact(&mut id).is_ok()
+    });
+    assert!(served, "the stuck client still holds the only slot");
+    assert!(
+        since.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        since.elapsed()
+    );
+    assert!(
+        is_closed_after_draining(&mut stuck),
+        "the stuck client is closed"
+    );
+    assert!(wait_until(Duration::from_secs(2), || {
+        b1.open_connections() + b2.open_connections() == 0
+    }));
+}
+
+/// A connection silent both ways for `IDLE_TIMEOUT_MS` is closed, client and backend side
+/// (within a quarter more: the check runs four times per timeout); one that keeps talking
+/// stays open however long it lives.
+fn silent_connections_are_closed_after_the_idle_timeout(driver: &str) {
+    let dir = TempDir::new("idle");
+    let (b1, b2) = two_backends(&dir);
+    let lb = Lb::start(driver, &[&b1.path, &b2.path], &[("IDLE_TIMEOUT_MS", "600")]);
+    let mut talker = lb.connect();
+    greeting(&mut talker);
+    let mut silent = lb.connect();
+    greeting(&mut silent);
+    let since = Instant::now();
+    let watcher = std::thread::spawn(move || (is_closed(&mut silent), since.elapsed()));
+    for _ in 0..8 {
+        std::thread::sleep(Duration::from_millis(200));
+        assert_eq!(echo(&mut talker, b"still here"), b"still here");
+    }
+    let (closed, closed_after) = watcher.join().unwrap();
+    assert!(closed, "the silent client is closed");
+    assert!(
+        closed_after >= Duration::from_millis(600) && closed_after < Duration::from_millis(1500),
+        "closed after {closed_after:?}"
+    );
+    // The talker outlived two timeouts; silent now, it goes too.
+    let since = Instant::now();
+    assert!(is_closed(&mut talker));
+    let closed_after = since.elapsed();
+    assert!(
+        closed_after >= Duration::from_millis(550) && closed_after < Duration::from_secs(2),
+        "closed after {closed_after:?}"
+    );
+    assert!(wait_until(Duration::from_secs(2), || {
+        b1.open_connections() + b2.open_connections() == 0
+    }));
+}
+
+/// Reads whatever is still buffered; true once the lb has closed (end of file or a reset).
+fn is_closed_after_draining(stream: &mut std::net::TcpStream) -> bool {
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e) => return e.kind() == std::io::ErrorKind::ConnectionReset,
+        }
+    }
 }
 
 /// The descriptor table is grown to what `MAX_CONNECTIONS` needs (two per connection) before

@@ -9,6 +9,7 @@
 //! - [`http`]: request framing, answers, and the small client for processors and peers.
 //! - [`service`]: what each request means; `POST /payments` is the hot path.
 //! - [`payment`]: the payment body and exact decimal -> cents.
+//! - [`ids`]: the correlation ids each core accepted (idempotent intake).
 //! - [`queue`]: the per-core payment queue.
 //! - [`worker`]: the per-core senders: placing, retries, unknown outcomes, recording.
 //! - [`route`]: the routing policy: which processor costs less, fee against waiting.
@@ -28,6 +29,7 @@ pub mod conn;
 pub mod core;
 pub mod durable;
 pub mod http;
+pub mod ids;
 pub mod journal;
 pub mod limits;
 pub mod listener;

@@ -317,25 +317,21 @@ async fn core_main(
 fn restore(core: &Core, replay: Replay) {
     let (confirmed, unsettled) = (replay.confirmed.len(), replay.unsettled.len());
     for c in replay.confirmed {
+        core.shard.ids.insert(c.id, c.cents);
         let p = durable::from_journal(c.processor);
         core.shard.restore(c.requested_at_us, c.cents, p);
     }
     let mut pinned = 0;
     for u in replay.unsettled {
-        let (pin, unresolved) = match u.pinned {
+        core.shard.ids.insert(u.id, u.cents);
+        core.queue.admit(match u.pinned {
             Some((p, requested_at_us)) => {
                 pinned += 1;
                 let p = durable::from_journal(p);
-                (Some(p), Some(core.shard.begin_attempt(requested_at_us, p)))
+                let attempt = core.shard.begin_attempt(requested_at_us, p);
+                Queued::replayed_pinned(u.id, u.cents, p, attempt, requested_at_us)
             }
-            None => (None, None),
-        };
-        core.queue.admit(Queued {
-            id: u.id,
-            cents: u.cents,
-            accepted_at: Instant::now(),
-            pinned: pin,
-            unresolved,
+            None => Queued::new(u.id, u.cents),
         });
     }
     tracing::info!(

@@ -6,11 +6,10 @@
 //! above debug. Everything else (summaries, purges) is rare and may take the slow road
 //! through the router thread.
 
-use std::time::Instant;
-
 use crate::core::Core;
 use crate::http::request::{percent_decode, query_param, Method, Request};
 use crate::http::response::{self, status, Connection};
+use crate::ids::Seen;
 use crate::payment;
 use crate::queue::Queued;
 use crate::router::{write_summary, SummaryError};
@@ -56,17 +55,47 @@ pub async fn handle(core: &Core, req: &Request<'_>, out: &mut Vec<u8>) {
     }
 }
 
-/// The hot path (see the module doc). With a journal, the 202 waits for the commit that
-/// holds the payment's `accepted` record (made at once with `JOURNAL_SYNC=none`), and the
-/// payment is queued only then: a failed commit answers 503 and leaves nothing behind.
+/// The hot path (see the module doc). A correlationId this core accepted before is answered
+/// as it was (the same amount: 202, nothing queued) or refused (another amount: 409). With a
+/// journal, the 202 waits for the commit that holds the payment's `accepted` record (made at
+/// once with `JOURNAL_SYNC=none`), and the payment is queued only then: a failed commit
+/// answers 503 and leaves nothing behind.
 async fn accept_payment(core: &Core, body: &[u8], conn: Connection, out: &mut Vec<u8>) {
     let p = match payment::parse(body) {
         Ok(p) => p,
         Err(e) => return response::json(out, status::BAD_REQUEST, conn, e.json()),
     };
+    let ids = &core.shard.ids;
+    match ids.seen(&p.id, p.cents) {
+        Seen::New => {}
+        Seen::Same { pending: None } => return response::empty(out, status::ACCEPTED, conn),
+        Seen::Same { pending: Some(gen) } => {
+            // The first copy still waits for its commit: this one gets the same answer.
+            let committed = match &core.durable {
+                Some(d) => d.committed(gen).await.is_ok(),
+                None => true,
+            };
+            return if committed {
+                response::empty(out, status::ACCEPTED, conn)
+            } else {
+                journal_unavailable(out, conn)
+            };
+        }
+        Seen::OtherAmount => {
+            return response::json(
+                out,
+                status::CONFLICT,
+                conn,
+                br#"{"error":"correlationId already accepted with another amount"}"#,
+            )
+        }
+    }
     let Some(durable) = &core.durable else {
         return match core.queue.accept(p) {
-            Ok(()) => response::empty(out, status::ACCEPTED, conn),
+            Ok(()) => {
+                ids.insert(p.id, p.cents);
+                response::empty(out, status::ACCEPTED, conn)
+            }
             Err(_) => response::json(out, status::UNAVAILABLE, conn, br#"{"error":"queue full"}"#),
         };
     };
@@ -74,32 +103,30 @@ async fn accept_payment(core: &Core, body: &[u8], conn: Connection, out: &mut Ve
         return response::json(out, status::UNAVAILABLE, conn, br#"{"error":"queue full"}"#);
     }
     if durable.poisoned() {
-        return response::json(
-            out,
-            status::UNAVAILABLE,
-            conn,
-            br#"{"error":"journal unavailable"}"#,
-        );
+        return journal_unavailable(out, conn);
     }
     let gen = durable.accepted(p.id, p.cents);
+    ids.insert_pending(p.id, p.cents, gen);
     match durable.committed(gen).await {
         Ok(()) => {
-            core.queue.admit(Queued {
-                id: p.id,
-                cents: p.cents,
-                accepted_at: Instant::now(),
-                pinned: None,
-                unresolved: None,
-            });
+            ids.committed(&p.id);
+            core.queue.admit(Queued::new(p.id, p.cents));
             response::empty(out, status::ACCEPTED, conn)
         }
-        Err(_) => response::json(
-            out,
-            status::UNAVAILABLE,
-            conn,
-            br#"{"error":"journal unavailable"}"#,
-        ),
+        Err(_) => {
+            ids.remove(&p.id);
+            journal_unavailable(out, conn)
+        }
     }
+}
+
+fn journal_unavailable(out: &mut Vec<u8>, conn: Connection) {
+    response::json(
+        out,
+        status::UNAVAILABLE,
+        conn,
+        br#"{"error":"journal unavailable"}"#,
+    )
 }
 
 async fn summary(

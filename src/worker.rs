@@ -9,11 +9,14 @@
 //! - timeout, connection lost after writing, unparsable answer: maybe stored, maybe later
 //!   (the processor stores after its delay even when the caller left). The payment is
 //!   pinned to that processor forever and resolved with `GET /payments/{id}` there (that
-//!   endpoint ignores delay and failure): 200 -> record with the processor's
-//!   `requestedAt`; 404 -> send it again to the same processor (a duplicate cannot be
-//!   stored there: it would answer 422).
-//! - 422 after an unknown outcome: ours is stored: look it up and record it. 422 on a
-//!   payment's first attempt: that id belongs to someone else's payment: not ours to
+//!   endpoint ignores delay and failure): 200 with one of this payment's own attempt stamps
+//!   (each attempt to the pinned processor keeps its `requestedAt` with the payment) ->
+//!   record it; 200 with another stamp -> the processor holds a copy's payment under this
+//!   id (the same correlationId accepted by another core or instance): ours can never be
+//!   stored there, dropped; 404 -> send it again to the same processor (a duplicate cannot
+//!   be stored there: it would answer 422).
+//! - 422 after an unknown outcome: ours or a copy's is stored: look it up, as above. 422 on
+//!   a payment's first attempt: that id belongs to someone else's payment: not ours to
 //!   record, dropped.
 //!
 //! With a journal, each send is preceded by a committed `attempt` record and each outcome
@@ -33,6 +36,7 @@ use crate::processor::breaker::Permit;
 use crate::processor::client::{CallError, Lookup};
 use crate::processor::Processor;
 use crate::queue::Queued;
+use crate::store::on_lane;
 
 /// Pause before looking up an unknown outcome again after the lookup itself failed.
 const LOOKUP_RETRY: Duration = Duration::from_millis(50);
@@ -62,20 +66,35 @@ pub async fn sender(core: Rc<Core>) {
 /// Takes one payment one step further.
 async fn process(core: &Core, mut p: Queued) {
     let timeout = core.config.processor_timeout;
-    if let (Some(attempt), Some(proc)) = (p.unresolved, p.pinned) {
+    if let (Some(attempt), Some(proc)) = (p.unresolved(), p.pinned()) {
         let up = core.upstream(proc);
         match up.client.get_payment(&p.id, timeout).await {
-            Ok(Lookup::Found { requested_at_us }) => {
+            Ok(Lookup::Found {
+                requested_at_us,
+                cents,
+            }) if p.holds_stamp(requested_at_us) && cents.is_none_or(|c| c == p.cents) => {
                 core.shard.record(attempt, requested_at_us, p.cents, proc);
                 if let Some(d) = &core.durable {
                     d.confirmed(p.id, proc, requested_at_us, p.cents);
                 }
                 tracing::debug!(id = %p.id, processor = proc.name(), "unknown outcome resolved: stored");
             }
+            Ok(Lookup::Found { .. }) => {
+                // The processor holds a payment under this id that none of our attempts
+                // sent: a copy's (the same id accepted by another core or instance). Ours
+                // can never be stored there (it would be a duplicate): settled, not counted.
+                core.shard.end_attempt(attempt);
+                if let Some(d) = &core.durable {
+                    d.dropped(p.id);
+                }
+                tracing::debug!(id = %p.id, processor = proc.name(), "correlationId stored by another copy; dropped");
+            }
             Ok(Lookup::NotFound) => {
                 // Not stored (yet): send it again, to the same processor only.
                 core.shard.end_attempt(attempt);
-                p.unresolved = None;
+                if let Some(pin) = p.pin.as_mut() {
+                    pin.unresolved = None;
+                }
                 core.queue.retry_first(p);
             }
             Ok(Lookup::Other(status)) => {
@@ -92,14 +111,15 @@ async fn process(core: &Core, mut p: Queued) {
         return;
     }
 
-    let (proc, permit) = match p.pinned {
+    let (proc, permit) = match p.pinned() {
         Some(proc) => (proc, core.upstream(proc).breaker.admit().await),
         None => place(core, &p).await,
     };
     let up = core.upstream(proc);
     // Stamped with when the processor should store it, not now (store.rs, "Stamped when
-    // it will be stored").
-    let requested_at_us = core.shard.stamp_us(proc);
+    // it will be stored"), on this core's own milliseconds.
+    let requested_at_us = on_lane(core.shard.stamp_us(proc), core.id, core.config.workers);
+    p.note_attempt(proc, requested_at_us);
     let attempt = core.shard.begin_attempt(requested_at_us, proc);
     if let Some(d) = &core.durable {
         // The attempt must be on file before the send: a payment replayed without it
@@ -141,10 +161,11 @@ async fn process(core: &Core, mut p: Queued) {
                 d.confirmed(p.id, proc, requested_at_us, p.cents);
             }
         }
-        Ok(422) if p.pinned.is_some() => {
-            // An earlier attempt of ours was stored: find out with which requestedAt.
+        Ok(422) if p.pinned().is_some() => {
+            // An earlier attempt of ours was stored, or a copy's: find out with which
+            // requestedAt.
             up.breaker.success(permit);
-            p.unresolved = Some(attempt);
+            p.pin_unknown(proc, attempt, requested_at_us);
             core.queue.retry_first(p);
         }
         Ok(422) => {
@@ -176,8 +197,7 @@ async fn process(core: &Core, mut p: Queued) {
         }
         Err(CallError::Unknown(e)) => {
             tracing::debug!(id = %p.id, processor = proc.name(), error = %e, "outcome unknown; pinned");
-            p.pinned = Some(proc);
-            p.unresolved = Some(attempt);
+            p.pin_unknown(proc, attempt, requested_at_us);
             up.breaker.failure(permit);
             core.queue.retry_first(p);
         }

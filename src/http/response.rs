@@ -13,6 +13,7 @@ pub mod status {
     pub const UNAUTHORIZED: &[u8] = b"HTTP/1.1 401 Unauthorized\r\n";
     pub const NOT_FOUND: &[u8] = b"HTTP/1.1 404 Not Found\r\n";
     pub const METHOD_NOT_ALLOWED: &[u8] = b"HTTP/1.1 405 Method Not Allowed\r\n";
+    pub const CONFLICT: &[u8] = b"HTTP/1.1 409 Conflict\r\n";
     pub const LENGTH_REQUIRED: &[u8] = b"HTTP/1.1 411 Length Required\r\n";
     pub const PAYLOAD_TOO_LARGE: &[u8] = b"HTTP/1.1 413 Payload Too Large\r\n";
     pub const HEADERS_TOO_LARGE: &[u8] = b"HTTP/1.1 431 Request Header Fields Too Large\r\n";

@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use crate::config::ProcessorUrl;
 use crate::http::client::{exchange, ExchangeError, Response};
-use crate::payment::write_amount;
+use crate::payment::{decimal_to_cents, write_amount};
 use crate::time::{format_iso_ms, parse_iso};
 
 /// Idle connections kept per processor per core.
@@ -38,9 +38,11 @@ pub enum CallError {
 /// What `GET /payments/{id}` said.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lookup {
-    /// The processor holds it, stamped with this `requestedAt` (µs).
+    /// The processor holds it, stamped with this `requestedAt` (µs, whole milliseconds), for
+    /// this amount (cents) when the answer says.
     Found {
         requested_at_us: i64,
+        cents: Option<u64>,
     },
     NotFound,
     /// Any other status (should not happen: the endpoint ignores delay and failure).
@@ -111,8 +113,7 @@ impl ProcessorClient {
         req.extend_from_slice(b"\r\n\r\n");
         let resp = self.call(req, timeout).await?;
         match resp.status {
-            200 => requested_at(&resp.body)
-                .map(|requested_at_us| Lookup::Found { requested_at_us })
+            200 => stored_payment(&resp.body)
                 .ok_or_else(|| CallError::Unknown("payment lookup without requestedAt".into())),
             404 => Ok(Lookup::NotFound),
             s => Ok(Lookup::Other(s)),
@@ -197,18 +198,32 @@ impl ProcessorClient {
     }
 }
 
-/// Finds `requestedAt` (any case, as ASP.NET matches names) in a payment lookup body.
-fn requested_at(body: &[u8]) -> Option<i64> {
+/// Reads a payment lookup body: `requestedAt` (required) and `amount` (if readable), names
+/// in any case as ASP.NET matches them.
+fn stored_payment(body: &[u8]) -> Option<Lookup> {
     let value: serde_json::Value = serde_json::from_slice(body).ok()?;
     let obj = value.as_object()?;
-    let text = obj
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case("requestedAt"))?
-        .1
-        .as_str()?;
-    parse_iso(text.as_bytes())
-        .ok()
-        .map(|us| us - us.rem_euclid(1000))
+    let field = |name: &str| {
+        obj.iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
+    };
+    let requested_at_us = requested_at(field("requestedAt")?)?;
+    let cents = field("amount").and_then(|v| match v {
+        serde_json::Value::Number(n) => decimal_to_cents(n.to_string().as_bytes()).ok(),
+        serde_json::Value::String(s) => decimal_to_cents(s.as_bytes()).ok(),
+        _ => None,
+    });
+    Some(Lookup::Found {
+        requested_at_us,
+        cents,
+    })
+}
+
+/// A lookup's `requestedAt`, in µs truncated to the millisecond (what we stamp).
+fn requested_at(value: &serde_json::Value) -> Option<i64> {
+    let us = parse_iso(value.as_str()?.as_bytes()).ok()?;
+    Some(us - us.rem_euclid(1000))
 }
 
 /// Finds `feePerTransaction` (any case) in an admin summary body: a fraction in [0, 1).
@@ -240,13 +255,22 @@ mod tests {
         assert_eq!(fee_per_transaction(b"{}"), None);
     }
 
+    fn found(requested_at_us: i64, cents: Option<u64>) -> Option<Lookup> {
+        Some(Lookup::Found {
+            requested_at_us,
+            cents,
+        })
+    }
+
     #[test]
     fn lookup_body() {
         let b = br#"{"correlationId":"x","amount":19.9,"requestedAt":"2025-07-15T12:34:56.789Z"}"#;
-        assert_eq!(requested_at(b), Some(1_752_582_896_789_000));
-        let b = br#"{"RequestedAt":"2025-07-15T12:34:56.789123+00:00"}"#;
-        assert_eq!(requested_at(b), Some(1_752_582_896_789_000));
-        assert_eq!(requested_at(b"{}"), None);
-        assert_eq!(requested_at(b"nope"), None);
+        assert_eq!(stored_payment(b), found(1_752_582_896_789_000, Some(1990)));
+        let b = br#"{"RequestedAt":"2025-07-15T12:34:56.789123+00:00","Amount":"0.125"}"#;
+        assert_eq!(stored_payment(b), found(1_752_582_896_789_000, Some(12)));
+        let b = br#"{"requestedAt":"2025-07-15T12:34:56.789Z","amount":null}"#;
+        assert_eq!(stored_payment(b), found(1_752_582_896_789_000, None));
+        assert_eq!(stored_payment(b"{}"), None);
+        assert_eq!(stored_payment(b"nope"), None);
     }
 }

@@ -219,3 +219,63 @@ fn the_start_log_says_whether_payments_are_kept() {
         "{k}"
     );
 }
+
+/// A host crash can leave a page of a journal unwritten (zeros) while later pages were
+/// written (issue 16, item 4): the instance starts, keeps every record that verifies, and
+/// says loudly what it skipped. Before, it exited 1 and a restart policy looped forever.
+#[test]
+fn a_journal_with_a_zeroed_page_reopens_with_every_record_that_verifies() {
+    use rinha::journal::{Journal, Processor, SyncMode};
+    let procs = Processors::start();
+    let dir = common::TempDir::new();
+    let data = dir.0.join("data");
+    // 300 confirmed payments of 1 cent each, 106 bytes apiece: about eight pages.
+    let (mut j, _) = Journal::open(&data, 0, SyncMode::None).expect("journal");
+    let at = common::now_us() / 1000 * 1000;
+    let mut ends = vec![(uuid::Uuid::nil(), j.file_len())];
+    for n in 1..=300u128 {
+        let id = uuid::Uuid::from_u128(n);
+        j.accepted(id, 1);
+        j.attempt(id, Processor::Default, at);
+        j.confirmed(id, Processor::Default, at, 1);
+        j.commit().expect("commit");
+        ends.push((id, j.file_len()));
+    }
+    drop(j);
+    let path = data.join("core-0.journal");
+    let mut bytes = std::fs::read(&path).expect("journal file");
+    let page = 8192..12288u64;
+    bytes[page.start as usize..page.end as usize].fill(0);
+    std::fs::write(&path, &bytes).expect("damage");
+    // A payment survives when its `confirmed` record (the last of its three) is outside the
+    // zeroed page, or when the page cut only its `accepted`/`attempt` and left the
+    // `confirmed` (a `confirmed` alone counts, as after a compaction).
+    let confirmed_len = 42;
+    let kept = ends
+        .windows(2)
+        .filter(|w| {
+            let end = w[1].1;
+            end <= page.start || end - confirmed_len >= page.end
+        })
+        .count() as u64;
+    assert!(kept < 300 && kept > 250, "{kept}");
+    let data_env = data.display().to_string();
+    let inst = common::Instance::start(
+        &dir.0,
+        "z",
+        "auto",
+        &procs,
+        &[],
+        &[("DATA_DIR", &data_env), ("WORKERS", "1")],
+    );
+    let answered = common::eventually(Duration::from_secs(10), || {
+        inst.get("/payments-summary").0 == 200
+    });
+    assert!(answered, "no summary: {}", inst.log_text());
+    assert_eq!(inst.summary(""), ((kept, kept), (0, 0)));
+    let log = inst.log_text();
+    assert!(
+        log.contains("ERROR") && log.contains("skipped bytes between records"),
+        "{log}"
+    );
+}

@@ -1,6 +1,6 @@
 //! Compaction: rewriting a core's journal as its live state, crash-safely.
 //!
-//! Steps: commit what is buffered; fold the committed records (read from the mapping); write
+//! Steps: commit what is buffered; fold the committed records (read from the file); write
 //! the live state to `core-<n>.journal.tmp` and fsync it; rename it over the journal; fsync
 //! the directory; open, lock, preallocate and map the new file. Until the rename the old
 //! file is whole (and the temp file is removed on the next open); after it, the new file is
@@ -35,7 +35,9 @@ impl Journal {
     pub(crate) fn compact_until(&mut self, stop: Step) -> Result<(), JournalError> {
         self.commit()?;
         let before = self.len;
-        let scan = replay::scan(&self.path, &self.map[..before as usize])?;
+        // Read through the file, not the mapping: touching every page of the mapping would
+        // make the whole journal resident in this process.
+        let scan = replay::scan_file(&self.path, &self.file, before)?;
         let tmp = dir::tmp_path(&self.dir, self.core);
         let len = dir::write_state(&tmp, &scan.state)?;
         if let Step::TempWritten { partial } = stop {

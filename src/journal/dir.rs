@@ -3,7 +3,8 @@
 //!
 //! Files: `core-<n>.journal` (one per core), `core-<n>.journal.tmp` (a compaction in
 //! progress; removed on open), `rebalance.journal` (a full copy of the state that exists
-//! only while [`rebalance`] redistributes it). Any mix of these that a crash can leave
+//! only while [`rebalance`] redistributes it), `core-<n>.journal.damaged` (a journal found
+//! damaged at open, kept for a human; never read). Any mix of these that a crash can leave
 //! behind replays to the same state, because the directory merge dedupes by payment id.
 
 use std::fs::{self, File, OpenOptions};
@@ -25,6 +26,11 @@ pub fn journal_path(dir: &Path, core: usize) -> PathBuf {
 
 pub fn tmp_path(dir: &Path, core: usize) -> PathBuf {
     dir.join(format!("core-{core}.journal.tmp"))
+}
+
+/// Where a journal found damaged at open is kept (the last one only).
+pub fn damaged_path(dir: &Path, core: usize) -> PathBuf {
+    dir.join(format!("core-{core}.journal.damaged"))
 }
 
 /// The core a `core-<n>.journal` file name belongs to.
@@ -130,8 +136,10 @@ fn merged_state(dir: &Path) -> Result<(LiveState, Vec<(usize, PathBuf)>), Journa
     } = list(dir)?;
     let mut state = LiveState::default();
     for path in cores.iter().map(|(_, p)| p).chain(rebalance.iter()) {
-        let bytes = fs::read(path).map_err(JournalError::io(path))?;
-        let scan = replay::scan(path, &bytes)?;
+        let file = File::open(path).map_err(JournalError::io(path))?;
+        let size = file.metadata().map_err(JournalError::io(path))?.len();
+        let scan = replay::scan_file(path, &file, size)?;
+        replay::report_damage(path, &scan);
         if scan.torn {
             tracing::warn!(path = %path.display(), offset = scan.good_len, "journal: torn last record ignored");
         }

@@ -11,7 +11,7 @@
 //! - [`record`]: the binary record format and its checksum;
 //! - [`state`]: the fold of events into the live state (what replay returns);
 //! - [`writer`]: [`Journal`], the append buffer and the mapped, preallocated file;
-//! - [`replay`]: reading a file back, torn-tail and corruption detection;
+//! - [`replay`]: reading a file back in chunks, skipping what does not verify;
 //! - [`compact`]: rewriting a file as its live state, crash-safely;
 //! - [`dir`]: the directory: file names, [`replay_dir`] and [`rebalance`] when the number of
 //!   cores changes between runs.
@@ -58,9 +58,11 @@
 //! every confirmed payment, unsettled ones stay. A confirmed payment ignores every event
 //! until a purge forgets it; `attempt` and `dropped` for an unknown id are ignored.
 //!
-//! A record that fails its length or CRC check and is followed by no valid record is a torn
-//! tail (a crash in the middle of a write): it is cut off with a warning. One followed by a
-//! valid record is corruption, reported with its offset.
+//! Bytes that fail the length or CRC check are skipped until a record verifies again: every
+//! record that verifies is kept. Bytes after the last record are a torn tail (a crash in
+//! the middle of a write), cut off with a warning; bytes between records (a page a host
+//! crash left unwritten, a damaged disk) are logged as errors, and the file is rewritten
+//! without them at open.
 
 pub mod compact;
 pub mod dir;
@@ -149,8 +151,6 @@ pub enum JournalError {
     },
     #[error("{path}: not a journal (bad magic)")]
     BadMagic { path: PathBuf },
-    #[error("{path}: corrupt record at offset {offset} followed by valid records")]
-    Corrupt { path: PathBuf, offset: u64 },
     #[error("{path}: locked by another process (two instances share one DATA_DIR?)")]
     Locked { path: PathBuf },
     #[error("journal unusable after a failed sync or compaction")]

@@ -15,7 +15,7 @@
 //! and the journal would grow the server's RSS by its whole size.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read};
+use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -65,7 +65,10 @@ impl Journal {
     ///
     /// A torn last record is cut off (with a warning) so that new records follow good ones;
     /// a leftover compaction temp file is removed (the journal it was meant to replace is
-    /// still whole). Corruption before the last record is an error.
+    /// still whole). Bytes between records that do not verify (a page a host crash left
+    /// unwritten, a damaged disk) are skipped, every record that verifies is kept, and the
+    /// file is rewritten as that state, the damaged one kept as `core-<n>.journal.damaged`
+    /// (errors in the log say what was skipped).
     pub fn open(
         dir: &Path,
         core: usize,
@@ -76,12 +79,14 @@ impl Journal {
         let path = dir::journal_path(dir, core);
         let io = || JournalError::io(&path);
         let mut file = open_locked(&path)?;
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes).map_err(io())?;
-        let scan = replay::scan(&path, &bytes)?;
-        drop(bytes);
+        let size = file.metadata().map_err(io())?.len();
+        let scan = replay::scan_file(&path, &file, size)?;
         let mut len = scan.good_len;
-        if len == 0 {
+        if scan.damaged() {
+            replay::report_damage(&path, &scan);
+            file = rewrite_damaged(dir, core, &path, &scan.state, file)?;
+            len = file.metadata().map_err(io())?.len();
+        } else if len == 0 {
             // New file, or a crash while it was being created: start it over.
             file.set_len(0).map_err(io())?;
             file.write_all_at(&MAGIC, 0).map_err(io())?;
@@ -282,6 +287,31 @@ impl Journal {
         self.compact()?;
         Ok(true)
     }
+}
+
+/// Replaces the damaged journal at `path` (open and locked as `damaged`) by a file holding
+/// `state`, and returns the new file, locked. The damaged file stays beside it as evidence
+/// (`core-<n>.journal.damaged`, a link made before the rename, so `path` exists throughout).
+fn rewrite_damaged(
+    dir: &Path,
+    core: usize,
+    path: &Path,
+    state: &super::state::LiveState,
+    damaged: File,
+) -> Result<File, JournalError> {
+    let aside = dir::damaged_path(dir, core);
+    dir::remove_if_exists(&aside)?;
+    std::fs::hard_link(path, &aside).map_err(JournalError::io(&aside))?;
+    let len = dir::replace_with_state(dir, &dir::tmp_path(dir, core), path, state)?;
+    let file = open_locked(path)?;
+    drop(damaged);
+    tracing::warn!(
+        path = %path.display(),
+        damaged = %aside.display(),
+        len,
+        "journal: rewritten without the damage"
+    );
+    Ok(file)
 }
 
 /// Opens the journal at `path` read-write (creating it), and locks it: two processes

@@ -3,8 +3,11 @@
 //! - [`fds`]: the open-files limit and the descriptor table, set up before threads start;
 //! - [`send`]: one non-blocking `send(2)`, for answers that should leave before the
 //!   runtime's next batch;
+//! - [`handoff`]: passing an accepted connection to another process (`SCM_RIGHTS`), the
+//!   load balancer's hand-over mode;
 //! - [`uring`]: how an io_uring ring runs its completion work (`URING_TASKRUN`).
 
 pub mod fds;
+pub mod handoff;
 pub mod send;
 pub mod uring;

@@ -7,6 +7,7 @@
 //! backend's failure on its own, which costs one refused connect per worker.
 
 use std::cell::Cell;
+use std::future::Future;
 use std::io;
 use std::time::{Duration, Instant};
 
@@ -114,6 +115,18 @@ impl BackendSet {
     /// Connects to the next backend in round-robin order, skipping down ones and marking the
     /// ones that fail. `None` when every backend is down or failed.
     pub async fn connect(&self) -> Option<BackendStream> {
+        self.offer(|stream| std::future::ready(Ok(stream))).await
+    }
+
+    /// Like [`BackendSet::connect`], and each backend that connects is then given to `offer`:
+    /// an error from it marks that backend down as a failed connect does, and the next one is
+    /// tried (hand-over mode: a backend that refuses the client). `None` when every backend
+    /// is down or failed.
+    pub async fn offer<T, F, Fut>(&self, mut offer: F) -> Option<T>
+    where
+        F: FnMut(BackendStream) -> Fut,
+        Fut: Future<Output = io::Result<T>>,
+    {
         let count = self.backends.len();
         let start = self.take_turn();
         let now = Instant::now();
@@ -122,15 +135,24 @@ impl BackendSet {
             if !self.is_up(index, now) {
                 continue;
             }
-            match self.connect_one(&self.backends[index].addr).await {
-                Ok(stream) => {
+            let offered = match self.connect_one(&self.backends[index].addr).await {
+                Ok(stream) => offer(stream).await,
+                Err(error) => Err(error),
+            };
+            match offered {
+                Ok(taken) => {
                     self.mark_up(index);
-                    return Some(stream);
+                    return Some(taken);
                 }
                 Err(error) => self.mark_down(index, &error),
             }
         }
         None
+    }
+
+    /// How long a connect (and, in hand-over mode, the backend's answer) may take.
+    pub fn connect_timeout(&self) -> Duration {
+        self.connect_timeout
     }
 
     async fn connect_one(&self, addr: &BackendAddr) -> io::Result<BackendStream> {

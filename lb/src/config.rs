@@ -39,6 +39,8 @@ pub enum AddrError {
     Unparsable(String),
     #[error("`{0}` does not resolve to any address")]
     Unresolved(String),
+    #[error("hand-over goes over unix sockets only, not `{0}`")]
+    NotUnix(String),
 }
 
 impl std::str::FromStr for BackendAddr {
@@ -85,6 +87,15 @@ pub enum IoDriver {
     Epoll,
     /// io_uring when available, else epoll (the log says which).
     Auto,
+}
+
+/// How a client reaches its backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    /// Connect to the backend and copy bytes both ways for the life of the connection.
+    Relay,
+    /// Pass the client's socket to the backend (`SCM_RIGHTS`) and step out (`handoff.rs`).
+    Handoff,
 }
 
 /// Everything `rinha-lb` is told at start.
@@ -142,6 +153,16 @@ pub struct Config {
     /// Relay buffer per direction and connection (bytes).
     #[arg(long, env = "BUFFER_SIZE", default_value_t = 16 * 1024, value_parser = clap::value_parser!(u32).range(512..=(1 << 24)))]
     pub buffer_size: u32,
+
+    /// `relay` (copy every byte both ways) or `handoff` (pass each client's socket to a
+    /// backend and step out; the backends must listen on `HANDOFF_LISTEN`).
+    #[arg(long, env = "LB_MODE", value_enum, default_value_t = Mode::Relay)]
+    pub lb_mode: Mode,
+
+    /// The backends' hand-over sockets (`unix:` only), in the order of `BACKENDS`; default:
+    /// each `BACKENDS` socket with `.sock` replaced by `.handoff.sock`.
+    #[arg(long, env = "HANDOFF_BACKENDS", value_delimiter = ',')]
+    pub handoff_backends: Vec<BackendAddr>,
 }
 
 impl Config {
@@ -168,6 +189,37 @@ impl Config {
         let list: Vec<String> = self.backends.iter().map(ToString::to_string).collect();
         list.join(",")
     }
+
+    /// Where clients are sent: the backends themselves (relay), or their hand-over sockets
+    /// (`HANDOFF_BACKENDS`, else derived from `BACKENDS`). Errors on a TCP hand-over address.
+    pub fn targets(&self) -> Result<Vec<BackendAddr>, AddrError> {
+        match self.lb_mode {
+            Mode::Relay => Ok(self.backends.clone()),
+            Mode::Handoff if !self.handoff_backends.is_empty() => self
+                .handoff_backends
+                .iter()
+                .map(|addr| match addr {
+                    BackendAddr::Unix(_) => Ok(addr.clone()),
+                    BackendAddr::Tcp(_) => Err(AddrError::NotUnix(addr.to_string())),
+                })
+                .collect(),
+            Mode::Handoff => self.backends.iter().map(handoff_socket_of).collect(),
+        }
+    }
+}
+
+/// The hand-over socket a backend listening on `addr` is expected to have: `x.sock` ->
+/// `x.handoff.sock`, any other name gets `.handoff` appended.
+fn handoff_socket_of(addr: &BackendAddr) -> Result<BackendAddr, AddrError> {
+    let BackendAddr::Unix(path) = addr else {
+        return Err(AddrError::NotUnix(addr.to_string()));
+    };
+    let text = path.display().to_string();
+    let derived = match text.strip_suffix(".sock") {
+        Some(stem) => format!("{stem}.handoff.sock"),
+        None => format!("{text}.handoff"),
+    };
+    Ok(BackendAddr::Unix(PathBuf::from(derived)))
 }
 
 #[cfg(test)]
@@ -215,6 +267,47 @@ mod tests {
         assert_eq!(cfg.backends_display(), "unix:/a.sock,unix:/b.sock");
         assert_eq!(cfg.workers, 1);
         assert_eq!(cfg.io_driver, IoDriver::Auto);
+    }
+
+    #[test]
+    fn handoff_targets_are_given_or_derived_and_unix_only() {
+        let parse = |extra: &[&str]| {
+            let mut args = vec!["rinha-lb", "--backends", "unix:/s/b1.sock,unix:/s/b2"];
+            args.extend_from_slice(extra);
+            Config::try_parse_from(args).unwrap()
+        };
+        let relay = parse(&[]);
+        assert_eq!(relay.lb_mode, Mode::Relay);
+        assert_eq!(relay.targets().unwrap(), relay.backends);
+        let derived = parse(&["--lb-mode", "handoff"]).targets().unwrap();
+        assert_eq!(
+            derived,
+            vec![
+                BackendAddr::Unix("/s/b1.handoff.sock".into()),
+                BackendAddr::Unix("/s/b2.handoff".into())
+            ]
+        );
+        let given = parse(&[
+            "--lb-mode",
+            "handoff",
+            "--handoff-backends",
+            "unix:/h/1,unix:/h/2",
+        ]);
+        assert_eq!(
+            given.targets().unwrap()[1],
+            BackendAddr::Unix("/h/2".into())
+        );
+        let tcp = parse(&["--lb-mode", "handoff", "--handoff-backends", "127.0.0.1:9"]);
+        assert!(matches!(tcp.targets(), Err(AddrError::NotUnix(_))));
+        let tcp_backends = Config::try_parse_from([
+            "rinha-lb",
+            "--backends",
+            "127.0.0.1:8080",
+            "--lb-mode",
+            "handoff",
+        ])
+        .unwrap();
+        assert!(matches!(tcp_backends.targets(), Err(AddrError::NotUnix(_))));
     }
 
     #[test]

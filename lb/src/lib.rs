@@ -6,12 +6,14 @@
 //! - [`server`]: one accept loop per worker runtime, the connection cap and graceful shutdown.
 //! - [`backend`]: the backend set of a worker: round-robin, down marks with backoff.
 //! - [`relay`]: the copy loops that move bytes both ways without parsing them (the hot path).
+//! - [`handoff`]: hand-over mode, the client's socket passed to a backend instead of relayed.
 //!
 //! Each worker owns its runtime, listener (`SO_REUSEPORT`) and backend set; the only state
 //! shared between workers is the open-connection count behind the cap.
 
 pub mod backend;
 pub mod config;
+pub mod handoff;
 pub mod relay;
 pub mod runtime;
 pub mod server;

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
-use rinha_lb::config::Config;
+use rinha_lb::config::{Config, Mode};
 use rinha_lb::{runtime, server};
 
 fn main() -> ExitCode {
@@ -24,6 +24,7 @@ fn main() -> ExitCode {
 
 fn run(config: Arc<Config>) -> anyhow::Result<()> {
     let driver = runtime::choose(config.io_driver, config.uring_taskrun)?;
+    let targets = config.targets()?;
     let needed = u64::from(config.max_connections) * 2 + 64;
     // While this is the only thread (rinha_sys::fds: growing the table later stalls every worker).
     let fd_limit = rinha_sys::fds::prepare(needed)?;
@@ -35,12 +36,23 @@ fn run(config: Arc<Config>) -> anyhow::Result<()> {
     let workers = usize::from(config.workers);
     let (listeners, listen) = server::bind_listeners(config.listen, workers)?;
     tracing::info!(
-        "rinha-lb started version={} driver={} workers={} listen={} backends={}",
+        "rinha-lb started version={} driver={} workers={} listen={} backends={} mode={}",
         env!("CARGO_PKG_VERSION"),
         driver,
         workers,
         listen,
-        config.backends_display()
+        config.backends_display(),
+        match config.lb_mode {
+            Mode::Relay => "relay".to_owned(),
+            Mode::Handoff => format!(
+                "handoff:{}",
+                targets
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
+        }
     );
 
     if let runtime::Driver::IoUring(taskrun) = driver {

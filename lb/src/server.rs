@@ -18,7 +18,8 @@ use std::time::{Duration, Instant};
 use monoio::net::TcpListener;
 
 use crate::backend::{BackendSet, BackendStream};
-use crate::config::Config;
+use crate::config::{Config, Mode};
+use crate::handoff::hand_over;
 use crate::relay::relay;
 
 /// How often a draining worker looks at its open-connection count.
@@ -199,11 +200,9 @@ pub async fn run_worker(
     stop: flume::Receiver<()>,
 ) -> io::Result<()> {
     let listener = TcpListener::from_std(listener)?;
-    let backends = Rc::new(BackendSet::new(
-        &config.backends,
-        index,
-        config.connect_timeout(),
-    ));
+    let targets = config.targets().map_err(io::Error::other)?;
+    let backends = Rc::new(BackendSet::new(&targets, index, config.connect_timeout()));
+    let mode = config.lb_mode;
     let worker_open = Rc::new(Cell::new(0usize));
     let buffer_size = config.buffer_size as usize;
     let send = config.relay_send;
@@ -236,6 +235,11 @@ pub async fn run_worker(
         let backends = backends.clone();
         monoio::spawn(async move {
             let _slot = slot;
+            if mode == Mode::Handoff {
+                let outcome = hand_over(client, &backends).await;
+                tracing::trace!(?outcome, "hand-over done");
+                return;
+            }
             let outcome = match backends.connect().await {
                 Some(BackendStream::Unix(backend)) => {
                     relay(client, backend, buffer_size, send, timeouts).await

@@ -58,7 +58,7 @@ impl Core {
         durable: Option<Durable>,
     ) -> Self {
         let upstream = |p: Processor, url: &crate::config::ProcessorUrl| Upstream {
-            client: ProcessorClient::new(url.clone(), resolved[p.index()]),
+            client: ProcessorClient::new(url.clone(), resolved[p.index()], config.resolver.clone()),
             breaker: Breaker::with_cap(config.lane_cap),
             fee: Cell::new(FEE_PRIOR[p.index()]),
             fee_known: Cell::new(false),

@@ -1,12 +1,12 @@
 //! A keep-alive HTTP/1.1 client for one processor on one core: `POST /payments` and
 //! `GET /payments/{id}` over monoio TCP, with a small pool of idle connections.
 //!
-//! The processor's name is resolved once at start and again only after a connect error
-//! (resolution is a blocking call; it must stay off the normal path). Errors say whether the
+//! The processor's name is resolved at start and looked up again after a connect error, off
+//! the event loop ([`Address`]): a connect never waits for a lookup. Errors say whether the
 //! request may have reached the processor: [`CallError::Connect`] means it did not,
 //! [`CallError::Unknown`] means it may have been stored.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -17,12 +17,11 @@ use uuid::Uuid;
 use crate::config::ProcessorUrl;
 use crate::http::client::{exchange, ExchangeError, Response};
 use crate::payment::{decimal_to_cents, write_amount};
+use crate::processor::resolve::{Address, Resolver};
 use crate::time::{format_iso_ms, parse_iso};
 
 /// Idle connections kept per processor per core.
 const MAX_IDLE: usize = 256;
-/// Re-resolve the name at most this often.
-const RESOLVE_EVERY: Duration = Duration::from_secs(1);
 
 /// A call that did not produce a response.
 #[derive(Debug, thiserror::Error)]
@@ -53,18 +52,16 @@ pub enum Lookup {
 #[derive(Debug)]
 pub struct ProcessorClient {
     url: ProcessorUrl,
-    addr: Cell<Option<SocketAddr>>,
-    resolved_at: Cell<Option<Instant>>,
+    address: Address,
     idle: RefCell<Vec<TcpStream>>,
 }
 
 impl ProcessorClient {
-    /// `addr` is the start-time resolution (`None` if it failed: resolved on first use).
-    pub fn new(url: ProcessorUrl, addr: Option<SocketAddr>) -> Self {
+    /// `addr` is the start-time resolution (`None` if it failed: looked up again on use).
+    pub fn new(url: ProcessorUrl, addr: Option<SocketAddr>, resolver: Resolver) -> Self {
         ProcessorClient {
+            address: Address::new(url.authority.clone(), resolver, addr),
             url,
-            addr: Cell::new(addr),
-            resolved_at: Cell::new(addr.map(|_| Instant::now())),
             idle: RefCell::new(Vec::new()),
         }
     }
@@ -162,10 +159,7 @@ impl ProcessorClient {
     }
 
     async fn connect(&self, timeout: Duration) -> io::Result<TcpStream> {
-        let addr = match self.addr.get() {
-            Some(a) => a,
-            None => self.resolve()?,
-        };
+        let addr = self.address.current()?;
         let res = match monoio::time::timeout(timeout, TcpStream::connect_addr(addr)).await {
             Ok(r) => r,
             Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out")),
@@ -176,25 +170,11 @@ impl ProcessorClient {
                 Ok(s)
             }
             Err(e) => {
-                // The name may point elsewhere now (a restarted container): look again, but
-                // not more than once a second.
-                if self
-                    .resolved_at
-                    .get()
-                    .is_none_or(|t| t.elapsed() >= RESOLVE_EVERY)
-                {
-                    self.addr.set(None);
-                }
+                // The name may point elsewhere now (a restarted container).
+                self.address.connect_failed();
                 Err(e)
             }
         }
-    }
-
-    fn resolve(&self) -> io::Result<SocketAddr> {
-        self.resolved_at.set(Some(Instant::now()));
-        let addr = self.url.resolve()?;
-        self.addr.set(Some(addr));
-        Ok(addr)
     }
 }
 

@@ -1,8 +1,10 @@
 //! The two payment processors as this core sees them: which one ([`Processor`]), how to
-//! talk to it ([`client`]) and whether it currently works ([`breaker`]).
+//! talk to it ([`client`]), where it is ([`resolve`]) and whether it currently works
+//! ([`breaker`]).
 
 pub mod breaker;
 pub mod client;
+pub mod resolve;
 
 /// One of the two processors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

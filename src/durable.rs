@@ -185,7 +185,7 @@ impl Durable {
             failed.pop_front();
         }
         failed.push_back(gen);
-        if matches!(e, JournalError::Poisoned) {
+        if self.journal.borrow().is_poisoned() {
             if !self.poisoned_logged.replace(true) {
                 tracing::error!(error = %e, "journal unusable: refusing new payments (503) until restart");
             }
@@ -396,6 +396,25 @@ mod tests {
             let ids: Vec<_> = replay.unsettled.iter().map(|u| u.id).collect();
             assert_eq!(ids, vec![Uuid::from_u128(1)]);
         }
+    }
+
+    /// Intake answered 503 for the payments of a commit whose `msync` failed: a restart must
+    /// not replay them (issue 16, item 3).
+    #[test]
+    fn payments_refused_on_a_failed_sync_never_replay() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = durable(dir.path(), SyncMode::Batch);
+        rt(async {
+            start_committer(&d);
+            assert_eq!(d.committed(d.accepted(Uuid::from_u128(1), 1)).await, Ok(()));
+            d.journal.borrow_mut().fail_syncs_for_test();
+            let gen = d.accepted(Uuid::from_u128(2), 1);
+            assert_eq!(d.committed(gen).await, Err(NotDurable));
+            assert!(d.poisoned());
+        });
+        let replay = crate::journal::replay_dir(dir.path()).unwrap();
+        let ids: Vec<_> = replay.unsettled.iter().map(|u| u.id).collect();
+        assert_eq!(ids, vec![Uuid::from_u128(1)]);
     }
 
     #[test]

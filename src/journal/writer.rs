@@ -58,6 +58,9 @@ pub struct Journal {
     /// Set when a failed sync, or a compaction cut short, left the file in a state we
     /// cannot vouch for.
     pub(super) poisoned: bool,
+    /// Tests only: the next syncs fail, as on a disk that reports a write error.
+    #[cfg(test)]
+    pub(super) fail_syncs: bool,
 }
 
 impl Journal {
@@ -125,6 +128,8 @@ impl Journal {
             // start is compacted at the first quiet moment.
             live_len: 0,
             poisoned: false,
+            #[cfg(test)]
+            fail_syncs: false,
         };
         Ok((journal, scan.state.to_replay()))
     }
@@ -201,8 +206,9 @@ impl Journal {
     ///
     /// On error the appended records are discarded (the caller must not answer 2XX for
     /// them): a file that cannot grow (a full disk) fails this commit, and the next one
-    /// tries again. A failed sync leaves the page cache in a state we cannot vouch for:
-    /// the journal is poisoned and every later commit fails.
+    /// tries again. A failed sync takes the commit's records back out of the file (they
+    /// must never replay) and leaves the page cache in a state we cannot vouch for: the
+    /// journal is poisoned and every later commit fails.
     pub fn commit(&mut self) -> Result<(), JournalError> {
         if self.poisoned {
             self.buf.clear();
@@ -222,16 +228,61 @@ impl Journal {
         self.map[start as usize..end as usize].copy_from_slice(&self.buf);
         self.buf.clear();
         if self.sync == SyncMode::Batch {
-            // memmap2 widens the range to whole pages.
-            let synced = self.map.flush_range(start as usize, (end - start) as usize);
+            let synced = self.sync_range(start, end);
             if let Err(e) = synced {
                 self.poisoned = true;
+                self.unwrite(start, end);
                 return Err(JournalError::io(&self.path)(e));
             }
         }
         self.len = end;
         self.release_written();
         Ok(())
+    }
+
+    /// Takes the records of a commit whose sync failed back out of the file: their waiters
+    /// are told it failed (intake answers 503, a sender does not send), so a later replay
+    /// must not find them, though the copy put them in the page cache. Zeros over them, then
+    /// the file cut at `start` (which also frees whatever blocks the disk did take). The
+    /// mapping past `start` is never touched again: the journal is poisoned.
+    fn unwrite(&mut self, start: u64, end: u64) {
+        self.map[start as usize..end as usize].fill(0);
+        let cut = self.file.set_len(start);
+        match cut {
+            Ok(()) => tracing::error!(
+                path = %self.path.display(),
+                offset = start,
+                bytes = end - start,
+                "journal: sync failed; the commit's records were taken out of the file"
+            ),
+            Err(e) => tracing::error!(
+                path = %self.path.display(),
+                offset = start,
+                error = %e,
+                "journal: sync failed and the file cannot be cut; its records are zeros in the page cache only"
+            ),
+        }
+    }
+
+    /// Whether every commit now fails (a sync failed, or a compaction was cut short).
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned
+    }
+
+    /// `msync`s the mapping's bytes `start..end` (memmap2 widens the range to whole pages).
+    fn sync_range(&self, start: u64, end: u64) -> io::Result<()> {
+        #[cfg(test)]
+        if self.fail_syncs {
+            return Err(io::Error::from_raw_os_error(libc::EIO));
+        }
+        self.map.flush_range(start as usize, (end - start) as usize)
+    }
+
+    /// For tests of the journal's users: every later sync fails (`EIO`), as on a disk that
+    /// reports a write error.
+    #[cfg(test)]
+    pub(crate) fn fail_syncs_for_test(&mut self) {
+        self.fail_syncs = true;
     }
 
     /// Unmaps the pages of records written before the last whole [`RELEASE_STEP`].
@@ -281,7 +332,7 @@ impl Journal {
     /// whether it compacted.
     pub fn maybe_compact(&mut self) -> Result<bool, JournalError> {
         let size = self.len + self.buf.len() as u64;
-        if size < self.compact_threshold.max(2 * self.live_len) {
+        if self.poisoned || size < self.compact_threshold.max(2 * self.live_len) {
             return Ok(false);
         }
         self.compact()?;
@@ -526,6 +577,37 @@ mod tests {
         let (_, r) = Journal::open(dir.path(), 0, SyncMode::None).unwrap();
         let ids: Vec<_> = r.unsettled.iter().map(|u| u.id).collect();
         assert_eq!(ids, vec![Uuid::from_u128(1)]);
+    }
+
+    /// A commit whose `msync` failed was answered as failed (intake 503, no send), yet the
+    /// copy had put its records in the page cache: they must never replay (issue 16, item 3).
+    #[test]
+    fn a_failed_sync_leaves_no_record_of_its_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut j, _) = Journal::open(dir.path(), 0, SyncMode::Batch).unwrap();
+        j.accepted(Uuid::from_u128(1), 1);
+        j.commit().unwrap();
+        let good = j.file_len();
+        j.fail_syncs_for_test();
+        j.accepted(Uuid::from_u128(2), 2);
+        j.attempt(Uuid::from_u128(1), Processor::Default, 7);
+        assert!(matches!(j.commit(), Err(JournalError::Io { .. })));
+        assert!(j.poisoned);
+        assert!(matches!(j.commit(), Err(JournalError::Poisoned)));
+        // What the next start reads, while this process still runs and after it is gone.
+        let expected = vec![crate::journal::Unsettled {
+            id: Uuid::from_u128(1),
+            cents: 1,
+            pinned: None,
+        }];
+        assert_eq!(
+            crate::journal::replay_dir(dir.path()).unwrap().unsettled,
+            expected
+        );
+        assert!(on_file(&j)[good as usize..].iter().all(|&b| b == 0));
+        drop(j);
+        let (_, r) = Journal::open(dir.path(), 0, SyncMode::Batch).unwrap();
+        assert_eq!(r.unsettled, expected);
     }
 
     #[test]

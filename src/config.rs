@@ -2,6 +2,7 @@
 //! (names in docs/architecture.md), parsed and validated once at start. Nothing reads the
 //! environment after this.
 
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -9,7 +10,6 @@ use clap::Parser;
 use rinha_sys::uring::Taskrun;
 
 use crate::journal::SyncMode;
-use crate::processor::resolve::Resolver;
 use crate::route::Policy;
 
 /// Where a server listens or a peer is reached: a unix socket path or a TCP address.
@@ -81,7 +81,7 @@ pub enum ResponseSend {
 /// A processor's base URL, `http://host:port` (no TLS, no path).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProcessorUrl {
-    /// `host:port`, resolved at start and again after connect errors ([`Config::resolver`]).
+    /// `host:port`, resolved at start and again after connect errors.
     pub authority: String,
 }
 
@@ -105,6 +105,15 @@ impl ProcessorUrl {
             format!("{rest}:80")
         };
         Ok(ProcessorUrl { authority })
+    }
+
+    /// Resolves the authority to its first socket address (a blocking call: only at start and
+    /// after connect errors, never on the request path).
+    pub fn resolve(&self) -> std::io::Result<SocketAddr> {
+        self.authority
+            .to_socket_addrs()?
+            .next()
+            .ok_or_else(|| std::io::Error::other(format!("{} resolves to nothing", self.authority)))
     }
 }
 
@@ -225,6 +234,10 @@ pub struct Args {
     /// How answers are written on io_uring.
     #[arg(long, env = "RESPONSE_SEND", value_enum, default_value_t = ResponseSend::Direct)]
     pub response_send: ResponseSend,
+    /// `unix:/path.sock` where `rinha-lb` in hand-over mode passes client connections
+    /// (`LB_MODE=handoff`); unset: no hand-over.
+    #[arg(long, env = "HANDOFF_LISTEN")]
+    pub handoff_listen: Option<String>,
 }
 
 /// The validated configuration.
@@ -257,9 +270,8 @@ pub struct Config {
     pub header_timeout: Duration,
     pub write_timeout: Duration,
     pub response_send: ResponseSend,
-    /// How processor names are looked up: not a setting (always the system's resolver here);
-    /// tests put a slow one in its place.
-    pub resolver: Resolver,
+    /// The hand-over socket (`HANDOFF_LISTEN`), if any.
+    pub handoff_listen: Option<PathBuf>,
 }
 
 impl Config {
@@ -314,6 +326,15 @@ impl Config {
         let cores = workers * (1 + peers.len());
         let lane_cap = args.max_in_flight.div_ceil(cores).clamp(1, 2048) as u32;
         let senders = args.senders.unwrap_or((2 * lane_cap as usize).min(4096));
+        let handoff_listen = match args.handoff_listen.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(text) => match Endpoint::parse(text)? {
+                Endpoint::Unix(path) => Some(path),
+                Endpoint::Tcp(_) => {
+                    return Err(ConfigError::Range("HANDOFF_LISTEN", "unix:/path.sock"))
+                }
+            },
+        };
         let journal_sync: SyncMode = args
             .journal_sync
             .parse()
@@ -345,8 +366,8 @@ impl Config {
             idle_timeout: Duration::from_millis(args.idle_timeout_ms),
             header_timeout: Duration::from_millis(args.header_timeout_ms),
             write_timeout: Duration::from_millis(args.write_timeout_ms),
-            resolver: Resolver::system(),
             response_send: args.response_send,
+            handoff_listen,
         })
     }
 }
@@ -431,6 +452,20 @@ mod tests {
         // One instance of one core takes it all; SENDERS still wins when set.
         let c = config(&["--workers", "1", "--senders", "7"]);
         assert_eq!((c.lane_cap, c.senders), (640, 7));
+    }
+
+    #[test]
+    fn the_handoff_socket_is_a_unix_one_or_none() {
+        let handoff = |flags: &[&str]| {
+            let args = Args::parse_from(std::iter::once("rinha").chain(flags.iter().copied()));
+            Config::from_args(args).map(|c| c.handoff_listen)
+        };
+        assert_eq!(handoff(&[]).unwrap(), None);
+        assert_eq!(
+            handoff(&["--handoff-listen", "unix:/s/b1.handoff.sock"]).unwrap(),
+            Some(PathBuf::from("/s/b1.handoff.sock"))
+        );
+        assert!(handoff(&["--handoff-listen", "127.0.0.1:9"]).is_err());
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! - [`runtime`]: one monoio runtime per core (io_uring or epoll) plus the router thread.
 //! - [`listener`]: where connections are accepted (TCP with SO_REUSEPORT, or a unix socket).
 //! - [`conn`]: one connection: read, answer every pipelined request, write.
+//! - [`handoff`]: connections `rinha-lb` hands over (`HANDOFF_LISTEN`), dealt to the cores.
 //! - [`limits`]: the process-wide connection cap.
 //! - [`http`]: request framing, answers, and the small client for processors and peers.
 //! - [`service`]: what each request means; `POST /payments` is the hot path.
@@ -28,6 +29,7 @@ pub mod config;
 pub mod conn;
 pub mod core;
 pub mod durable;
+pub mod handoff;
 pub mod http;
 pub mod ids;
 pub mod journal;

@@ -17,13 +17,13 @@ use std::time::{Duration, Instant};
 use monoio::{IoUringDriver, LegacyDriver, RuntimeBuilder};
 use rinha_sys::uring::Taskrun;
 
-use crate::config::{Config, IoDriver};
+use crate::config::{Config, Endpoint, IoDriver};
 use crate::core::Core;
 use crate::durable::{self, Durable};
+use crate::handoff::CoreHandoff;
 use crate::journal::{Journal, Replay};
 use crate::limits::ConnectionCap;
 use crate::listener::{Accepted, Prepared};
-use crate::processor::resolve::Resolver;
 use crate::queue::Queued;
 use crate::router::{self, RouterHandle, ShardCmd};
 use crate::{conn, shutdown, worker};
@@ -107,8 +107,8 @@ pub fn run(config: Config) -> Result<usize, StartError> {
     let signals = shutdown::Signals::block();
     reserve_descriptors(&config);
     let resolved = [
-        resolve_logged(&config.resolver, "default", &config.default_url),
-        resolve_logged(&config.resolver, "fallback", &config.fallback_url),
+        resolve_logged("default", &config.default_url),
+        resolve_logged("fallback", &config.fallback_url),
     ];
     match &config.data_dir {
         // Before any core opens its file: the core count may differ from the last run.
@@ -122,6 +122,20 @@ pub fn run(config: Config) -> Result<usize, StartError> {
     }
     let mut prepared = Prepared::new(&config.listen)
         .map_err(|e| StartError::Listen(config.listen.to_string(), e))?;
+    let handoff_socket = match &config.handoff_listen {
+        Some(path) => {
+            let endpoint = Endpoint::Unix(path.clone());
+            let socket = Prepared::new(&endpoint)
+                .map_err(|e| StartError::Listen(endpoint.to_string(), e))?;
+            Some(socket)
+        }
+        None => None,
+    };
+    let mut handoffs = match &handoff_socket {
+        Some(socket) => crate::handoff::per_core(socket.clone(), config.workers),
+        None => Vec::new(),
+    }
+    .into_iter();
 
     let (shard_txs, shard_rxs): (Vec<_>, Vec<_>) = (0..config.workers)
         .map(|_| flume::unbounded::<ShardCmd>())
@@ -145,6 +159,7 @@ pub fn run(config: Config) -> Result<usize, StartError> {
         let (ready_tx, ready_rx) = flume::bounded::<Result<Ready, String>>(1);
         let (config, router, source) = (config.clone(), router.clone(), prepared.clone());
         let cap = cap.clone();
+        let handoff = handoffs.next();
         let handle = std::thread::Builder::new()
             .name(format!("rinha-core-{id}"))
             .spawn(move || {
@@ -153,6 +168,7 @@ pub fn run(config: Config) -> Result<usize, StartError> {
                 let run = move || {
                     core_main(
                         id, config, resolved, source, router, shard_rx, stop_rx, ready_tx, cap,
+                        handoff,
                     )
                 };
                 match block_on(driver, taskrun, run) {
@@ -178,7 +194,7 @@ pub fn run(config: Config) -> Result<usize, StartError> {
     }
 
     tracing::info!(
-        "rinha started version={} driver={} workers={} listen={} default={} fallback={} peers={}",
+        "rinha started version={} driver={} workers={} listen={} default={} fallback={} peers={} handoff={}",
         env!("CARGO_PKG_VERSION"),
         if legacy { "epoll" } else { "io_uring" },
         config.workers,
@@ -191,12 +207,19 @@ pub fn run(config: Config) -> Result<usize, StartError> {
             .map(|p| p.to_string())
             .collect::<Vec<_>>()
             .join(","),
+        handoff_socket
+            .as_ref()
+            .map_or_else(|| "off".to_owned(), Prepared::describe),
     );
 
     let signal = signals.wait();
     tracing::info!(signal, "shutting down");
     for stop in &stops {
         let _ = stop.send(());
+    }
+    // A hand-over offered from now on finds no socket and goes to the other backend at once.
+    if let Some(socket) = &handoff_socket {
+        socket.cleanup();
     }
     let mut left = 0;
     for t in threads {
@@ -224,13 +247,8 @@ fn reserve_descriptors(config: &Config) {
     }
 }
 
-/// The start-time lookup of a processor's name (blocking: no core runs yet).
-fn resolve_logged(
-    resolver: &Resolver,
-    name: &str,
-    url: &crate::config::ProcessorUrl,
-) -> Option<SocketAddr> {
-    match resolver.resolve(&url.authority) {
+fn resolve_logged(name: &str, url: &crate::config::ProcessorUrl) -> Option<SocketAddr> {
+    match url.resolve() {
         Ok(a) => Some(a),
         Err(e) => {
             tracing::warn!(processor = name, %url, error = %e, "cannot resolve yet; will retry on use");
@@ -250,6 +268,7 @@ async fn core_main(
     stop_rx: flume::Receiver<()>,
     ready_tx: flume::Sender<Result<Ready, String>>,
     cap: Arc<ConnectionCap>,
+    handoff: Option<CoreHandoff>,
 ) -> usize {
     let listener = match source.for_core() {
         Ok(l) => l,
@@ -272,6 +291,13 @@ async fn core_main(
     if let Some(replay) = replay {
         restore(&core, replay);
     }
+    let handoff = match handoff.map(|h| h.start(&core, &cap)).transpose() {
+        Ok(running) => running,
+        Err(e) => {
+            let _ = ready_tx.send(Err(format!("hand-over socket: {e}")));
+            return 0;
+        }
+    };
     let _ = ready_tx.send(Ok(Ready {
         tcp_addr: listener.tcp_addr(),
         legacy: monoio::utils::is_legacy(),
@@ -303,6 +329,7 @@ async fn core_main(
         }
     }
     drop(listener);
+    drop(handoff);
     core.begin_shutdown();
     let deadline = Instant::now() + config.shutdown_grace;
     while core.pending() > 0 && Instant::now() < deadline {

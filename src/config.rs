@@ -2,7 +2,6 @@
 //! (names in docs/architecture.md), parsed and validated once at start. Nothing reads the
 //! environment after this.
 
-use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -10,6 +9,7 @@ use clap::Parser;
 use rinha_sys::uring::Taskrun;
 
 use crate::journal::SyncMode;
+use crate::processor::resolve::Resolver;
 use crate::route::Policy;
 
 /// Where a server listens or a peer is reached: a unix socket path or a TCP address.
@@ -81,7 +81,7 @@ pub enum ResponseSend {
 /// A processor's base URL, `http://host:port` (no TLS, no path).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProcessorUrl {
-    /// `host:port`, resolved at start and again after connect errors.
+    /// `host:port`, resolved at start and again after connect errors ([`Config::resolver`]).
     pub authority: String,
 }
 
@@ -105,15 +105,6 @@ impl ProcessorUrl {
             format!("{rest}:80")
         };
         Ok(ProcessorUrl { authority })
-    }
-
-    /// Resolves the authority to its first socket address (a blocking call: only at start and
-    /// after connect errors, never on the request path).
-    pub fn resolve(&self) -> std::io::Result<SocketAddr> {
-        self.authority
-            .to_socket_addrs()?
-            .next()
-            .ok_or_else(|| std::io::Error::other(format!("{} resolves to nothing", self.authority)))
     }
 }
 
@@ -270,6 +261,9 @@ pub struct Config {
     pub header_timeout: Duration,
     pub write_timeout: Duration,
     pub response_send: ResponseSend,
+    /// How processor names are looked up: not a setting (always the system's resolver here);
+    /// tests put a slow one in its place.
+    pub resolver: Resolver,
     /// The hand-over socket (`HANDOFF_LISTEN`), if any.
     pub handoff_listen: Option<PathBuf>,
 }
@@ -366,6 +360,7 @@ impl Config {
             idle_timeout: Duration::from_millis(args.idle_timeout_ms),
             header_timeout: Duration::from_millis(args.header_timeout_ms),
             write_timeout: Duration::from_millis(args.write_timeout_ms),
+            resolver: Resolver::system(),
             response_send: args.response_send,
             handoff_listen,
         })

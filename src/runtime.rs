@@ -24,6 +24,7 @@ use crate::handoff::CoreHandoff;
 use crate::journal::{Journal, Replay};
 use crate::limits::ConnectionCap;
 use crate::listener::{Accepted, Prepared};
+use crate::processor::resolve::Resolver;
 use crate::queue::Queued;
 use crate::router::{self, RouterHandle, ShardCmd};
 use crate::{conn, shutdown, worker};
@@ -107,8 +108,8 @@ pub fn run(config: Config) -> Result<usize, StartError> {
     let signals = shutdown::Signals::block();
     reserve_descriptors(&config);
     let resolved = [
-        resolve_logged("default", &config.default_url),
-        resolve_logged("fallback", &config.fallback_url),
+        resolve_logged(&config.resolver, "default", &config.default_url),
+        resolve_logged(&config.resolver, "fallback", &config.fallback_url),
     ];
     match &config.data_dir {
         // Before any core opens its file: the core count may differ from the last run.
@@ -247,8 +248,13 @@ fn reserve_descriptors(config: &Config) {
     }
 }
 
-fn resolve_logged(name: &str, url: &crate::config::ProcessorUrl) -> Option<SocketAddr> {
-    match url.resolve() {
+/// The start-time lookup of a processor's name (blocking: no core runs yet).
+fn resolve_logged(
+    resolver: &Resolver,
+    name: &str,
+    url: &crate::config::ProcessorUrl,
+) -> Option<SocketAddr> {
+    match resolver.resolve(&url.authority) {
         Ok(a) => Some(a),
         Err(e) => {
             tracing::warn!(processor = name, %url, error = %e, "cannot resolve yet; will retry on use");

@@ -51,6 +51,11 @@ fn lb_binary() -> PathBuf {
 impl Lb {
     /// Starts the lb on `listen` (`127.0.0.1:0` for a fresh port) in front of `backends`.
     pub fn start(dir: &Path, listen: &str, backends: &[&Path]) -> Lb {
+        Self::start_with(dir, listen, backends, &[])
+    }
+
+    /// [`Lb::start`] with more environment (`LB_MODE=handoff`, for one).
+    pub fn start_with(dir: &Path, listen: &str, backends: &[&Path], env: &[(&str, &str)]) -> Lb {
         let log = dir.join("lb.log");
         let backends: Vec<String> = backends
             .iter()
@@ -61,6 +66,7 @@ impl Lb {
             .env("LISTEN", listen)
             .env("BACKENDS", backends.join(","))
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("lb log"))
@@ -83,6 +89,11 @@ impl Lb {
             addr: addr.expect("found"),
             log,
         }
+    }
+
+    /// The process id (0 once killed).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
     }
 
     pub fn kill9(&mut self) {

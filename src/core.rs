@@ -118,4 +118,27 @@ impl Core {
     pub fn begin_shutdown(&self) {
         self.shutting_down.set(true);
     }
+
+    /// Forgets everything this core holds (`POST /purge-payments`): the queue, the payments
+    /// its senders hold and intake has yet to queue (queue.rs), the shard's records and
+    /// attempts in flight, and, with a journal, every payment on file (a `purged` record,
+    /// then a compaction). `false` when the journal cannot record it: poisoned (then nothing
+    /// was purged), or its commit failed (then memory is purged and the file is not: the
+    /// caller answers 503, and a retry completes it).
+    pub async fn purge(&self) -> bool {
+        if self.durable.as_ref().is_some_and(|d| d.poisoned()) {
+            return false;
+        }
+        let queued = self.queue.purge();
+        let in_flight = self.shard.in_flight_len();
+        self.shard.purge();
+        if let Some(d) = &self.durable {
+            if d.committed(d.purged()).await.is_err() {
+                return false;
+            }
+            d.compact_now();
+        }
+        tracing::info!(core = self.id, queued, in_flight, "purged");
+        true
+    }
 }

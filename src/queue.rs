@@ -4,8 +4,13 @@
 //! Bounded by memory (`QUEUE_CAPACITY` payments, ~100 bytes each), not by a small constant:
 //! when the processors fail for a while the backlog must survive until they recover. Past
 //! the bound, intake answers 503 instead of growing without limit.
+//!
+//! A purge ([`Queue::purge`]) drops what is queued and forgets every payment accepted before
+//! it wherever it is: one a sender holds, or intake still waits to queue, is dropped when it
+//! comes back ([`Queue::is_current`] says which), so nothing from before a purge is sent or
+//! recorded after it.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::task::{Poll, Waker};
@@ -132,6 +137,8 @@ pub struct Queue {
     items: RefCell<VecDeque<Queued>>,
     parked: RefCell<Vec<Waker>>,
     capacity: usize,
+    /// When this core last purged: payments accepted until then are forgotten.
+    purged_at: Cell<Option<Instant>>,
 }
 
 impl Queue {
@@ -140,6 +147,7 @@ impl Queue {
             items: RefCell::new(VecDeque::with_capacity(capacity.min(16 * 1024))),
             parked: RefCell::new(Vec::new()),
             capacity,
+            purged_at: Cell::new(None),
         }
     }
 
@@ -161,23 +169,53 @@ impl Queue {
     }
 
     /// Queues a payment whose acceptance is already on file (journal committed, or
-    /// replayed at start): never refused, since the 2XX is owed or already given.
+    /// replayed at start): never refused, since the 2XX is owed or already given. One
+    /// accepted before a purge is dropped (the purge forgot it).
     pub fn admit(&self, payment: Queued) {
-        self.items.borrow_mut().push_back(payment);
-        self.wake_one();
+        if self.is_current(&payment) {
+            self.items.borrow_mut().push_back(payment);
+            self.wake_one();
+        }
     }
 
     /// Puts a payment back for a later attempt (never refused: it was already accepted).
+    /// One accepted before a purge is dropped.
     pub fn retry_later(&self, payment: Queued) {
-        self.items.borrow_mut().push_back(payment);
-        self.wake_one();
+        if self.is_current(&payment) {
+            self.items.borrow_mut().push_back(payment);
+            self.wake_one();
+        }
     }
 
     /// Puts a payment back at the head: unresolved attempts go first so a summary waiting
-    /// for them is not held up by the backlog.
+    /// for them is not held up by the backlog. One accepted before a purge is dropped.
     pub fn retry_first(&self, payment: Queued) {
-        self.items.borrow_mut().push_front(payment);
-        self.wake_one();
+        if self.is_current(&payment) {
+            self.items.borrow_mut().push_front(payment);
+            self.wake_one();
+        }
+    }
+
+    /// Drops every queued payment and forgets, from now on, every payment accepted before
+    /// now (see the module doc). Returns how many were queued.
+    pub fn purge(&self) -> usize {
+        let now = Instant::now();
+        self.purged_at.set(Some(now));
+        // Payments are stamped on this thread: once the clock has moved past `now` (at once,
+        // or one tick of a coarse clock), none accepted after the purge can share its instant.
+        while Instant::now() <= now {
+            std::hint::spin_loop();
+        }
+        let dropped = std::mem::take(&mut *self.items.borrow_mut());
+        dropped.len()
+    }
+
+    /// Whether `payment` was accepted after the last purge: only then may it be sent, put
+    /// back, or its outcome recorded.
+    pub fn is_current(&self, payment: &Queued) -> bool {
+        self.purged_at
+            .get()
+            .is_none_or(|purged| payment.accepted_at > purged)
     }
 
     /// Takes the next payment, waiting for one.
@@ -233,6 +271,25 @@ mod tests {
             assert_eq!(q.pop().await.id, Uuid::from_u128(2));
             assert!(q.is_empty());
         });
+    }
+
+    #[test]
+    fn a_purge_drops_the_queue_and_forgets_payments_held_elsewhere() {
+        let q = Queue::new(8);
+        q.accept(pay(1)).unwrap();
+        q.accept(pay(2)).unwrap();
+        let held = Queued::new(Uuid::from_u128(3), 1);
+        let waiting = Queued::new(Uuid::from_u128(4), 1);
+        assert_eq!(q.purge(), 2);
+        assert!(q.is_empty());
+        assert!(!q.is_current(&held));
+        q.retry_first(held.clone());
+        q.retry_later(held);
+        q.admit(waiting);
+        assert!(q.is_empty(), "from before the purge");
+        q.accept(pay(5)).unwrap();
+        q.admit(Queued::new(Uuid::from_u128(6), 1));
+        assert_eq!(q.len(), 2, "accepted after it");
     }
 
     #[test]

@@ -259,15 +259,11 @@ pub async fn serve_shard(core: Rc<Core>, rx: flume::Receiver<ShardCmd>) {
                 });
             }
             ShardCmd::Purge { reply } => {
-                core.shard.purge();
-                if let Some(d) = &core.durable {
-                    // A failed commit leaves the records on file: they would come back at
-                    // the next start, so the purge is not acknowledged.
-                    if d.committed(d.purged()).await.is_err() {
-                        continue;
-                    }
+                // Not acknowledged when the journal cannot record it: what is on file would
+                // come back at the next start (the router then answers 503).
+                if core.purge().await {
+                    let _ = reply.send(());
                 }
-                let _ = reply.send(());
             }
         }
     }

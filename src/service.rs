@@ -6,6 +6,8 @@
 //! above debug. Everything else (summaries, purges) is rare and may take the slow road
 //! through the router thread.
 
+use std::time::Instant;
+
 use crate::core::Core;
 use crate::http::request::{percent_decode, query_param, Method, Request};
 use crate::http::response::{self, status, Connection};
@@ -105,12 +107,18 @@ async fn accept_payment(core: &Core, body: &[u8], conn: Connection, out: &mut Ve
     if durable.poisoned() {
         return journal_unavailable(out, conn);
     }
+    // Taken before the record: a purge while the commit is made forgets this payment (its
+    // `accepted` precedes the `purged`), and `admit` then drops it.
+    let accepted_at = Instant::now();
     let gen = durable.accepted(p.id, p.cents);
     ids.insert_pending(p.id, p.cents, gen);
     match durable.committed(gen).await {
         Ok(()) => {
             ids.committed(&p.id);
-            core.queue.admit(Queued::new(p.id, p.cents));
+            core.queue.admit(Queued {
+                accepted_at,
+                ..Queued::new(p.id, p.cents)
+            });
             response::empty(out, status::ACCEPTED, conn)
         }
         Err(_) => {
@@ -181,12 +189,13 @@ async fn purge(core: &Core, include_peers: bool, conn: Connection, out: &mut Vec
         ),
         Err(e) => {
             tracing::warn!(error = %e, "purge failed");
-            response::json(
-                out,
-                status::BAD_GATEWAY,
-                conn,
-                br#"{"error":"purge incomplete"}"#,
-            );
+            // A peer that did not purge is a gateway's failure; ours (the journal cannot
+            // record it) is this service being unavailable: both are safe to retry.
+            let code = match e {
+                SummaryError::Peer(..) => status::BAD_GATEWAY,
+                SummaryError::Shard | SummaryError::Router => status::UNAVAILABLE,
+            };
+            response::json(out, code, conn, br#"{"error":"purge incomplete"}"#);
         }
     }
 }

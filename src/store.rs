@@ -361,11 +361,13 @@ impl Shard {
         totals
     }
 
-    /// Forgets every record and accepted id (the contest's setup purge). Attempts in flight
-    /// stay tracked.
+    /// Forgets every record, accepted id and attempt in flight (the contest's setup purge).
     pub fn purge(&self) {
         self.records.borrow_mut().clear();
         self.ids.clear();
+        // Their outcomes are not recorded (queue.rs: a purge forgets what a sender holds), so
+        // no summary may wait for them.
+        self.in_flight.borrow_mut().clear();
     }
 }
 

@@ -22,6 +22,9 @@
 //! With a journal, each send is preceded by a committed `attempt` record and each outcome
 //! followed by a `confirmed` or `dropped` one (see [`crate::durable`]).
 //!
+//! A payment a purge forgot while a sender held it ([`crate::queue::Queue::is_current`]) is
+//! not sent, its outcome is not recorded, and it is not put back.
+//!
 //! Policy ([`crate::route`]): each unpinned payment goes to the processor with the lower
 //! expected cost (fee against the risk of waiting), re-decided whenever the chosen one has
 //! no room, so a payment held for a failing default moves to the fallback once waiting no
@@ -69,6 +72,10 @@ async fn process(core: &Core, mut p: Queued) {
     if let (Some(attempt), Some(proc)) = (p.unresolved(), p.pinned()) {
         let up = core.upstream(proc);
         match up.client.get_payment(&p.id, timeout).await {
+            // Purged while it was looked up: nothing of before a purge is recorded.
+            Ok(Lookup::Found { .. }) if !core.queue.is_current(&p) => {
+                core.shard.end_attempt(attempt);
+            }
             Ok(Lookup::Found {
                 requested_at_us,
                 cents,
@@ -142,6 +149,12 @@ async fn process(core: &Core, mut p: Queued) {
             return;
         }
     }
+    if !core.queue.is_current(&p) {
+        // Purged while it waited for room or for its attempt's commit: never sent.
+        core.shard.end_attempt(attempt);
+        up.breaker.cancel(permit);
+        return;
+    }
     let sent = Instant::now();
     let result = up
         .client
@@ -153,6 +166,12 @@ async fn process(core: &Core, mut p: Queued) {
         core.shard.observe_response(proc, sent, sent.elapsed());
     }
     match result {
+        Ok(status) if status < 500 && status != 429 && !core.queue.is_current(&p) => {
+            // Purged while it was out: the answer tells the breaker about the processor,
+            // and nothing is recorded, stored or not.
+            up.breaker.success(permit);
+            core.shard.end_attempt(attempt);
+        }
         Ok(200..=299) => {
             up.breaker.success(permit);
             core.shard.observe_latency(proc, sent.elapsed());

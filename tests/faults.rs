@@ -279,3 +279,64 @@ fn a_journal_with_a_zeroed_page_reopens_with_every_record_that_verifies() {
         "{log}"
     );
 }
+
+/// `POST /purge-payments` with a backlog (issue 16, item 2): what is queued is dropped, the
+/// outcomes of the attempts in flight are not recorded, the journal replays none of it after
+/// a restart, and payments accepted after the purge go through as usual.
+#[test]
+fn a_purge_leaves_nothing_that_is_counted_later() {
+    let procs = Processors::start();
+    for p in [&procs.default, &procs.fallback] {
+        p.set_delay(300);
+    }
+    let dir = common::TempDir::new();
+    let data = dir.0.join("data").display().to_string();
+    // Two cores, one sender each: two payments in flight, the rest queued.
+    let env = [("DATA_DIR", data.as_str()), ("SENDERS", "1")];
+    let start = || common::Instance::start(&dir.0, "p", "auto", &procs, &[], &env);
+    let inst = start();
+    for _ in 0..60 {
+        assert_eq!(inst.pay(uuid::Uuid::new_v4(), "19.90"), 202);
+    }
+    std::thread::sleep(Duration::from_millis(150));
+    let (status, body) = inst.post("/purge-payments", "");
+    assert_eq!(status, 200, "{body}");
+    let stored = |procs: &Processors| procs.default.stored() + procs.fallback.stored();
+    let at_purge = stored(&procs);
+    // Long enough for the attempts in flight to end and for several more to be sent.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        inst.summary(""),
+        ((0, 0), (0, 0)),
+        "counted after the purge"
+    );
+    let sent_after = stored(&procs) - at_purge;
+    assert!(
+        sent_after <= 2,
+        "{sent_after} payments stored after the purge, more than the 2 in flight at it"
+    );
+    // A restart over the same journal replays nothing of before the purge.
+    drop(inst);
+    let inst = start();
+    let before_restart = stored(&procs);
+    std::thread::sleep(Duration::from_millis(1000));
+    assert_eq!(
+        inst.summary(""),
+        ((0, 0), (0, 0)),
+        "replayed after the purge"
+    );
+    assert_eq!(stored(&procs), before_restart, "sent after the restart");
+    // And new payments are counted as usual.
+    for p in [&procs.default, &procs.fallback] {
+        p.set_delay(0);
+    }
+    for _ in 0..5 {
+        assert_eq!(inst.pay(uuid::Uuid::new_v4(), "19.90"), 202);
+    }
+    let counted = common::eventually(Duration::from_secs(10), || {
+        let ((d, _), (f, _)) = inst.summary("");
+        d + f == 5
+    });
+    assert!(counted, "{:?}", inst.summary(""));
+    assert_eq!(stored(&procs), before_restart + 5);
+}

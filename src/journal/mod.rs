@@ -25,7 +25,7 @@
 //! per read batch:  j.accepted(..) for each payment; j.commit()?; then answer
 //! per processing:  j.attempt(..) before sending; j.confirmed(..) / j.dropped(..) after;
 //!                  j.commit()? once per batch
-//! purge:           j.purged(); j.commit()?
+//! purge:           j.purged(); j.commit()?; j.compact()?   // replay forgets all before it
 //! when quiet:      j.maybe_compact()?
 //! ```
 //! A commit error means those records are not durable: answer them with an error, and stop
@@ -55,8 +55,8 @@
 //! `attempt` pins an unsettled payment to a processor (the last attempt wins);
 //! `confirmed` settles it as recorded (a later `confirmed` is ignored: no double count);
 //! `dropped` forgets an unsettled payment (its id may be accepted again); `purged` forgets
-//! every confirmed payment, unsettled ones stay. A confirmed payment ignores every event
-//! until a purge forgets it; `attempt` and `dropped` for an unknown id are ignored.
+//! every payment before it, confirmed or not. A confirmed payment ignores every event until
+//! a purge forgets it; `attempt` and `dropped` for an unknown id are ignored.
 //!
 //! Bytes that fail the length or CRC check are skipped until a record verifies again: every
 //! record that verifies is kept. Bytes after the last record are a torn tail (a crash in

@@ -96,9 +96,7 @@ impl LiveState {
                     self.slots.remove(&id);
                 }
             }
-            Event::Purged => self
-                .slots
-                .retain(|_, s| matches!(s.status, Status::Unsettled { .. })),
+            Event::Purged => self.slots.clear(),
         }
     }
 
@@ -308,7 +306,7 @@ mod tests {
     }
 
     #[test]
-    fn purge_forgets_confirmed_but_keeps_unsettled() {
+    fn purge_forgets_every_payment_settled_or_not() {
         let r = fold(&[
             Event::Accepted {
                 id: id(1),
@@ -319,13 +317,23 @@ mod tests {
                 id: id(2),
                 cents: 6,
             },
+            Event::Attempt {
+                id: id(2),
+                processor: Processor::Default,
+                requested_at_us: 1,
+            },
             Event::Purged,
+            // An attempt of a forgotten payment (sent before the purge) pins nothing.
+            Event::Attempt {
+                id: id(2),
+                processor: Processor::Default,
+                requested_at_us: 2,
+            },
             confirmed(3, 7),
         ]);
         assert_eq!(r.confirmed.len(), 1);
         assert_eq!(r.confirmed[0].id, id(3));
-        assert_eq!(r.unsettled.len(), 1);
-        assert_eq!(r.unsettled[0].id, id(2));
+        assert!(r.unsettled.is_empty());
     }
 
     #[test]

@@ -174,7 +174,7 @@ impl Journal {
         encode(&mut self.buf, &Event::Dropped { id });
     }
 
-    /// The summary was purged: replay forgets every payment confirmed before this.
+    /// Everything was purged: replay forgets every payment before this, settled or not.
     pub fn purged(&mut self) {
         encode(&mut self.buf, &Event::Purged);
     }

@@ -33,6 +33,7 @@ async fn a_short_soak_passes_every_check() {
             profile: Default::default(),
             default_fee: None,
             fallback_fee: None,
+            lb_mode: Default::default(),
         },
         rate: 300.0,
         duration: 20,

@@ -45,6 +45,7 @@ fn opts(rinha: PathBuf, lb: PathBuf) -> StackOpts {
         profile: Default::default(),
         default_fee: None,
         fallback_fee: None,
+        lb_mode: Default::default(),
     }
 }
 

@@ -26,6 +26,8 @@ pub const APT_PACKAGES: &[&str] = &["haproxy", "nginx", "libnginx-mod-stream"];
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     RinhaLb,
+    /// rinha-lb with `LB_MODE=handoff`: each client's socket passed to a backend.
+    RinhaLbHandoff,
     HaproxyTcp,
     HaproxyHttp,
     NginxStream,
@@ -34,8 +36,9 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 5] = [
+    pub const ALL: [Kind; 6] = [
         Kind::RinhaLb,
+        Kind::RinhaLbHandoff,
         Kind::HaproxyTcp,
         Kind::HaproxyHttp,
         Kind::NginxStream,
@@ -47,7 +50,7 @@ impl Kind {
         match self {
             Kind::HaproxyTcp | Kind::HaproxyHttp => Some("haproxy"),
             Kind::NginxStream => Some("nginx"),
-            Kind::RinhaLb | Kind::Direct => None,
+            Kind::RinhaLb | Kind::RinhaLbHandoff | Kind::Direct => None,
         }
     }
 }
@@ -56,6 +59,7 @@ impl fmt::Display for Kind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Kind::RinhaLb => "rinha-lb",
+            Kind::RinhaLbHandoff => "rinha-lb-handoff",
             Kind::HaproxyTcp => "haproxy-tcp",
             Kind::HaproxyHttp => "haproxy-http",
             Kind::NginxStream => "nginx-stream",
@@ -159,8 +163,12 @@ pub fn start(entry: &Entry, port: u16, setup: &Setup<'_>) -> anyhow::Result<Cont
                 process: None,
             })
         }
-        Kind::RinhaLb => {
+        Kind::RinhaLb | Kind::RinhaLbHandoff => {
             let mut command = Command::new(setup.rinha_lb);
+            if kind == Kind::RinhaLbHandoff {
+                // HANDOFF_BACKENDS unset: the backends' `.handoff.sock`, as FixedBackend binds.
+                command.env("LB_MODE", "handoff");
+            }
             command
                 .env("LISTEN", listen.to_string())
                 .env(

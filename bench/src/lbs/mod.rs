@@ -1,5 +1,6 @@
-//! `rinha-bench lbs`: rinha-lb against HAProxy (tcp and http mode) and nginx stream, with a
-//! direct connection to one backend as the baseline, under the same load in one run.
+//! `rinha-bench lbs`: rinha-lb (relaying, and handing each client's socket over) against
+//! HAProxy (tcp and http mode) and nginx stream, with a direct connection to one backend as the
+//! baseline, under the same load in one run.
 //!
 //! Two fixed-response backends ([`backend`]) run as threads of this process on unix sockets;
 //! every contender ([`contenders`]) is started once and fronts both. The load ([`crate::load`])
@@ -64,8 +65,8 @@ pub struct Args {
     /// The rinha-lb binary (default: next to this one, i.e. the same `target/<profile>/`).
     #[arg(long)]
     pub rinha_lb: Option<PathBuf>,
-    /// Run only these contenders (comma list of rinha-lb, haproxy-tcp, haproxy-http,
-    /// nginx-stream, direct).
+    /// Run only these contenders (comma list of rinha-lb, rinha-lb-handoff, haproxy-tcp,
+    /// haproxy-http, nginx-stream, direct).
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
     /// An extra rinha-lb contender with more environment, `LABEL:KEY=VALUE[,KEY=VALUE...]`,

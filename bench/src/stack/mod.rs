@@ -113,6 +113,19 @@ pub struct StackOpts {
     /// The fallback processor's fee, a decimal fraction (e.g. 0.10); wins over --profile.
     #[arg(long)]
     pub fallback_fee: Option<Fee>,
+    /// How rinha-lb reaches the backends: `relay` (it copies every byte) or `handoff` (it
+    /// passes each client's socket to a backend: `LB_MODE=handoff`, and each backend also
+    /// listens on `backend-<n>.handoff.sock`).
+    #[arg(long, value_enum, default_value_t = LbMode::Relay)]
+    pub lb_mode: LbMode,
+}
+
+/// rinha-lb's `LB_MODE` in the local stack.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LbMode {
+    #[default]
+    Relay,
+    Handoff,
 }
 
 impl StackOpts {
@@ -255,6 +268,11 @@ impl Stack {
         stack.wait_up(up).await?;
 
         let sockets = [dir.join("backend-1.sock"), dir.join("backend-2.sock")];
+        let handoff_sockets = [
+            dir.join("backend-1.handoff.sock"),
+            dir.join("backend-2.handoff.sock"),
+        ];
+        let handoff = opts.lb_mode == LbMode::Handoff;
         for (i, socket) in sockets.iter().enumerate() {
             let peer = &sockets[1 - i];
             let mut env = vec![
@@ -264,6 +282,10 @@ impl Stack {
                 ("PROCESSOR_FALLBACK_URL".to_string(), stack.fallback_url()),
             ];
             let name = format!("backend-{}", i + 1);
+            if handoff {
+                let listen = format!("unix:{}", handoff_sockets[i].display());
+                env.push(("HANDOFF_LISTEN".to_string(), listen));
+            }
             if opts.journal {
                 let data = dir.join(format!("{name}.data"));
                 env.push(("DATA_DIR".to_string(), data.display().to_string()));
@@ -289,6 +311,14 @@ impl Stack {
             ("LISTEN".to_string(), format!("127.0.0.1:{}", opts.lb_port)),
             ("BACKENDS".to_string(), backends.join(",")),
         ];
+        if handoff {
+            let targets: Vec<String> = handoff_sockets
+                .iter()
+                .map(|s| format!("unix:{}", s.display()))
+                .collect();
+            env.push(("LB_MODE".to_string(), "handoff".to_string()));
+            env.push(("HANDOFF_BACKENDS".to_string(), targets.join(",")));
+        }
         env.extend(lb_env);
         let log = dir.join("rinha-lb.log");
         stack.parts.push(Part::spawn(

@@ -51,6 +51,7 @@ under_both_drivers!(
     a_refusing_or_missing_backend_gets_no_client,
     every_backend_refusing_closes_the_client,
     a_killed_backend_takes_only_its_own_connections,
+    handed_over_clients_outlive_the_lb,
     an_unanswered_hand_over_is_let_go_never_offered_twice,
     descriptors_return_to_baseline_after_many_hand_overs,
 );
@@ -351,6 +352,26 @@ fn a_killed_backend_takes_only_its_own_connections(driver: &str) {
         assert_eq!(greeting(&mut client), 2);
     }
     assert_eq!(b2.taken(), 11);
+}
+
+fn handed_over_clients_outlive_the_lb(driver: &str) {
+    let dir = TempDir::new("ho-lb-dies");
+    let paths = backend_paths(&dir);
+    let _b1 = HandoffBackend::start(&paths[0], 1, Policy::Take);
+    let _b2 = HandoffBackend::start(&paths[1], 2, Policy::Take);
+    let mut lb = handoff_lb(driver, &paths, &[]);
+    let mut clients: Vec<TcpStream> = (0..4)
+        .map(|_| {
+            let mut client = lb.connect();
+            greeting(&mut client);
+            client
+        })
+        .collect();
+    lb.signal(libc::SIGKILL);
+    let _ = lb.child.wait();
+    for client in &mut clients {
+        assert_eq!(echo(client, b"after the lb"), b"after the lb");
+    }
 }
 
 fn an_unanswered_hand_over_is_let_go_never_offered_twice(driver: &str) {

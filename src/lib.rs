@@ -13,6 +13,7 @@
 //! - [`ids`]: the correlation ids each core accepted (idempotent intake).
 //! - [`queue`]: the per-core payment queue.
 //! - [`worker`]: the per-core senders: placing, retries, unknown outcomes, recording.
+//! - [`lookup`]: unknown outcomes resolved by lookup; pinned payments set aside with back-off.
 //! - [`route`]: the routing policy: which processor costs less, fee against waiting.
 //! - [`processor`]: the processors as a core sees them: client and circuit breaker.
 //! - [`store`]: the per-core shard of processed payments and the in-flight rule.
@@ -35,6 +36,7 @@ pub mod ids;
 pub mod journal;
 pub mod limits;
 pub mod listener;
+pub mod lookup;
 pub mod payment;
 pub mod processor;
 pub mod queue;

@@ -48,6 +48,11 @@ pub struct Pin {
     /// Whether `stamps` holds every such attempt. Not after a replay: the journal keeps the
     /// last attempt only, so any stamp found is taken as ours (docs/reliability.md).
     pub stamps_complete: bool,
+    /// Lookups or sends in a row that could not go or failed: the back-off's exponent
+    /// (crate::lookup).
+    pub setbacks: u32,
+    /// Whether it is counted (and was logged) as stuck.
+    pub stuck: bool,
 }
 
 impl Queued {
@@ -76,6 +81,8 @@ impl Queued {
                 unresolved: Some(attempt),
                 stamps: vec![requested_at_us],
                 stamps_complete: false,
+                setbacks: 0,
+                stuck: false,
             })),
             ..Queued::new(id, cents)
         }
@@ -108,6 +115,8 @@ impl Queued {
                 unresolved: None,
                 stamps: Vec::new(),
                 stamps_complete: true,
+                setbacks: 0,
+                stuck: false,
             })
         });
         debug_assert_eq!(pin.processor, processor, "a pinned payment went elsewhere");
@@ -139,6 +148,9 @@ pub struct Queue {
     capacity: usize,
     /// When this core last purged: payments accepted until then are forgotten.
     purged_at: Cell<Option<Instant>>,
+    /// Payments set aside for a while (a lookup or a pinned send backing off, held by a
+    /// timer of [`crate::lookup`]): out of the line, still counted.
+    aside: Cell<usize>,
 }
 
 impl Queue {
@@ -148,24 +160,25 @@ impl Queue {
             parked: RefCell::new(Vec::new()),
             capacity,
             purged_at: Cell::new(None),
+            aside: Cell::new(0),
         }
     }
 
     /// Intake's seam: a validated payment enters the system here (one call per payment).
     pub fn accept(&self, payment: NewPayment) -> Result<(), QueueFull> {
-        let mut items = self.items.borrow_mut();
-        if items.len() >= self.capacity {
+        if !self.has_room() {
             return Err(QueueFull);
         }
-        items.push_back(Queued::new(payment.id, payment.cents));
-        drop(items);
+        self.items
+            .borrow_mut()
+            .push_back(Queued::new(payment.id, payment.cents));
         self.wake_one();
         Ok(())
     }
 
     /// Whether intake may take one more payment.
     pub fn has_room(&self) -> bool {
-        self.items.borrow().len() < self.capacity
+        self.len() < self.capacity
     }
 
     /// Queues a payment whose acceptance is already on file (journal committed, or
@@ -218,6 +231,22 @@ impl Queue {
             .is_none_or(|purged| payment.accepted_at > purged)
     }
 
+    /// A payment leaves the line for a while (held by a timer; counted meanwhile).
+    pub fn put_aside(&self) {
+        self.aside.set(self.aside.get() + 1);
+    }
+
+    /// A payment set aside comes back, at the head.
+    pub fn back_from_aside(&self, payment: Queued) {
+        self.aside.set(self.aside.get().saturating_sub(1));
+        self.retry_first(payment);
+    }
+
+    /// Payments set aside now.
+    pub fn aside(&self) -> usize {
+        self.aside.get()
+    }
+
     /// Takes the next payment, waiting for one.
     pub async fn pop(&self) -> Queued {
         poll_fn(|cx| match self.items.borrow_mut().pop_front() {
@@ -230,12 +259,13 @@ impl Queue {
         .await
     }
 
+    /// Payments waiting: in the line or set aside.
     pub fn len(&self) -> usize {
-        self.items.borrow().len()
+        self.items.borrow().len() + self.aside.get()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.items.borrow().is_empty()
+        self.len() == 0
     }
 
     fn wake_one(&self) {

@@ -14,7 +14,9 @@
 //!   record it; 200 with another stamp -> the processor holds a copy's payment under this
 //!   id (the same correlationId accepted by another core or instance): ours can never be
 //!   stored there, dropped; 404 -> send it again to the same processor (a duplicate cannot
-//!   be stored there: it would answer 422).
+//!   be stored there: it would answer 422). Lookups, and sends of pinned payments, take the
+//!   processor's breaker like any call and step aside with a back-off when they cannot go
+//!   or fail ([`crate::lookup`]): they never hold a sender that fresh payments could use.
 //! - 422 after an unknown outcome: ours or a copy's is stored: look it up, as above. 422 on
 //!   a payment's first attempt: that id belongs to someone else's payment: not ours to
 //!   record, dropped.
@@ -35,14 +37,15 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use crate::core::Core;
+use crate::lookup;
 use crate::processor::breaker::Permit;
-use crate::processor::client::{CallError, Lookup};
+use crate::processor::client::CallError;
 use crate::processor::Processor;
 use crate::queue::Queued;
 use crate::store::on_lane;
 
-/// Pause before looking up an unknown outcome again after the lookup itself failed.
-const LOOKUP_RETRY: Duration = Duration::from_millis(50);
+/// Pause of a sender whose `attempt` record could not be committed.
+const COMMIT_RETRY: Duration = Duration::from_millis(50);
 /// Pause of a sender whose `attempt` record cannot be written because the journal is
 /// poisoned (the payments wait, in memory and on file, for a restart).
 const POISONED_PAUSE: Duration = Duration::from_secs(1);
@@ -67,59 +70,18 @@ pub async fn sender(core: Rc<Core>) {
 }
 
 /// Takes one payment one step further.
-async fn process(core: &Core, mut p: Queued) {
-    let timeout = core.config.processor_timeout;
-    if let (Some(attempt), Some(proc)) = (p.unresolved(), p.pinned()) {
-        let up = core.upstream(proc);
-        match up.client.get_payment(&p.id, timeout).await {
-            // Purged while it was looked up: nothing of before a purge is recorded.
-            Ok(Lookup::Found { .. }) if !core.queue.is_current(&p) => {
-                core.shard.end_attempt(attempt);
-            }
-            Ok(Lookup::Found {
-                requested_at_us,
-                cents,
-            }) if p.holds_stamp(requested_at_us) && cents.is_none_or(|c| c == p.cents) => {
-                core.shard.record(attempt, requested_at_us, p.cents, proc);
-                if let Some(d) = &core.durable {
-                    d.confirmed(p.id, proc, requested_at_us, p.cents);
-                }
-                tracing::debug!(id = %p.id, processor = proc.name(), "unknown outcome resolved: stored");
-            }
-            Ok(Lookup::Found { .. }) => {
-                // The processor holds a payment under this id that none of our attempts
-                // sent: a copy's (the same id accepted by another core or instance). Ours
-                // can never be stored there (it would be a duplicate): settled, not counted.
-                core.shard.end_attempt(attempt);
-                if let Some(d) = &core.durable {
-                    d.dropped(p.id);
-                }
-                tracing::debug!(id = %p.id, processor = proc.name(), "correlationId stored by another copy; dropped");
-            }
-            Ok(Lookup::NotFound) => {
-                // Not stored (yet): send it again, to the same processor only.
-                core.shard.end_attempt(attempt);
-                if let Some(pin) = p.pin.as_mut() {
-                    pin.unresolved = None;
-                }
-                core.queue.retry_first(p);
-            }
-            Ok(Lookup::Other(status)) => {
-                tracing::debug!(id = %p.id, status, "payment lookup refused; retrying");
-                monoio::time::sleep(LOOKUP_RETRY).await;
-                core.queue.retry_first(p);
-            }
-            Err(e) => {
-                tracing::debug!(id = %p.id, error = %e, "payment lookup failed; retrying");
-                monoio::time::sleep(LOOKUP_RETRY).await;
-                core.queue.retry_first(p);
-            }
-        }
-        return;
+async fn process(core: &Rc<Core>, mut p: Queued) {
+    if p.unresolved().is_some() {
+        return lookup::resolve(core, p).await;
     }
-
+    let timeout = core.config.processor_timeout;
     let (proc, permit) = match p.pinned() {
-        Some(proc) => (proc, core.upstream(proc).breaker.admit().await),
+        // A pinned payment can go nowhere else: rather than hold a sender while its
+        // processor admits nothing, it steps aside (lookup.rs).
+        Some(proc) => match core.upstream(proc).breaker.try_admit(Instant::now()) {
+            Some(permit) => (proc, permit),
+            None => return lookup::back_off(core, p, "the processor admits no call now"),
+        },
         None => place(core, &p).await,
     };
     let up = core.upstream(proc);
@@ -143,7 +105,7 @@ async fn process(core: &Core, mut p: Queued) {
             let pause = if d.poisoned() {
                 POISONED_PAUSE
             } else {
-                LOOKUP_RETRY
+                COMMIT_RETRY
             };
             monoio::time::sleep(pause).await;
             return;

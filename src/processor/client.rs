@@ -44,6 +44,9 @@ pub enum Lookup {
         cents: Option<u64>,
     },
     NotFound,
+    /// A `200` whose `requestedAt` cannot be read: it holds the id, with a stamp we cannot
+    /// compare with ours.
+    Unreadable,
     /// Any other status (should not happen: the endpoint ignores delay and failure).
     Other(u16),
 }
@@ -110,8 +113,7 @@ impl ProcessorClient {
         req.extend_from_slice(b"\r\n\r\n");
         let resp = self.call(req, timeout).await?;
         match resp.status {
-            200 => stored_payment(&resp.body)
-                .ok_or_else(|| CallError::Unknown("payment lookup without requestedAt".into())),
+            200 => Ok(stored_payment(&resp.body).unwrap_or(Lookup::Unreadable)),
             404 => Ok(Lookup::NotFound),
             s => Ok(Lookup::Other(s)),
         }
@@ -200,9 +202,32 @@ fn stored_payment(body: &[u8]) -> Option<Lookup> {
     })
 }
 
-/// A lookup's `requestedAt`, in µs truncated to the millisecond (what we stamp).
+/// A lookup's `requestedAt`, in µs truncated to the millisecond (what we stamp): ISO-8601 in
+/// any form [`parse_iso`] reads (0-9 fraction digits, `Z`, an offset or no zone), or a number
+/// since the epoch (as JSON or as text) in seconds, milliseconds or microseconds, told apart
+/// by size (any of them is decades away from the others for a date this century).
 fn requested_at(value: &serde_json::Value) -> Option<i64> {
-    let us = parse_iso(value.as_str()?.as_bytes()).ok()?;
+    let number = match value {
+        serde_json::Value::String(text) => match parse_iso(text.as_bytes()) {
+            Ok(us) => return Some(us - us.rem_euclid(1000)),
+            Err(_) => text.trim().parse::<f64>().ok()?,
+        },
+        serde_json::Value::Number(n) => n.as_f64()?,
+        _ => return None,
+    };
+    if !number.is_finite() || number <= 0.0 {
+        return None;
+    }
+    let us = if number < 1e11 {
+        number * 1e6
+    } else if number < 1e14 {
+        number * 1e3
+    } else if number < 1e17 {
+        number
+    } else {
+        return None;
+    };
+    let us = us.round() as i64;
     Some(us - us.rem_euclid(1000))
 }
 
@@ -240,6 +265,39 @@ mod tests {
             requested_at_us,
             cents,
         })
+    }
+
+    #[test]
+    fn every_plausible_timestamp_form_is_read() {
+        let at = 1_752_582_896_789_000; // 2025-07-15T12:34:56.789Z
+        let body = |v: &str| format!(r#"{{"requestedAt":{v}}}"#);
+        for v in [
+            r#""2025-07-15T12:34:56.789Z""#,
+            r#""2025-07-15T12:34:56.789""#,
+            r#""2025-07-15T12:34:56.7890000""#,
+            r#""2025-07-15T12:34:56.7891234Z""#,
+            r#""2025-07-15T12:34:56.789+00:00""#,
+            r#""2025-07-15T15:34:56.789+03:00""#,
+            r#""2025-07-15 12:34:56.789""#,
+            // Numbers: seconds, milliseconds, microseconds since the epoch.
+            "1752582896.789",
+            "1752582896789",
+            "1752582896789000",
+        ] {
+            assert_eq!(stored_payment(body(v).as_bytes()), found(at, None), "{v}");
+        }
+        let whole = 1_752_582_896_000_000;
+        assert_eq!(
+            stored_payment(body(r#""2025-07-15T12:34:56""#).as_bytes()),
+            found(whole, None)
+        );
+        assert_eq!(
+            stored_payment(body("1752582896").as_bytes()),
+            found(whole, None)
+        );
+        for bad in [r#""yesterday""#, "true", "-5", "[1]"] {
+            assert_eq!(stored_payment(body(bad).as_bytes()), None, "{bad}");
+        }
     }
 
     #[test]

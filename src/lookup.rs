@@ -1,0 +1,184 @@
+//! Payments whose outcome is unknown: resolving them with `GET /payments/{id}` at the
+//! processor they are pinned to, and setting aside, with a back-off, whatever cannot go now.
+//!
+//! A lookup takes a permit from the pinned processor's breaker like any call (so an
+//! unreachable processor is asked once per probe interval, not by every payment at once) but
+//! never waits for one: a payment that cannot be looked up or sent now leaves the line for a
+//! while ([`set_aside`]) and comes back at its head, so pinned payments never hold a sender
+//! while fresh ones could go to the other processor. Each failure in a row doubles the wait
+//! ([`backoff`]: 50 ms to 2 s); a payment failing for [`STUCK_AFTER`] lookups in a row is
+//! logged at warn, at most once per [`STUCK_LOG_EVERY`] per core.
+
+use std::cell::Cell;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use crate::core::Core;
+use crate::processor::client::{CallError, Lookup};
+use crate::queue::Queued;
+
+/// The first wait after a lookup or a pinned send could not go or failed...
+pub const BACKOFF_MIN: Duration = Duration::from_millis(50);
+/// ...doubling up to this.
+pub const BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// A lookup answers at once when the processor works (it ignores the payment delay): one
+/// that takes longer than this (or `PROCESSOR_TIMEOUT_MS`, if shorter) has failed.
+const LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
+/// Setbacks in a row after which a payment counts as stuck (~1.5 s of failed lookups).
+pub const STUCK_AFTER: u32 = 6;
+/// At most one stuck warning per core per this long.
+pub const STUCK_LOG_EVERY: Duration = Duration::from_secs(10);
+
+thread_local! {
+    /// This core's stuck payments, and when that was last logged (one runtime per thread).
+    static STUCK: Cell<(usize, Option<Instant>)> = const { Cell::new((0, None)) };
+}
+
+/// The wait after `setbacks` setbacks in a row (at least one).
+pub fn backoff(setbacks: u32) -> Duration {
+    let doublings = setbacks.saturating_sub(1).min(16);
+    (BACKOFF_MIN * (1u32 << doublings)).min(BACKOFF_MAX)
+}
+
+/// Resolves a pinned payment's unknown attempt by looking it up at its processor.
+pub async fn resolve(core: &Rc<Core>, mut p: Queued) {
+    let (Some(attempt), Some(proc)) = (p.unresolved(), p.pinned()) else {
+        return core.queue.retry_first(p);
+    };
+    let up = core.upstream(proc);
+    let Some(permit) = up.breaker.try_admit(Instant::now()) else {
+        return back_off(core, p, "the processor admits no call now");
+    };
+    let timeout = core.config.processor_timeout.min(LOOKUP_TIMEOUT);
+    let result = up.client.get_payment(&p.id, timeout).await;
+    // An answer says the processor is reachable, not that it stores payments (the lookup
+    // ignores its failure mode): neutral for the breaker. No answer is a failure.
+    match result {
+        // Purged while it was looked up: nothing of before a purge is recorded.
+        Ok(Lookup::Found { .. }) if !core.queue.is_current(&p) => {
+            up.breaker.cancel(permit);
+            unstick(&mut p);
+            core.shard.end_attempt(attempt);
+        }
+        Ok(Lookup::Found {
+            requested_at_us,
+            cents,
+        }) if p.holds_stamp(requested_at_us) && cents.is_none_or(|c| c == p.cents) => {
+            up.breaker.cancel(permit);
+            unstick(&mut p);
+            core.shard.record(attempt, requested_at_us, p.cents, proc);
+            if let Some(d) = &core.durable {
+                d.confirmed(p.id, proc, requested_at_us, p.cents);
+            }
+            tracing::debug!(id = %p.id, processor = proc.name(), "unknown outcome resolved: stored");
+        }
+        Ok(Lookup::Found { .. }) => {
+            // The processor holds a payment under this id that none of our attempts sent: a
+            // copy's (the same id accepted by another core or instance). Ours can never be
+            // stored there (it would be a duplicate): settled, not counted.
+            up.breaker.cancel(permit);
+            unstick(&mut p);
+            core.shard.end_attempt(attempt);
+            if let Some(d) = &core.durable {
+                d.dropped(p.id);
+            }
+            tracing::debug!(id = %p.id, processor = proc.name(), "correlationId stored by another copy; dropped");
+        }
+        Ok(Lookup::NotFound) => {
+            // Not stored (yet): send it again, to the same processor only.
+            up.breaker.cancel(permit);
+            unstick(&mut p);
+            core.shard.end_attempt(attempt);
+            if let Some(pin) = p.pin.as_mut() {
+                pin.unresolved = None;
+            }
+            core.queue.retry_first(p);
+        }
+        Ok(Lookup::Unreadable) => {
+            up.breaker.cancel(permit);
+            back_off(core, p, "its answer has no readable requestedAt");
+        }
+        Ok(Lookup::Other(status)) => {
+            if status == 429 || status >= 500 {
+                up.breaker.failure(permit);
+            } else {
+                up.breaker.cancel(permit);
+            }
+            back_off(core, p, &format!("it answered {status}"));
+        }
+        Err(e @ (CallError::Connect(_) | CallError::Unknown(_))) => {
+            up.breaker.failure(permit);
+            back_off(core, p, &e.to_string());
+        }
+    }
+}
+
+/// A pinned payment (or its lookup) could not go now, or failed: set it aside for its
+/// back-off, counting and logging it once it is stuck.
+pub fn back_off(core: &Rc<Core>, mut p: Queued, reason: &str) {
+    let Some(pin) = p.pin.as_mut() else {
+        return set_aside(core, p, BACKOFF_MIN);
+    };
+    pin.setbacks = pin.setbacks.saturating_add(1);
+    let delay = backoff(pin.setbacks);
+    tracing::debug!(id = %p.id, processor = pin.processor.name(), setbacks = pin.setbacks, reason, "pinned payment set aside");
+    if pin.unresolved.is_some() && pin.setbacks >= STUCK_AFTER {
+        let now = Instant::now();
+        let (mut stuck, logged) = STUCK.get();
+        if !pin.stuck {
+            pin.stuck = true;
+            stuck += 1;
+        }
+        let due = logged.is_none_or(|t| now.saturating_duration_since(t) >= STUCK_LOG_EVERY);
+        STUCK.set((stuck, if due { Some(now) } else { logged }));
+        if due {
+            tracing::warn!(
+                core = core.id,
+                id = %p.id,
+                processor = pin.processor.name(),
+                lookups = pin.setbacks,
+                reason,
+                stuck,
+                "payment outcome unknown and its lookup keeps failing; retrying with back-off"
+            );
+        }
+    }
+    set_aside(core, p, delay);
+}
+
+/// The payment left the stuck state (resolved either way).
+fn unstick(p: &mut Queued) {
+    if let Some(pin) = p.pin.as_mut() {
+        pin.setbacks = 0;
+        if std::mem::take(&mut pin.stuck) {
+            let (stuck, logged) = STUCK.get();
+            STUCK.set((stuck.saturating_sub(1), logged));
+        }
+    }
+}
+
+/// Takes `p` out of the line for `delay`, then back at its head: it holds no sender meanwhile.
+pub fn set_aside(core: &Rc<Core>, p: Queued, delay: Duration) {
+    core.queue.put_aside();
+    let core = core.clone();
+    monoio::spawn(async move {
+        monoio::time::sleep(delay).await;
+        core.queue.back_from_aside(p);
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_backoff_doubles_to_its_cap() {
+        let waits: Vec<u128> = (1..=8).map(|n| backoff(n).as_millis()).collect();
+        assert_eq!(waits, [50, 100, 200, 400, 800, 1600, 2000, 2000]);
+        assert_eq!(backoff(0), BACKOFF_MIN);
+        assert_eq!(backoff(u32::MAX), BACKOFF_MAX);
+        // Stuck after about a second and a half of failed lookups.
+        let before: Duration = (1..STUCK_AFTER).map(backoff).sum();
+        assert!(before >= Duration::from_secs(1) && before <= Duration::from_secs(2));
+    }
+}

@@ -7,10 +7,12 @@
 //! a processor's stored payment is ours only if it carries one of our own attempts' stamps).
 //! docs/reliability.md, "One correlationId, one payment", says what each covers.
 //!
-//! Cost on the hot path: one hash of 16 bytes and one insert per payment (amortised; the map is
-//! reserved for a contest run's share up front). ~25 bytes per id, more while the map doubles.
+//! Cost on the hot path: one hash of 16 bytes and one insert per payment ([`AcceptedIds::take`];
+//! the map is reserved for a contest run's share up front, so it does not grow during one).
+//! ~25 bytes per id, more while the map doubles.
 
 use std::cell::RefCell;
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 
 use uuid::Uuid;
@@ -44,25 +46,29 @@ impl AcceptedIds {
         }
     }
 
-    pub fn seen(&self, id: &Uuid, cents: u64) -> Seen {
-        match self.cents.borrow().get(id) {
-            None => Seen::New,
-            Some(&c) if c != cents => Seen::OtherAmount,
-            Some(_) => Seen::Same {
-                pending: self.pending.borrow().get(id).copied(),
+    /// What is known of `id`; if it is new, it is taken for `cents` at once (one hash): the
+    /// caller gives it back with [`AcceptedIds::remove`] if the payment is refused after all.
+    pub fn take(&self, id: Uuid, cents: u64) -> Seen {
+        match self.cents.borrow_mut().entry(id) {
+            Entry::Vacant(slot) => {
+                slot.insert(cents);
+                Seen::New
+            }
+            Entry::Occupied(slot) if *slot.get() != cents => Seen::OtherAmount,
+            Entry::Occupied(_) => Seen::Same {
+                pending: self.pending.borrow().get(&id).copied(),
             },
         }
     }
 
-    /// The id was accepted (its payment queued, or its `2XX` given).
+    /// The id is accepted (its payment queued, or its `2XX` given): a replayed payment.
     pub fn insert(&self, id: Uuid, cents: u64) {
         self.cents.borrow_mut().insert(id, cents);
     }
 
-    /// The id is accepted once journal commit `gen` succeeds ([`AcceptedIds::committed`]) or
-    /// forgotten if it fails ([`AcceptedIds::remove`]).
-    pub fn insert_pending(&self, id: Uuid, cents: u64, gen: u64) {
-        self.insert(id, cents);
+    /// The id just taken waits for journal commit `gen`: then [`AcceptedIds::committed`], or
+    /// [`AcceptedIds::remove`] if it fails.
+    pub fn pending(&self, id: Uuid, gen: u64) {
         self.pending.borrow_mut().insert(id, gen);
     }
 
@@ -99,24 +105,28 @@ mod tests {
     fn an_id_is_one_amount_until_purged() {
         let ids = AcceptedIds::with_capacity(4);
         let (a, b) = (Uuid::from_u128(1), Uuid::from_u128(2));
-        assert_eq!(ids.seen(&a, 100), Seen::New);
-        ids.insert(a, 100);
-        assert_eq!(ids.seen(&a, 100), Seen::Same { pending: None });
-        assert_eq!(ids.seen(&a, 101), Seen::OtherAmount);
-        assert_eq!(ids.seen(&b, 100), Seen::New);
+        assert_eq!(ids.take(a, 100), Seen::New);
+        assert_eq!(ids.take(a, 100), Seen::Same { pending: None });
+        assert_eq!(ids.take(a, 101), Seen::OtherAmount);
         // A copy arriving while the first waits for its commit waits for the same one.
-        ids.insert_pending(b, 5, 7);
-        assert_eq!(ids.seen(&b, 5), Seen::Same { pending: Some(7) });
+        assert_eq!(ids.take(b, 5), Seen::New);
+        ids.pending(b, 7);
+        assert_eq!(ids.take(b, 5), Seen::Same { pending: Some(7) });
         ids.committed(&b);
-        assert_eq!(ids.seen(&b, 5), Seen::Same { pending: None });
-        // A failed commit leaves nothing behind.
+        assert_eq!(ids.take(b, 5), Seen::Same { pending: None });
+        // A refusal (a failed commit, a full queue) leaves nothing behind.
         let c = Uuid::from_u128(3);
-        ids.insert_pending(c, 5, 8);
+        assert_eq!(ids.take(c, 5), Seen::New);
+        ids.pending(c, 8);
         ids.remove(&c);
-        assert_eq!(ids.seen(&c, 5), Seen::New);
-        assert_eq!(ids.len(), 2);
+        assert_eq!(ids.take(c, 6), Seen::New);
+        ids.remove(&c);
+        // A replayed id.
+        ids.insert(c, 9);
+        assert_eq!(ids.take(c, 9), Seen::Same { pending: None });
+        assert_eq!(ids.len(), 3);
         ids.clear();
         assert!(ids.is_empty());
-        assert_eq!(ids.seen(&a, 101), Seen::New);
+        assert_eq!(ids.take(a, 101), Seen::New);
     }
 }

@@ -12,6 +12,7 @@ use crate::core::Core;
 use crate::http::request::{percent_decode, query_param, Method, Request};
 use crate::http::response::{self, status, Connection};
 use crate::ids::Seen;
+use crate::journal::SyncMode;
 use crate::payment;
 use crate::queue::Queued;
 use crate::router::{write_summary, SummaryError};
@@ -68,7 +69,7 @@ async fn accept_payment(core: &Core, body: &[u8], conn: Connection, out: &mut Ve
         Err(e) => return response::json(out, status::BAD_REQUEST, conn, e.json()),
     };
     let ids = &core.shard.ids;
-    match ids.seen(&p.id, p.cents) {
+    match ids.take(p.id, p.cents) {
         Seen::New => {}
         Seen::Same { pending: None } => return response::empty(out, status::ACCEPTED, conn),
         Seen::Same { pending: Some(gen) } => {
@@ -92,29 +93,39 @@ async fn accept_payment(core: &Core, body: &[u8], conn: Connection, out: &mut Ve
             )
         }
     }
+    // The id is taken from here on: every refusal below gives it back.
     let Some(durable) = &core.durable else {
         return match core.queue.accept(p) {
-            Ok(()) => {
-                ids.insert(p.id, p.cents);
-                response::empty(out, status::ACCEPTED, conn)
+            Ok(()) => response::empty(out, status::ACCEPTED, conn),
+            Err(_) => {
+                ids.remove(&p.id);
+                response::json(out, status::UNAVAILABLE, conn, br#"{"error":"queue full"}"#)
             }
-            Err(_) => response::json(out, status::UNAVAILABLE, conn, br#"{"error":"queue full"}"#),
         };
     };
     if !core.queue.has_room() {
+        ids.remove(&p.id);
         return response::json(out, status::UNAVAILABLE, conn, br#"{"error":"queue full"}"#);
     }
     if durable.poisoned() {
+        ids.remove(&p.id);
         return journal_unavailable(out, conn);
     }
     // Taken before the record: a purge while the commit is made forgets this payment (its
     // `accepted` precedes the `purged`), and `admit` then drops it.
     let accepted_at = Instant::now();
     let gen = durable.accepted(p.id, p.cents);
-    ids.insert_pending(p.id, p.cents, gen);
+    // A copy can arrive while this one waits for its commit only if it waits at all: with
+    // `JOURNAL_SYNC=none` the record is committed as it is appended (durable.rs).
+    let waits = core.config.journal_sync == SyncMode::Batch;
+    if waits {
+        ids.pending(p.id, gen);
+    }
     match durable.committed(gen).await {
         Ok(()) => {
-            ids.committed(&p.id);
+            if waits {
+                ids.committed(&p.id);
+            }
             core.queue.admit(Queued {
                 accepted_at,
                 ..Queued::new(p.id, p.cents)

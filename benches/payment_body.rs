@@ -2,6 +2,8 @@
 //! yielding the amount as its exact decimal text (serde_json `RawValue`, sonic-rs
 //! `LazyValue`), followed by the same UUID parse and decimal -> cents.
 //!
+//! Also the cost of intake's accepted-id map per payment (`intake/`).
+//!
 //! Run: `cargo bench -p rinha --bench payment_body`
 //! (sonic-rs uses SIMD only when built with `RUSTFLAGS="-C target-feature=+avx2,+pclmulqdq"`;
 //! the figures below say which build they are from). Results: in `src/payment.rs`.
@@ -51,6 +53,22 @@ fn bench(c: &mut Criterion) {
         })
     });
     g.finish();
+    // What intake adds per payment to remember its id (src/ids.rs): a map of 40,000 ids,
+    // each new one taken and given back so the map stays the same size.
+    let ids = rinha::ids::AcceptedIds::with_capacity(1 << 15);
+    for n in 0..40_000u128 {
+        ids.take(Uuid::from_u128(n.wrapping_mul(0x9e37_79b9_7f4a_7c15)), 1990);
+    }
+    let mut n = 1u128 << 100;
+    c.bench_function("intake/accepted id take (new id)", |b| {
+        b.iter(|| {
+            n += 1;
+            let id = Uuid::from_u128(n);
+            let seen = ids.take(black_box(id), 1990);
+            ids.remove(&id);
+            seen
+        })
+    });
 }
 
 criterion_group!(benches, bench);

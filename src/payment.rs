@@ -5,12 +5,18 @@
 //! `RawValue`, zero-copy) and rounded half-to-even to cents like .NET `decimal.Round`,
 //! never through `f64`: `0.125` is 12 cents, `0.135` is 14, `1.99e1` is 1990.
 //!
+//! Property names match in any case and values may hold JSON escapes, as the processors read
+//! bodies (ASP.NET's web defaults); neither costs an allocation: names are compared as
+//! serde_json hands them over, and the rare escaped id is unescaped on the stack.
+//!
 //! serde_json vs sonic-rs on this exact body, both zero-copy with the raw number text, then
-//! the same UUID and cents conversion (`cargo bench -p rinha --bench payment_body`, bench
-//! profile, the shared 2-core dev VM under load ~3, 2026-11-25): serde_json `RawValue`
-//! 146 ns, sonic-rs `LazyValue` 183 ns (built without `avx2,pclmulqdq`; a SIMD build would
-//! need RUSTFLAGS for the whole image and was not measured), this module's `parse` 152 ns.
-//! serde_json is kept: not slower on a 70-byte body and no special build flags.
+//! the same UUID and cents conversion (`cargo bench -p rinha --profile test-release --bench
+//! payment_body`, the shared 2-core dev VM under load ~2-3, 2026-11-30, at the commit that
+//! made names case-insensitive): serde_json `RawValue` with derived, case-sensitive names
+//! 118 ns, sonic-rs `LazyValue` 189 ns (built without `avx2,pclmulqdq`; a SIMD build would
+//! need RUSTFLAGS for the whole image and was not measured), this module's `parse` (UTF-8
+//! check, names in any case) 130 ns. serde_json is kept: not slower on a 70-byte body and no
+//! special build flags.
 
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;

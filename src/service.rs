@@ -1,9 +1,10 @@
 //! What each request means: routing by method and path, and the answers.
 //!
-//! `POST /payments` is the hot path, the one p99 is made of: parse the body, validate,
-//! push on the core's queue, answer 202 (with `DATA_DIR`, once the `accepted` record is in
-//! the journal). It must never allocate per request beyond the queue entry, take a lock, or log
-//! above debug. Everything else (summaries, purges) is rare and may take the slow road
+//! `POST /payments` is the hot path, the one p99 is made of: parse the body, validate, take
+//! its id in the core's map of accepted ids (src/ids.rs), push on the core's queue, answer 202
+//! (with `DATA_DIR`, once the `accepted` record is in the journal). It must never allocate per
+//! request beyond the queue entry (and the id map's growth, reserved up front), take a lock,
+//! or log above debug. Everything else (summaries, purges) is rare and may take the slow road
 //! through the router thread.
 
 use std::time::Instant;

@@ -177,9 +177,14 @@ pub struct Args {
     /// If set, `POST /purge-payments` needs header `X-Purge-Token` with this value.
     #[arg(long, env = "PURGE_TOKEN")]
     pub purge_token: Option<String>,
-    /// Payments each core may hold queued before intake answers 503 (~100 bytes each).
-    #[arg(long, env = "QUEUE_CAPACITY", default_value_t = 1_000_000)]
-    pub queue_capacity: usize,
+    /// Payments each core may hold queued before intake answers 503; default: what half of
+    /// the memory limit holds ([`queue_capacity_for`]).
+    #[arg(long, env = "QUEUE_CAPACITY")]
+    pub queue_capacity: Option<usize>,
+    /// The memory this process may use, MiB; default: the container's limit (cgroup v2
+    /// `memory.max`), else the machine's memory.
+    #[arg(long, env = "MEMORY_LIMIT_MB")]
+    pub memory_limit_mb: Option<u64>,
     /// Concurrent senders to the processors per core; default: enough to fill both
     /// processors' shares of `MAX_IN_FLIGHT` at once.
     #[arg(long, env = "SENDERS")]
@@ -246,7 +251,10 @@ pub struct Config {
     /// Whether a journal commit waits for the disk (`JOURNAL_SYNC`).
     pub journal_sync: SyncMode,
     pub purge_token: Option<String>,
+    /// Payments each core may hold queued (`QUEUE_CAPACITY`, else from the memory limit).
     pub queue_capacity: usize,
+    /// Where `queue_capacity` came from, for the start log.
+    pub queue_basis: String,
     /// Senders per core.
     pub senders: usize,
     /// Calls in flight to one processor from one core at most.
@@ -295,8 +303,11 @@ impl Config {
         if !(args.route_outage_factor >= 0.0 && args.route_outage_factor.is_finite()) {
             return Err(ConfigError::Range("ROUTE_OUTAGE_FACTOR", "zero or more"));
         }
-        if args.queue_capacity == 0 {
+        if args.queue_capacity == Some(0) {
             return Err(ConfigError::Range("QUEUE_CAPACITY", "at least 1"));
+        }
+        if args.memory_limit_mb == Some(0) {
+            return Err(ConfigError::Range("MEMORY_LIMIT_MB", "at least 1"));
         }
         if args.processor_timeout_ms < 10 {
             return Err(ConfigError::Range("PROCESSOR_TIMEOUT_MS", "at least 10"));
@@ -333,6 +344,18 @@ impl Config {
             .journal_sync
             .parse()
             .map_err(|_| ConfigError::Range("JOURNAL_SYNC", "none or batch"))?;
+        let (queue_capacity, queue_basis) =
+            match (args.queue_capacity, memory_limit(args.memory_limit_mb)) {
+                (Some(n), _) => (n, "QUEUE_CAPACITY".to_owned()),
+                (None, Some((bytes, source))) => (
+                    queue_capacity_for(bytes, workers),
+                    format!(
+                        "half of {} MiB ({source}) at {QUEUED_BYTES} bytes each",
+                        bytes >> 20
+                    ),
+                ),
+                (None, None) => (1_000_000, "no memory limit found".to_owned()),
+            };
         Ok(Config {
             listen: Endpoint::parse(&args.listen)?,
             default_url: ProcessorUrl::parse(&args.processor_default_url)?,
@@ -345,7 +368,8 @@ impl Config {
             data_dir: args.data_dir,
             journal_sync,
             purge_token: args.purge_token.filter(|t| !t.is_empty()),
-            queue_capacity: args.queue_capacity,
+            queue_capacity,
+            queue_basis,
             senders,
             lane_cap,
             policy: Policy {
@@ -365,6 +389,45 @@ impl Config {
             handoff_listen,
         })
     }
+}
+
+/// Memory one queued payment takes at most, a restart's replay of it included (measured,
+/// release build: 376 bytes for one pinned to a processor, with its attempt in flight and
+/// its pin; 141 otherwise; docs/reliability.md, "Memory").
+pub const QUEUED_BYTES: u64 = 400;
+
+/// Payments each of `workers` cores may hold queued in `memory` bytes: half of it for the
+/// queues (the rest for the process itself, its connections and the store), at
+/// [`QUEUED_BYTES`] each.
+pub fn queue_capacity_for(memory: u64, workers: usize) -> usize {
+    let per_core = memory / 2 / QUEUED_BYTES / workers.max(1) as u64;
+    usize::try_from(per_core).unwrap_or(usize::MAX).max(1)
+}
+
+/// The memory this process may use and where that was read: `MEMORY_LIMIT_MB`, else the
+/// cgroup v2 limit, else the machine's memory (`None` if nothing says).
+fn memory_limit(explicit_mb: Option<u64>) -> Option<(u64, &'static str)> {
+    if let Some(mb) = explicit_mb {
+        return Some((mb.saturating_mul(1 << 20), "MEMORY_LIMIT_MB"));
+    }
+    let cgroup = std::fs::read_to_string("/sys/fs/cgroup/memory.max").ok();
+    if let Some(bytes) = cgroup.as_deref().and_then(cgroup_memory) {
+        return Some((bytes, "cgroup memory.max"));
+    }
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    Some((mem_total(&meminfo)?, "machine memory"))
+}
+
+/// Parses cgroup v2 `memory.max` ("max" or bytes).
+fn cgroup_memory(text: &str) -> Option<u64> {
+    text.trim().parse().ok()
+}
+
+/// `MemTotal` of `/proc/meminfo`, in bytes.
+fn mem_total(meminfo: &str) -> Option<u64> {
+    let kib = meminfo.lines().find_map(|l| l.strip_prefix("MemTotal:"))?;
+    let kib: u64 = kib.trim().trim_end_matches("kB").trim().parse().ok()?;
+    Some(kib * 1024)
 }
 
 /// CPUs this process may use: the affinity mask, capped by a cgroup v2 CPU quota (rounded up),
@@ -423,6 +486,42 @@ mod tests {
         assert_eq!(cgroup_quota("max 100000"), None);
         assert_eq!(cgroup_quota("150000 100000\n"), Some(2));
         assert_eq!(cgroup_quota("50000 100000"), Some(1));
+    }
+
+    #[test]
+    fn memory_limits_and_the_queue_they_hold() {
+        assert_eq!(cgroup_memory("max\n"), None);
+        assert_eq!(cgroup_memory("157286400\n"), Some(150 << 20));
+        let meminfo = "MemTotal:       24684544 kB\nMemFree:        22483944 kB\n";
+        assert_eq!(mem_total(meminfo), Some(24_684_544 * 1024));
+        assert_eq!(memory_limit(Some(64)), Some((64 << 20, "MEMORY_LIMIT_MB")));
+        // The compose file's backend: 150 MB, one core: ~197,000 payments queued.
+        assert_eq!(queue_capacity_for(150 << 20, 1), 196_608);
+        assert_eq!(queue_capacity_for(150 << 20, 2), 98_304);
+        assert_eq!(queue_capacity_for(1, 4), 1);
+        let config = |flags: &[&str]| {
+            let args = Args::parse_from(std::iter::once("rinha").chain(flags.iter().copied()));
+            Config::from_args(args).unwrap()
+        };
+        let c = config(&["--workers", "2", "--memory-limit-mb", "150"]);
+        assert_eq!(c.queue_capacity, 98_304);
+        assert!(
+            c.queue_basis.contains("MEMORY_LIMIT_MB"),
+            "{}",
+            c.queue_basis
+        );
+        let c = config(&[
+            "--workers",
+            "2",
+            "--memory-limit-mb",
+            "150",
+            "--queue-capacity",
+            "7",
+        ]);
+        assert_eq!(
+            (c.queue_capacity, c.queue_basis.as_str()),
+            (7, "QUEUE_CAPACITY")
+        );
     }
 
     #[test]

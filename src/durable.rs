@@ -32,8 +32,10 @@ use std::time::Duration;
 use uuid::Uuid;
 
 use crate::core::Core;
+use crate::journal::state::{Live, LiveState};
 use crate::journal::{self, Journal, JournalError, SyncMode};
 use crate::processor::Processor;
+use crate::queue::Queued;
 
 /// How many failed commit generations are remembered (a waiter looks its own up on the turn
 /// after the commit, so a handful would do).
@@ -286,6 +288,44 @@ async fn idle_ticker(durable: &Durable, quiet: impl Fn() -> bool) {
             durable.maybe_compact();
         }
     }
+}
+
+/// Puts a core's replayed journal back, consuming it in order: confirmed payments into the
+/// shard, unsettled ones into the queue (a pinned one first resolved at its processor, never
+/// re-sent blindly), every id into the shard's accepted ids. The fold's table is freed
+/// before the first payment is put back ([`LiveState::into_ordered`]).
+pub fn restore(core: &Core, state: LiveState) {
+    let (mut confirmed, mut unsettled, mut pinned) = (0usize, 0usize, 0usize);
+    for live in state.into_ordered() {
+        match live {
+            Live::Confirmed(c) => {
+                confirmed += 1;
+                core.shard.ids.insert(c.id, c.cents);
+                core.shard
+                    .restore(c.requested_at_us, c.cents, from_journal(c.processor));
+            }
+            Live::Unsettled(u) => {
+                unsettled += 1;
+                core.shard.ids.insert(u.id, u.cents);
+                core.queue.admit(match u.pinned {
+                    Some((p, requested_at_us)) => {
+                        pinned += 1;
+                        let p = from_journal(p);
+                        let attempt = core.shard.begin_attempt(requested_at_us, p);
+                        Queued::replayed_pinned(u.id, u.cents, p, attempt, requested_at_us)
+                    }
+                    None => Queued::new(u.id, u.cents),
+                });
+            }
+        }
+    }
+    tracing::info!(
+        core = core.id,
+        confirmed,
+        unsettled,
+        pinned,
+        "journal replayed"
+    );
 }
 
 pub fn to_journal(p: Processor) -> journal::Processor {

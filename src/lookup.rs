@@ -159,12 +159,10 @@ fn unstick(p: &mut Queued) {
 
 /// Takes `p` out of the line for `delay`, then back at its head: it holds no sender meanwhile.
 pub fn set_aside(core: &Rc<Core>, p: Queued, delay: Duration) {
-    core.queue.put_aside();
-    let core = core.clone();
-    monoio::spawn(async move {
-        monoio::time::sleep(delay).await;
-        core.queue.back_from_aside(p);
-    });
+    if core.queue.set_aside(p, Instant::now() + delay) {
+        let core = core.clone();
+        monoio::spawn(async move { core.queue.return_aside().await });
+    }
 }
 
 #[cfg(test)]

@@ -21,11 +21,10 @@ use crate::config::{Config, Endpoint, IoDriver};
 use crate::core::Core;
 use crate::durable::{self, Durable};
 use crate::handoff::CoreHandoff;
-use crate::journal::{Journal, Replay};
+use crate::journal::Journal;
 use crate::limits::ConnectionCap;
 use crate::listener::{Accepted, Prepared};
 use crate::processor::resolve::Resolver;
-use crate::queue::Queued;
 use crate::router::{self, RouterHandle, ShardCmd};
 use crate::{conn, shutdown, worker};
 
@@ -121,6 +120,11 @@ pub fn run(config: Config) -> Result<usize, StartError> {
             "memory only: DATA_DIR unset, accepted payments do not survive a restart"
         ),
     }
+    tracing::info!(
+        per_core = config.queue_capacity,
+        basis = %config.queue_basis,
+        "queue capacity"
+    );
     let mut prepared = Prepared::new(&config.listen)
         .map_err(|e| StartError::Listen(config.listen.to_string(), e))?;
     let handoff_socket = match &config.handoff_listen {
@@ -285,7 +289,7 @@ async fn core_main(
     };
     let (durable, replay) = match &config.data_dir {
         None => (None, None),
-        Some(dir) => match Journal::open(dir, id, config.journal_sync) {
+        Some(dir) => match Journal::open_state(dir, id, config.journal_sync) {
             Ok((j, replay)) => (Some(Durable::new(j)), Some(replay)),
             Err(e) => {
                 let _ = ready_tx.send(Err(e.to_string()));
@@ -295,7 +299,7 @@ async fn core_main(
     };
     let core = Rc::new(Core::new(id, config.clone(), resolved, router, durable));
     if let Some(replay) = replay {
-        restore(&core, replay);
+        durable::restore(&core, replay);
     }
     let handoff = match handoff.map(|h| h.start(&core, &cap)).transpose() {
         Ok(running) => running,
@@ -349,37 +353,6 @@ async fn core_main(
         }
     }
     core.pending()
-}
-
-/// Puts a replayed journal back: confirmed payments into the shard, unsettled ones into
-/// the queue (a pinned one first resolved at its processor, never re-sent blindly).
-fn restore(core: &Core, replay: Replay) {
-    let (confirmed, unsettled) = (replay.confirmed.len(), replay.unsettled.len());
-    for c in replay.confirmed {
-        core.shard.ids.insert(c.id, c.cents);
-        let p = durable::from_journal(c.processor);
-        core.shard.restore(c.requested_at_us, c.cents, p);
-    }
-    let mut pinned = 0;
-    for u in replay.unsettled {
-        core.shard.ids.insert(u.id, u.cents);
-        core.queue.admit(match u.pinned {
-            Some((p, requested_at_us)) => {
-                pinned += 1;
-                let p = durable::from_journal(p);
-                let attempt = core.shard.begin_attempt(requested_at_us, p);
-                Queued::replayed_pinned(u.id, u.cents, p, attempt, requested_at_us)
-            }
-            None => Queued::new(u.id, u.cents),
-        });
-    }
-    tracing::info!(
-        core = core.id,
-        confirmed,
-        unsettled,
-        pinned,
-        "journal replayed"
-    );
 }
 
 #[cfg(test)]

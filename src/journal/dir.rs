@@ -8,12 +8,12 @@
 //! behind replays to the same state, because the directory merge dedupes by payment id.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use uuid::Uuid;
 
-use super::record::{encode, MAGIC};
+use super::record::{encode, MAGIC, MAX_RECORD_LEN};
 use super::replay;
 use super::state::LiveState;
 use super::{JournalError, Replay};
@@ -58,21 +58,36 @@ pub fn sync_dir(dir: &Path) -> Result<(), JournalError> {
 }
 
 /// Writes `state` as a fresh journal at `path` (truncating it) and fsyncs it. Returns its
-/// length.
+/// length. The records are encoded as they are written (never the whole file in memory).
 pub fn write_state(path: &Path, state: &LiveState) -> Result<u64, JournalError> {
-    let mut bytes = MAGIC.to_vec();
-    for event in state.to_events() {
-        encode(&mut bytes, &event);
-    }
-    let mut file = OpenOptions::new()
+    let io = || JournalError::io(path);
+    let file = OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .open(path)
-        .map_err(JournalError::io(path))?;
-    file.write_all(&bytes).map_err(JournalError::io(path))?;
-    file.sync_all().map_err(JournalError::io(path))?;
-    Ok(bytes.len() as u64)
+        .map_err(io())?;
+    let mut out = BufWriter::with_capacity(64 << 10, file);
+    out.write_all(&MAGIC).map_err(io())?;
+    let mut len = MAGIC.len() as u64;
+    let mut record = Vec::with_capacity(MAX_RECORD_LEN);
+    let mut failed = None;
+    state.for_each_event(|event| {
+        if failed.is_none() {
+            record.clear();
+            encode(&mut record, event);
+            match out.write_all(&record) {
+                Ok(()) => len += record.len() as u64,
+                Err(e) => failed = Some(e),
+            }
+        }
+    });
+    if let Some(e) = failed {
+        return Err(io()(e));
+    }
+    let file = out.into_inner().map_err(|e| io()(e.into_error()))?;
+    file.sync_all().map_err(io())?;
+    Ok(len)
 }
 
 /// Writes `state` to `tmp`, then renames it over `path`: `path` holds either its old or its
@@ -150,7 +165,7 @@ fn merged_state(dir: &Path) -> Result<(LiveState, Vec<(usize, PathBuf)>), Journa
 
 /// The state of every journal in `dir` together, whatever number of cores wrote them.
 pub fn replay_dir(dir: &Path) -> Result<Replay, JournalError> {
-    Ok(merged_state(dir)?.0.to_replay())
+    Ok(merged_state(dir)?.0.into_replay())
 }
 
 /// Makes `dir` hold exactly `cores` journals, `core-0` .. `core-<cores-1>`, with the payments

@@ -2,6 +2,10 @@
 //!
 //! Replay, compaction and the directory merge all go through [`LiveState`], so the rules in
 //! the parent module's doc live in exactly one place ([`LiveState::apply`]).
+//!
+//! Replay holds one entry per live payment and nothing else, so the entry is packed: 24
+//! bytes beside the 16-byte id ([`Slot`]), and [`LiveState::into_ordered`] hands the
+//! payments out after freeing the table (docs/reliability.md, "Memory").
 
 use std::collections::HashMap;
 
@@ -23,23 +27,129 @@ enum Status {
     },
 }
 
+/// What a [`Status`] needs besides its amount and time, in two bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Unsettled,
+    Pinned(Processor),
+    Confirmed(Processor),
+}
+
+/// One payment's [`Status`], packed.
 #[derive(Debug, Clone, Copy)]
 struct Slot {
-    /// Order of the event that put the payment in its current status, for stable output.
-    seq: u64,
-    status: Status,
+    cents: u64,
+    /// The pin's `requestedAt`, or the confirmation's (0 when unpinned).
+    at_us: i64,
+    /// Order of the event that put the payment in its current status, for stable output
+    /// (wraps after 4 billion events in one fold: only the order of the output would suffer).
+    seq: u32,
+    kind: Kind,
 }
+
+impl Slot {
+    fn new(seq: u32, status: Status) -> Slot {
+        let (cents, at_us, kind) = match status {
+            Status::Unsettled { cents, pinned } => match pinned {
+                None => (cents, 0, Kind::Unsettled),
+                Some((p, at)) => (cents, at, Kind::Pinned(p)),
+            },
+            Status::Confirmed {
+                processor,
+                requested_at_us,
+                cents,
+            } => (cents, requested_at_us, Kind::Confirmed(processor)),
+        };
+        Slot {
+            cents,
+            at_us,
+            seq,
+            kind,
+        }
+    }
+
+    fn status(&self) -> Status {
+        match self.kind {
+            Kind::Unsettled => Status::Unsettled {
+                cents: self.cents,
+                pinned: None,
+            },
+            Kind::Pinned(p) => Status::Unsettled {
+                cents: self.cents,
+                pinned: Some((p, self.at_us)),
+            },
+            Kind::Confirmed(processor) => Status::Confirmed {
+                processor,
+                requested_at_us: self.at_us,
+                cents: self.cents,
+            },
+        }
+    }
+
+    fn is_confirmed(&self) -> bool {
+        matches!(self.kind, Kind::Confirmed(_))
+    }
+
+    fn live(&self, id: Uuid) -> Live {
+        match self.status() {
+            Status::Confirmed {
+                processor,
+                requested_at_us,
+                cents,
+            } => Live::Confirmed(Confirmed {
+                id,
+                processor,
+                requested_at_us,
+                cents,
+            }),
+            Status::Unsettled { cents, pinned } => Live::Unsettled(Unsettled { id, cents, pinned }),
+        }
+    }
+}
+
+/// One live payment, as [`LiveState::into_ordered`] hands them out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Live {
+    Confirmed(Confirmed),
+    Unsettled(Unsettled),
+}
+
+/// The payments of a [`LiveState`] in event order ([`LiveState::into_ordered`]).
+#[derive(Debug)]
+pub struct Ordered {
+    /// In reverse order: the next one is the last.
+    rest: Vec<(Uuid, Slot)>,
+}
+
+impl Iterator for Ordered {
+    type Item = Live;
+
+    fn next(&mut self) -> Option<Live> {
+        let (id, slot) = self.rest.pop()?;
+        if self.rest.len() < self.rest.capacity() / 2 && self.rest.capacity() > 1024 {
+            // Half empty: give that half back (in place: nothing is copied for a large block).
+            self.rest.shrink_to_fit();
+        }
+        Some(slot.live(id))
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.rest.len(), Some(self.rest.len()))
+    }
+}
+
+impl ExactSizeIterator for Ordered {}
 
 /// Payments by id, after folding a sequence of events.
 #[derive(Debug, Default, Clone)]
 pub struct LiveState {
     slots: HashMap<Uuid, Slot>,
-    next_seq: u64,
+    next_seq: u32,
 }
 
 impl LiveState {
-    fn seq(&mut self) -> u64 {
-        self.next_seq += 1;
+    fn seq(&mut self) -> u32 {
+        self.next_seq = self.next_seq.wrapping_add(1);
         self.next_seq
     }
 
@@ -53,7 +163,7 @@ impl LiveState {
                         cents,
                         pinned: None,
                     };
-                    self.slots.insert(id, Slot { seq, status });
+                    self.slots.insert(id, Slot::new(seq, status));
                 }
             }
             Event::Attempt {
@@ -61,38 +171,24 @@ impl LiveState {
                 processor,
                 requested_at_us,
             } => {
-                if let Some(Slot {
-                    status: Status::Unsettled { pinned, .. },
-                    ..
-                }) = self.slots.get_mut(&id)
-                {
-                    *pinned = Some((processor, requested_at_us));
+                if let Some(slot) = self.slots.get_mut(&id).filter(|s| !s.is_confirmed()) {
+                    slot.kind = Kind::Pinned(processor);
+                    slot.at_us = requested_at_us;
                 }
             }
             Event::Confirmed(c) => {
-                let already = matches!(
-                    self.slots.get(&c.id),
-                    Some(Slot {
-                        status: Status::Confirmed { .. },
-                        ..
-                    })
-                );
-                if !already {
+                if !self.slots.get(&c.id).is_some_and(Slot::is_confirmed) {
                     let seq = self.seq();
                     let status = Status::Confirmed {
                         processor: c.processor,
                         requested_at_us: c.requested_at_us,
                         cents: c.cents,
                     };
-                    self.slots.insert(c.id, Slot { seq, status });
+                    self.slots.insert(c.id, Slot::new(seq, status));
                 }
             }
             Event::Dropped { id } => {
-                if let Some(Slot {
-                    status: Status::Unsettled { .. },
-                    ..
-                }) = self.slots.get(&id)
-                {
+                if self.slots.get(&id).is_some_and(|s| !s.is_confirmed()) {
                     self.slots.remove(&id);
                 }
             }
@@ -105,8 +201,8 @@ impl LiveState {
     pub fn merge(&mut self, other: LiveState) {
         let base = self.next_seq;
         for (id, mut slot) in other.slots {
-            slot.seq += base;
-            match (self.slots.get(&id).map(|s| s.status), slot.status) {
+            slot.seq = slot.seq.wrapping_add(base);
+            match (self.slots.get(&id).map(Slot::status), slot.status()) {
                 (None, _)
                 | (Some(Status::Unsettled { .. }), Status::Confirmed { .. })
                 | (
@@ -120,31 +216,22 @@ impl LiveState {
                 _ => {}
             }
         }
-        self.next_seq = base + other.next_seq;
+        self.next_seq = base.wrapping_add(other.next_seq);
     }
 
-    /// The events that rebuild this state from nothing, in their original order: one
-    /// `confirmed` per recorded payment; `accepted` (and `attempt` if pinned) per unsettled one.
-    pub fn to_events(&self) -> Vec<Event> {
+    /// Calls `f` with each event that rebuilds this state from nothing, in their original
+    /// order: one `confirmed` per recorded payment; `accepted` (and `attempt` if pinned) per
+    /// unsettled one.
+    pub fn for_each_event(&self, mut f: impl FnMut(&Event)) {
         let mut slots: Vec<(&Uuid, &Slot)> = self.slots.iter().collect();
         slots.sort_unstable_by_key(|(_, s)| s.seq);
-        let mut events = Vec::with_capacity(slots.len() + slots.len() / 4);
         for (&id, slot) in slots {
-            match slot.status {
-                Status::Confirmed {
-                    processor,
-                    requested_at_us,
-                    cents,
-                } => events.push(Event::Confirmed(Confirmed {
-                    id,
-                    processor,
-                    requested_at_us,
-                    cents,
-                })),
-                Status::Unsettled { cents, pinned } => {
-                    events.push(Event::Accepted { id, cents });
-                    if let Some((processor, requested_at_us)) = pinned {
-                        events.push(Event::Attempt {
+            match slot.live(id) {
+                Live::Confirmed(c) => f(&Event::Confirmed(c)),
+                Live::Unsettled(u) => {
+                    f(&Event::Accepted { id, cents: u.cents });
+                    if let Some((processor, requested_at_us)) = u.pinned {
+                        f(&Event::Attempt {
                             id,
                             processor,
                             requested_at_us,
@@ -153,7 +240,6 @@ impl LiveState {
                 }
             }
         }
-        events
     }
 
     /// Keeps only the payments `keep` selects (used to split a state between cores).
@@ -177,26 +263,30 @@ impl LiveState {
         self.slots.is_empty()
     }
 
-    /// The state as the server consumes it, each list in event order.
+    /// Hands out every payment in event order, consuming the state: the table is freed
+    /// before the first one comes out, so what is replayed into the server never lives
+    /// beside it; the list they come out of (40 bytes per payment) gives its memory back as
+    /// it empties.
+    pub fn into_ordered(self) -> Ordered {
+        let mut rest: Vec<(Uuid, Slot)> = Vec::with_capacity(self.slots.len());
+        rest.extend(self.slots);
+        // Last first: they are taken from the end, and the list shrinks as it empties.
+        rest.sort_unstable_by_key(|(_, s)| std::cmp::Reverse(s.seq));
+        Ordered { rest }
+    }
+
+    /// The state as lists, each in event order (for tests and tools: the server consumes
+    /// [`LiveState::into_ordered`]).
     pub fn to_replay(&self) -> Replay {
-        let mut slots: Vec<(&Uuid, &Slot)> = self.slots.iter().collect();
-        slots.sort_unstable_by_key(|(_, s)| s.seq);
+        self.clone().into_replay()
+    }
+
+    pub fn into_replay(self) -> Replay {
         let mut replay = Replay::default();
-        for (&id, slot) in slots {
-            match slot.status {
-                Status::Confirmed {
-                    processor,
-                    requested_at_us,
-                    cents,
-                } => replay.confirmed.push(Confirmed {
-                    id,
-                    processor,
-                    requested_at_us,
-                    cents,
-                }),
-                Status::Unsettled { cents, pinned } => {
-                    replay.unsettled.push(Unsettled { id, cents, pinned })
-                }
+        for live in self.into_ordered() {
+            match live {
+                Live::Confirmed(c) => replay.confirmed.push(c),
+                Live::Unsettled(u) => replay.unsettled.push(u),
             }
         }
         replay
@@ -384,6 +474,15 @@ mod tests {
         ];
         let mut s = LiveState::default();
         events.iter().for_each(|e| s.apply(e));
-        assert_eq!(fold(&s.to_events()), s.to_replay());
+        let mut rebuilt = Vec::new();
+        s.for_each_event(|e| rebuilt.push(*e));
+        assert_eq!(fold(&rebuilt), s.to_replay());
+    }
+
+    /// The table's entry is what replay's memory is made of (docs/reliability.md, "Memory").
+    #[test]
+    fn an_entry_is_40_bytes() {
+        assert_eq!(std::mem::size_of::<Slot>(), 24);
+        assert_eq!(std::mem::size_of::<(Uuid, Slot)>(), 40);
     }
 }

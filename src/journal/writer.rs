@@ -24,6 +24,7 @@ use memmap2::{MmapMut, UncheckedAdvice};
 use uuid::Uuid;
 
 use super::record::{encode, Event, MAGIC, MAX_RECORD_LEN};
+use super::state::LiveState;
 use super::{dir, replay, Confirmed, JournalError, Processor, Replay, SyncMode};
 
 /// File size past which [`Journal::maybe_compact`] rewrites the file as its live state.
@@ -77,6 +78,17 @@ impl Journal {
         core: usize,
         sync: SyncMode,
     ) -> Result<(Journal, Replay), JournalError> {
+        let (journal, state) = Journal::open_state(dir, core, sync)?;
+        Ok((journal, state.into_replay()))
+    }
+
+    /// [`Journal::open`], with the replayed state as it was folded: what the server
+    /// consumes ([`LiveState::into_ordered`]), without a copy of it as lists.
+    pub fn open_state(
+        dir: &Path,
+        core: usize,
+        sync: SyncMode,
+    ) -> Result<(Journal, LiveState), JournalError> {
         std::fs::create_dir_all(dir).map_err(JournalError::io(dir))?;
         dir::remove_if_exists(&dir::tmp_path(dir, core))?;
         let path = dir::journal_path(dir, core);
@@ -131,7 +143,7 @@ impl Journal {
             #[cfg(test)]
             fail_syncs: false,
         };
-        Ok((journal, scan.state.to_replay()))
+        Ok((journal, scan.state))
     }
 
     /// Sets the size past which [`Journal::maybe_compact`] compacts.
@@ -347,7 +359,7 @@ fn rewrite_damaged(
     dir: &Path,
     core: usize,
     path: &Path,
-    state: &super::state::LiveState,
+    state: &LiveState,
     damaged: File,
 ) -> Result<File, JournalError> {
     let aside = dir::damaged_path(dir, core);

@@ -142,3 +142,52 @@ impl Core {
         true
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::journal::{replay_dir, Journal, Replay, SyncMode};
+    use crate::queue::Queued;
+
+    fn core(durable: Durable) -> Core {
+        let args = crate::config::Args::parse_from(["rinha", "--workers", "1"]);
+        let config = Arc::new(Config::from_args(args).unwrap());
+        Core::new(
+            0,
+            config,
+            [None, None],
+            RouterHandle::detached(),
+            Some(durable),
+        )
+    }
+
+    /// A purge forgets what is queued and on file; one the journal cannot record is refused
+    /// and changes nothing (issue 16, item 2).
+    #[test]
+    fn a_purge_forgets_everything_or_is_refused_and_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (j, _) = Journal::open(dir.path(), 0, SyncMode::None).unwrap();
+        let core = core(Durable::new(j));
+        let d = core.durable.as_ref().unwrap();
+        let accept = |n: u128| {
+            let id = Uuid::from_u128(n);
+            d.accepted(id, 1);
+            core.queue.admit(Queued::new(id, 1));
+        };
+        monoio::start::<monoio::time::TimeDriver<monoio::LegacyDriver>, _>(async {
+            (0..3).for_each(accept);
+            assert!(core.purge().await);
+            assert!(core.queue.is_empty());
+            assert_eq!(replay_dir(dir.path()).unwrap(), Replay::default());
+            accept(7);
+            // A compaction that renamed its file in and could not map it: poisoned.
+            let stop = crate::journal::compact::Step::Renamed;
+            d.journal_for_test().compact_until(stop).unwrap();
+            assert!(!core.purge().await);
+            assert_eq!(core.queue.len(), 1, "refused: nothing purged");
+        });
+    }
+}

@@ -90,9 +90,15 @@ impl Durable {
         }
     }
 
+    /// The journal itself, for tests that damage it.
+    #[cfg(test)]
+    pub(crate) fn journal_for_test(&self) -> std::cell::RefMut<'_, Journal> {
+        self.journal.borrow_mut()
+    }
+
     /// Whether the journal refuses every commit (intake must refuse payments).
     pub fn poisoned(&self) -> bool {
-        self.poisoned_logged.get()
+        self.journal.borrow().is_poisoned()
     }
 
     /// Appends an `accepted` record; wait for [`Durable::committed`] before answering.

@@ -72,6 +72,14 @@ pub struct RouterHandle {
 }
 
 impl RouterHandle {
+    /// A handle whose router is gone: for tests of one core alone.
+    #[cfg(test)]
+    pub(crate) fn detached() -> Self {
+        RouterHandle {
+            tx: flume::unbounded().0,
+        }
+    }
+
     /// The summary of `window` as of the moment the request reached this instance.
     pub async fn summary(
         &self,

@@ -21,6 +21,8 @@
 //! A commit failure fails only the waiters of that commit (intake answers 503 for those
 //! payments, which were never queued; a sender puts its payment back). A poisoned journal
 //! fails every later commit: intake then refuses payments (one error log).
+//!
+//! At start, [`restore`] puts the replayed journal back into the core's shard and queue.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;

@@ -19,9 +19,9 @@
 //! # Use
 //! ```text
 //! at start, once:  journal::rebalance(dir, workers)?        // if the core count shrank
-//! per core:        let (mut j, replay) = Journal::open(dir, core, sync)?;
-//!                  replay.confirmed -> the shard; replay.unsettled -> the queue (a pinned
-//!                  one is looked up at its processor before any re-send)
+//! per core:        let (mut j, state) = Journal::open_state(dir, core, sync)?;
+//!                  state.into_ordered(): confirmed -> the shard, unsettled -> the queue (a
+//!                  pinned one is looked up at its processor before any re-send)
 //! per read batch:  j.accepted(..) for each payment; j.commit()?; then answer
 //! per processing:  j.attempt(..) before sending; j.confirmed(..) / j.dropped(..) after;
 //!                  j.commit()? once per batch

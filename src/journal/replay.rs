@@ -47,7 +47,7 @@ pub struct FileScan {
     pub records: u64,
     /// Whether bytes other than zeros follow the last record (a torn last record).
     pub torn: bool,
-    /// The first regions skipped between records (at most [`SKIPPED_KEPT`]), in file order.
+    /// The first regions skipped between records (at most 16), in file order.
     pub skipped: Vec<Skipped>,
     /// How many regions were skipped between records, and their bytes in all.
     pub skipped_regions: u64,
@@ -84,7 +84,7 @@ pub fn scan(path: &Path, bytes: &[u8]) -> Result<FileScan, JournalError> {
 }
 
 /// Folds the first `limit` bytes of the journal file `file` (at `path`), reading it in
-/// chunks of [`CHUNK`] bytes.
+/// chunks of 1 MiB.
 pub fn scan_file(path: &Path, file: &File, limit: u64) -> Result<FileScan, JournalError> {
     let io = || JournalError::io(path);
     let mut buf = vec![0u8; CHUNK + MAX_RECORD_LEN];

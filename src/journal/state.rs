@@ -4,7 +4,7 @@
 //! the parent module's doc live in exactly one place ([`LiveState::apply`]).
 //!
 //! Replay holds one entry per live payment and nothing else, so the entry is packed: 24
-//! bytes beside the 16-byte id ([`Slot`]), and [`LiveState::into_ordered`] hands the
+//! bytes beside the 16-byte id (`Slot`), and [`LiveState::into_ordered`] hands the
 //! payments out after freeing the table (docs/reliability.md, "Memory").
 
 use std::collections::HashMap;

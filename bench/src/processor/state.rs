@@ -38,7 +38,7 @@ pub struct Traffic {
     pub failed: AtomicU64,
 }
 
-/// A copy of [`Traffic`] at one moment.
+/// A copy of what `POST /payments` has seen (`Traffic`) at one moment.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TrafficCounts {
     pub received: u64,

@@ -18,8 +18,16 @@ use common::*;
 use faults_support::{every_ok_stored_once, kill, load, Fleet, Lb, CENTS};
 use rinha_sys::handoff::{send_fd, send_with, ACCEPTED, REFUSED, TAG};
 
-/// Connections handed over in the descriptor test, per driver.
+/// Connections handed over in the descriptor test, per driver, unless
+/// `HANDOFF_FD_TEST_CONNECTIONS` says otherwise (20,000 take ~5 s a driver here).
 const FD_TEST_CONNECTIONS: usize = 20_000;
+
+fn fd_test_connections() -> usize {
+    std::env::var("HANDOFF_FD_TEST_CONNECTIONS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(FD_TEST_CONNECTIONS)
+}
 
 both_drivers!(handed_over_connections_are_served_like_accepted_ones);
 both_drivers!(the_connection_cap_refuses_hand_overs);
@@ -258,7 +266,8 @@ fn descriptors_return_to_baseline_after_many_hand_overs(driver: &str) {
     let baseline = backend.fd_count();
     let started = Instant::now();
     let request = b"GET /nowhere HTTP/1.1\r\nHost: t\r\n\r\n";
-    for n in 0..FD_TEST_CONNECTIONS {
+    let count = fd_test_connections();
+    for n in 0..count {
         let (mut client, answer) = lb.client(&backend.handoff);
         assert_eq!(answer, Some(ACCEPTED));
         match n % 3 {
@@ -276,10 +285,10 @@ fn descriptors_return_to_baseline_after_many_hand_overs(driver: &str) {
     let elapsed = started.elapsed();
     assert!(
         eventually(Duration::from_secs(5), || backend.fd_count() <= baseline),
-        "backend fds after {FD_TEST_CONNECTIONS} hand-overs: {} (baseline {baseline})",
+        "backend fds after {count} hand-overs: {} (baseline {baseline})",
         backend.fd_count()
     );
-    println!("{FD_TEST_CONNECTIONS} hand-overs in {elapsed:?}; fds back to {baseline}");
+    println!("{count} hand-overs in {elapsed:?}; fds back to {baseline}");
 }
 
 /// The real lb in hand-over mode in front of two journaled backends; b1 is killed (-9) in the

@@ -113,18 +113,18 @@ pub struct StackOpts {
     /// The fallback processor's fee, a decimal fraction (e.g. 0.10); wins over --profile.
     #[arg(long)]
     pub fallback_fee: Option<Fee>,
-    /// How rinha-lb reaches the backends: `relay` (it copies every byte) or `handoff` (it
-    /// passes each client's socket to a backend: `LB_MODE=handoff`, and each backend also
-    /// listens on `backend-<n>.handoff.sock`).
-    #[arg(long, value_enum, default_value_t = LbMode::Relay)]
+    /// How rinha-lb reaches the backends: `handoff` (it passes each client's socket to a
+    /// backend: `LB_MODE=handoff`, and each backend also listens on `backend-<n>.handoff.sock`;
+    /// what docker-compose.yml ships) or `relay` (it copies every byte).
+    #[arg(long, value_enum, default_value_t = LbMode::Handoff)]
     pub lb_mode: LbMode,
 }
 
 /// rinha-lb's `LB_MODE` in the local stack.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum LbMode {
-    #[default]
     Relay,
+    #[default]
     Handoff,
 }
 

@@ -237,9 +237,8 @@ impl Lb {
     }
 
     pub fn signal(&self, signal: i32) {
-        // SAFETY: kill(2) on our own child's pid.
-        let rc = unsafe { libc::kill(self.pid() as i32, signal) };
-        assert_eq!(rc, 0, "kill rinha-lb");
+        let sent = rinha_sys::signals::send(self.pid(), signal);
+        assert!(sent.is_ok(), "kill rinha-lb");
     }
 }
 

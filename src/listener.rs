@@ -1,7 +1,7 @@
 //! Where connections are accepted. TCP: every core binds its own listener on the same
 //! address with `SO_REUSEPORT` (`rinha_sys::listener`), so the kernel spreads connections
-//! over the cores. Unix
-//! socket: one socket bound once, each core accepting on its own duplicate of it.
+//! over the cores. Unix socket: one socket bound once, each core accepting on its own
+//! duplicate of it.
 //!
 //! monoio 0.2.4 turns on `SO_REUSEPORT` for unix sockets, which kernels >= 6.13 refuse
 //! (EOPNOTSUPP), and under epoll its unix accept blocks the thread; so the unix socket is

@@ -2,9 +2,9 @@
 //!
 //! Each worker accepts on its own `SO_REUSEPORT` listener (bound on the main thread, so the
 //! start log can name the real port), hands every client to a task that connects a backend
-//! and relays, and counts it against the cap shared by all workers (`rinha_sys::cap`). On shutdown the worker
-//! closes its listener, waits up to the grace for its open connections, then returns (which
-//! drops, and so closes, whatever is still open).
+//! and relays, and counts it against the cap shared by all workers (`rinha_sys::cap`). On
+//! shutdown the worker closes its listener, waits up to the grace for its open connections,
+//! then returns (which drops, and so closes, whatever is still open).
 
 use std::cell::Cell;
 use std::io;

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
+use rinha_sys::driver::IoDriver;
 use rinha_sys::uring::Taskrun;
 
 use crate::journal::SyncMode;
@@ -47,17 +48,6 @@ impl std::fmt::Display for Endpoint {
             Endpoint::Tcp(a) => f.write_str(a),
         }
     }
-}
-
-/// Which io driver the runtimes use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum IoDriver {
-    /// io_uring, failing at start if it is unavailable.
-    Uring,
-    /// epoll (monoio's legacy driver).
-    Epoll,
-    /// io_uring when the kernel allows it, else epoll (the log says which).
-    Auto,
 }
 
 /// How answers are written on io_uring (on epoll the runtime's write is already a `send(2)`

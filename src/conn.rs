@@ -23,13 +23,13 @@ use std::time::{Duration, Instant};
 
 use monoio::buf::{IoBuf, IoBufMut};
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
+use rinha_sys::cap::Slot;
 use rinha_sys::send::send_now;
 
 use crate::config::ResponseSend;
 use crate::core::Core;
 use crate::http::request::{self, Parsed, Reject, MAX_BODY, MAX_HEADER_BYTES};
 use crate::http::response::{self, status, Connection};
-use crate::limits::Slot;
 use crate::service;
 
 /// Read buffer size: one whole largest request fits.

@@ -20,12 +20,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use monoio::net::{TcpStream, UnixStream};
+use rinha_sys::cap::{ConnectionCap, Slot};
 use rinha_sys::handoff::{self, Received, StreamKind, ACCEPTED, REFUSED};
 use rinha_sys::send::send_now;
 
 use crate::conn;
 use crate::core::Core;
-use crate::limits::{ConnectionCap, Slot};
 use crate::listener::{Accepted, CoreListener, Prepared};
 
 /// How long a hand-over connection may take to deliver its descriptor (the lb sends it at

@@ -6,7 +6,6 @@
 //! - [`listener`]: where connections are accepted (TCP with SO_REUSEPORT, or a unix socket).
 //! - [`conn`]: one connection: read, answer every pipelined request, write.
 //! - [`handoff`]: connections `rinha-lb` hands over (`HANDOFF_LISTEN`), dealt to the cores.
-//! - [`limits`]: the process-wide connection cap.
 //! - [`http`]: request framing, answers, and the small client for processors and peers.
 //! - [`service`]: what each request means; `POST /payments` is the hot path.
 //! - [`payment`]: the payment body and exact decimal -> cents.
@@ -18,7 +17,7 @@
 //! - [`processor`]: the processors as a core sees them: client and circuit breaker.
 //! - [`store`]: the per-core shard of processed payments and the in-flight rule.
 //! - [`router`]: summaries and purges across shards and peers.
-//! - [`time`]: timestamps; [`shutdown`]: signals.
+//! - [`time`]: the timestamps, as text and as microseconds.
 //! - [`journal`]: the per-core append-only journal (durability, replay, compaction);
 //!   [`durable`]: how a core uses it (when a record is on file; group commit in batch mode).
 //!
@@ -34,7 +33,6 @@ pub mod handoff;
 pub mod http;
 pub mod ids;
 pub mod journal;
-pub mod limits;
 pub mod listener;
 pub mod lookup;
 pub mod payment;
@@ -44,7 +42,6 @@ pub mod route;
 pub mod router;
 pub mod runtime;
 pub mod service;
-pub mod shutdown;
 pub mod store;
 pub mod time;
 pub mod worker;

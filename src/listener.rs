@@ -1,6 +1,7 @@
 //! Where connections are accepted. TCP: every core binds its own listener on the same
-//! address with `SO_REUSEPORT`, so the kernel spreads connections over the cores. Unix
-//! socket: one socket bound once, each core accepting on its own duplicate of it.
+//! address with `SO_REUSEPORT` (`rinha_sys::listener`), so the kernel spreads connections
+//! over the cores. Unix socket: one socket bound once, each core accepting on its own
+//! duplicate of it.
 //!
 //! monoio 0.2.4 turns on `SO_REUSEPORT` for unix sockets, which kernels >= 6.13 refuse
 //! (EOPNOTSUPP), and under epoll its unix accept blocks the thread; so the unix socket is
@@ -12,7 +13,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use monoio::net::{ListenerOpts, TcpListener, TcpStream, UnixListener, UnixStream};
+use monoio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 
 use crate::config::Endpoint;
 
@@ -59,15 +60,9 @@ impl Prepared {
     /// Builds this core's listener (call inside the core's runtime).
     pub fn for_core(&self) -> io::Result<CoreListener> {
         match self {
-            Prepared::Tcp(addr) => {
-                let opts = ListenerOpts::new()
-                    .reuse_port(true)
-                    .reuse_addr(true)
-                    .backlog(4096);
-                Ok(CoreListener::Tcp(TcpListener::bind_with_config(
-                    addr, &opts,
-                )?))
-            }
+            Prepared::Tcp(addr) => Ok(CoreListener::Tcp(TcpListener::from_std(
+                rinha_sys::listener::bind_reuseport(*addr)?,
+            )?)),
             Prepared::Unix(l, _) => Ok(CoreListener::Unix(UnixListener::from_std(l.try_clone()?)?)),
         }
     }

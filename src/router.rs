@@ -12,9 +12,9 @@
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use rinha_sys::uring::Taskrun;
+use rinha_sys::driver::Driver;
 
-use crate::config::{Endpoint, IoDriver};
+use crate::config::Endpoint;
 use crate::core::Core;
 use crate::http::client::{exchange, ExchangeError};
 use crate::payment::write_amount;
@@ -116,8 +116,7 @@ pub fn spawn(
     shards: Vec<flume::Sender<ShardCmd>>,
     peers: Vec<Endpoint>,
     peer_timeout: Duration,
-    driver: IoDriver,
-    taskrun: Taskrun,
+    driver: Driver,
     purge_token: Option<String>,
 ) -> std::io::Result<RouterHandle> {
     // The peers check the same token on their internal purge (it is reachable through the
@@ -138,13 +137,13 @@ pub fn spawn(
                 peer_timeout,
                 purge_request,
             });
-            let run = move || async move {
+            let run = async move {
                 while let Ok(cmd) = rx.recv_async().await {
                     let ctx = ctx.clone();
                     monoio::spawn(async move { ctx.handle(cmd).await });
                 }
             };
-            if let Err(e) = crate::runtime::block_on(driver, taskrun, run) {
+            if let Err(e) = driver.block_on(run) {
                 tracing::error!(error = %e, "router runtime failed");
             }
         })?;

@@ -2,82 +2,41 @@
 //! its share of connections, draining its own queue and owning its own shard, plus the
 //! router thread. This is where the driver is chosen and the start log line is written.
 //!
-//! Driver choice (`IO_DRIVER`): `uring` requires io_uring; `epoll` uses monoio's legacy
-//! driver; `auto` tries to build an io_uring runtime and falls back to epoll when that
-//! fails for any reason (no io_uring, EPERM under seccomp, memlock limits on old kernels:
-//! monoio's own `FusionDriver` only covers the first two).
+//! Driver choice (`IO_DRIVER`, `rinha_sys::driver`): made once on the main thread, before any
+//! runtime starts; `auto` builds an io_uring ring and falls back to epoll when that fails for
+//! any reason (no io_uring, EPERM under seccomp, memlock limits on old kernels).
 
-use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use monoio::{IoUringDriver, LegacyDriver, RuntimeBuilder};
-use rinha_sys::uring::Taskrun;
+use rinha_sys::cap::ConnectionCap;
+use rinha_sys::driver::{Driver, DriverError, RingSize};
+use rinha_sys::signals::Signals;
 
-use crate::config::{Config, Endpoint, IoDriver};
+use crate::config::{Config, Endpoint};
 use crate::core::Core;
 use crate::durable::{self, Durable};
 use crate::handoff::CoreHandoff;
 use crate::journal::Journal;
-use crate::limits::ConnectionCap;
 use crate::listener::{Accepted, Prepared};
 use crate::processor::resolve::Resolver;
 use crate::router::{self, RouterHandle, ShardCmd};
-use crate::{conn, shutdown, worker};
+use crate::{conn, worker};
 
-/// io_uring submission queue size per runtime: the most operations pushed between two
-/// `io_uring_enter` calls before monoio submits early (a full queue is flushed, never an
-/// error). Each entry is 64 bytes of ring memory mapped into the process and touched as
-/// the ring turns, so it is resident: 4,096 entries cost each backend ~1.2 MiB more RSS than
-/// epoll (three rings: two cores and the router), 256 (monoio's minimum) cost ~0.1 MiB.
-const RING_ENTRIES: u32 = 256;
-/// io_uring completion queue size per runtime (16 bytes each). Completions past it wait in
-/// the kernel's overflow list until the next reap (slower, never lost: `IORING_FEAT_NODROP`,
-/// Linux 5.5), so it is sized for a burst of the senders and a few hundred connections
-/// completing in one wait.
-const COMPLETION_ENTRIES: u32 = 1024;
-
-/// Runs `make()` to completion on a fresh runtime of the chosen driver, on this thread. A
-/// task-work mode the kernel refuses falls back to the default one
-/// ([`Taskrun::build_or_default`]).
-pub fn block_on<F, Fut>(driver: IoDriver, taskrun: Taskrun, make: F) -> io::Result<Fut::Output>
-where
-    F: FnOnce() -> Fut,
-    Fut: Future,
-{
-    let ring = |taskrun: Taskrun| {
-        let mut ring = io_uring::IoUring::builder();
-        ring.setup_cqsize(COMPLETION_ENTRIES);
-        taskrun.apply(&mut ring);
-        RuntimeBuilder::<IoUringDriver>::new()
-            .with_entries(RING_ENTRIES)
-            .uring_builder(ring)
-            .enable_timer()
-            .build()
-    };
-    let uring = || {
-        let (rt, used) = taskrun.build_or_default(ring)?;
-        if used != taskrun {
-            tracing::debug!(?taskrun, "task-work mode refused; using the default");
-        }
-        Ok::<_, io::Error>(rt)
-    };
-    let legacy = || RuntimeBuilder::<LegacyDriver>::new().enable_timer().build();
-    match driver {
-        IoDriver::Uring => Ok(uring()?.block_on(make())),
-        IoDriver::Epoll => Ok(legacy()?.block_on(make())),
-        IoDriver::Auto => match uring() {
-            Ok(mut rt) => Ok(rt.block_on(make())),
-            Err(e) => {
-                tracing::debug!(error = %e, "io_uring unavailable; using epoll");
-                Ok(legacy()?.block_on(make()))
-            }
-        },
-    }
-}
+/// The io_uring rings of the cores and the router thread. Submission queue: each entry is
+/// 64 bytes of ring memory mapped into the process and touched as the ring turns, so it is
+/// resident: 4,096 entries cost each backend ~1.2 MiB more RSS than epoll (three rings: two
+/// cores and the router), 256 (monoio's minimum) cost ~0.1 MiB. Completion queue (16 bytes
+/// each): completions past it wait in the kernel's overflow list until the next reap (slower,
+/// never lost: `IORING_FEAT_NODROP`, Linux 5.5), so it is sized for a burst of the senders and
+/// a few hundred connections completing in one wait.
+const RING: RingSize = RingSize {
+    entries: 256,
+    completions: Some(1024),
+};
 
 /// What a core reports once it listens.
 #[derive(Debug)]
@@ -97,6 +56,8 @@ pub enum StartError {
     Core(usize, String),
     #[error("journal: {0}")]
     Journal(#[from] crate::journal::JournalError),
+    #[error(transparent)]
+    Driver(#[from] DriverError),
 }
 
 /// Starts everything, serves until SIGTERM/SIGINT, drains, and returns how many payments
@@ -104,7 +65,8 @@ pub enum StartError {
 pub fn run(config: Config) -> Result<usize, StartError> {
     let config = Arc::new(config);
     // Before any thread exists, so every thread inherits the mask and only `wait` sees them.
-    let signals = shutdown::Signals::block();
+    let signals = Signals::block();
+    let driver = Driver::choose(config.io_driver, config.uring_taskrun, RING)?;
     reserve_descriptors(&config);
     let resolved = [
         resolve_logged(&config.resolver, "default", &config.default_url),
@@ -149,8 +111,7 @@ pub fn run(config: Config) -> Result<usize, StartError> {
         shard_txs,
         config.peers.clone(),
         config.peer_timeout,
-        config.io_driver,
-        config.uring_taskrun,
+        driver,
         config.purge_token.clone(),
     )
     .map_err(StartError::Thread)?;
@@ -168,15 +129,11 @@ pub fn run(config: Config) -> Result<usize, StartError> {
         let handle = std::thread::Builder::new()
             .name(format!("rinha-core-{id}"))
             .spawn(move || {
-                let (driver, taskrun) = (config.io_driver, config.uring_taskrun);
                 let ready_err = ready_tx.clone();
-                let run = move || {
-                    core_main(
-                        id, config, resolved, source, router, shard_rx, stop_rx, ready_tx, cap,
-                        handoff,
-                    )
-                };
-                match block_on(driver, taskrun, run) {
+                let run = core_main(
+                    id, config, resolved, source, router, shard_rx, stop_rx, ready_tx, cap, handoff,
+                );
+                match driver.block_on(run) {
                     Ok(left) => left,
                     Err(e) => {
                         let _ = ready_err.send(Err(e.to_string()));
@@ -353,36 +310,4 @@ async fn core_main(
         }
     }
     core.pending()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Every driver and task-work mode runs io on the driver it names: `epoll` always the
-    /// legacy one, `uring` never, `auto` io_uring wherever the kernel has it.
-    #[test]
-    fn every_driver_and_taskrun_mode_runs_io() {
-        let uring_here = monoio::utils::detect_uring();
-        for taskrun in [Taskrun::Default, Taskrun::Coop, Taskrun::Defer] {
-            for driver in [IoDriver::Epoll, IoDriver::Auto, IoDriver::Uring] {
-                if driver == IoDriver::Uring && !uring_here {
-                    continue;
-                }
-                let (legacy, echoed) = block_on(driver, taskrun, || async {
-                    use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
-                    let (mut a, mut b) = monoio::net::UnixStream::pair().unwrap();
-                    let (written, _) = a.write_all(b"ping".to_vec()).await;
-                    written.unwrap();
-                    let (read, buf) = b.read(Vec::with_capacity(8)).await;
-                    read.unwrap();
-                    (monoio::utils::is_legacy(), buf)
-                })
-                .unwrap();
-                assert_eq!(echoed, b"ping", "{driver:?} {taskrun:?}");
-                let expect_legacy = driver == IoDriver::Epoll || !uring_here;
-                assert_eq!(legacy, expect_legacy, "{driver:?} {taskrun:?}");
-            }
-        }
-    }
 }

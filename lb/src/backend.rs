@@ -226,10 +226,9 @@ mod tests {
             BackendAddr::Unix(live.clone()),
         ];
         let set = BackendSet::new(&addrs, 0, Duration::from_millis(200));
-        let connected = crate::runtime::block_on(crate::runtime::Driver::Epoll, async {
-            set.connect().await.is_some()
-        })
-        .unwrap();
+        let connected = rinha_sys::driver::Driver::Epoll
+            .block_on(async { set.connect().await.is_some() })
+            .unwrap();
         assert!(connected);
         assert!(listener.accept().is_ok());
         assert!(

@@ -8,6 +8,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use rinha_sys::driver::IoDriver;
 use rinha_sys::uring::Taskrun;
 
 /// Where a backend listens.
@@ -76,17 +77,6 @@ fn resolve(text: &str) -> Result<SocketAddr, AddrError> {
 
 fn parse_listen(text: &str) -> Result<SocketAddr, AddrError> {
     resolve(text.trim())
-}
-
-/// Which I/O driver to run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum IoDriver {
-    /// io_uring, or an error if the kernel refuses it.
-    Uring,
-    /// epoll (monoio's legacy driver).
-    Epoll,
-    /// io_uring when available, else epoll (the log says which).
-    Auto,
 }
 
 /// How a client reaches its backend.

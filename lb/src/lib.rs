@@ -2,14 +2,15 @@
 //!
 //! Layout:
 //! - [`config`]: the one configuration struct (flags and env vars), validated once at start.
-//! - [`runtime`]: which I/O driver runs (io_uring or epoll) and process-wide setup.
-//! - [`server`]: one accept loop per worker runtime, the connection cap and graceful shutdown.
+//! - [`runtime`]: the process: the driver, the worker threads, the signal thread.
+//! - [`server`]: one accept loop per worker runtime and its graceful shutdown.
 //! - [`backend`]: the backend set of a worker: round-robin, down marks with backoff.
 //! - [`relay`]: the copy loops that move bytes both ways without parsing them (the hot path).
 //! - [`handoff`]: hand-over mode, the client's socket passed to a backend instead of relayed.
 //!
 //! Each worker owns its runtime, listener (`SO_REUSEPORT`) and backend set; the only state
-//! shared between workers is the open-connection count behind the cap.
+//! shared between workers is the open-connection count behind the cap. What the backend
+//! runs the same way (driver choice, listeners, cap, signals) lives in `rinha_sys`.
 
 pub mod backend;
 pub mod config;

@@ -1,150 +1,127 @@
-//! Which I/O driver runs, and the process-wide setup the workers need.
-//!
-//! io_uring is probed once on the main thread by building a real ring (the probe monoio's
-//! `FusionDriver` does is not enough: creating the ring can still fail afterwards, e.g. on
-//! memlock limits of kernels < 5.12), so every worker then builds the driver the start log named.
+//! The process: the driver chosen once (`rinha_sys::driver`), the descriptor table and the
+//! signal mask set up while the main thread is alone, one thread per worker runtime on its
+//! own `SO_REUSEPORT` listener, and a signal thread that ends them on SIGTERM/SIGINT.
 
-use std::fmt;
-use std::future::Future;
 use std::io;
+use std::sync::Arc;
 
-use monoio::{IoUringDriver, LegacyDriver, RuntimeBuilder};
+use rinha_sys::cap::ConnectionCap;
+use rinha_sys::driver::{Driver, DriverError, RingSize};
+use rinha_sys::signals::Signals;
 
-use rinha_sys::uring::Taskrun;
+use crate::config::{AddrError, Config, Mode};
+use crate::server;
 
-use crate::config::IoDriver;
-
-/// io_uring submission queue entries per worker. Each open connection has at most two
-/// operations in flight (one read per direction); the kernel queues completions past this.
-const RING_ENTRIES: u32 = 1024;
-
-/// The driver the workers run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Driver {
-    /// io_uring, with the task-work mode the kernel accepted.
-    IoUring(Taskrun),
-    Epoll,
-}
-
-impl fmt::Display for Driver {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Driver::IoUring(_) => "io_uring",
-            Driver::Epoll => "epoll",
-        })
-    }
-}
-
-/// Why no runtime could be started.
-#[derive(Debug, thiserror::Error)]
-pub enum RuntimeError {
-    #[error("IO_DRIVER=uring, but io_uring is not available here: {0}")]
-    UringUnavailable(io::Error),
-    #[error("could not build the {driver} runtime: {source}")]
-    Build { driver: Driver, source: io::Error },
-}
-
-/// Resolves the requested driver to the one that will run. A task-work mode the kernel
-/// refuses falls back to the default one ([`Taskrun::build_or_default`]).
-pub fn choose(requested: IoDriver, taskrun: Taskrun) -> Result<Driver, RuntimeError> {
-    let uring = || {
-        taskrun
-            .build_or_default(probe_uring)
-            .map(|((), used)| Driver::IoUring(used))
-    };
-    match requested {
-        IoDriver::Epoll => Ok(Driver::Epoll),
-        IoDriver::Uring => uring().map_err(RuntimeError::UringUnavailable),
-        IoDriver::Auto if monoio::utils::detect_uring() => Ok(uring().unwrap_or(Driver::Epoll)),
-        IoDriver::Auto => Ok(Driver::Epoll),
-    }
-}
-
-fn probe_uring(taskrun: Taskrun) -> io::Result<()> {
-    uring_runtime(taskrun).build().map(drop)
-}
-
-/// The io_uring runtime builder for `taskrun`.
+/// io_uring rings per worker. Each open connection has at most two operations in flight (one
+/// read per direction); the kernel queues completions past this.
 ///
-/// Why `defer` is the default: in the default mode `perf` put ~4 % of the lb's samples in
-/// `get_signal`, the kernel interrupting the thread to run completion work; `defer` runs that
-/// work inside the wait the worker makes anyway, with no interruption. In interleaved
-/// `rinha-bench lbs` runs the three modes measured within noise of each other (4.4-4.6
-/// CPU-s per 100k requests, docs/benchmarks.md), so the choice rests on the mechanism.
-fn uring_runtime(taskrun: Taskrun) -> RuntimeBuilder<IoUringDriver> {
-    let mut ring = io_uring::IoUring::builder();
-    taskrun.apply(&mut ring);
-    RuntimeBuilder::<IoUringDriver>::new()
-        .with_entries(RING_ENTRIES)
-        .uring_builder(ring)
+/// Why `defer` is the default task-work mode (`URING_TASKRUN`): in the default mode `perf`
+/// put ~4 % of the lb's samples in `get_signal`, the kernel interrupting the thread to run
+/// completion work; `defer` runs that work inside the wait the worker makes anyway, with no
+/// interruption. In interleaved `rinha-bench lbs` runs the three modes measured within noise
+/// of each other (4.4-4.6 CPU-s per 100k requests, docs/benchmarks.md), so the choice rests
+/// on the mechanism.
+const RING: RingSize = RingSize {
+    entries: 1024,
+    completions: None,
+};
+
+/// Why the load balancer could not start or keep running.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// No runtime of the requested driver.
+    #[error(transparent)]
+    Driver(#[from] DriverError),
+    /// A `BACKENDS` or `HANDOFF_BACKENDS` entry that cannot be used in this mode.
+    #[error(transparent)]
+    Backends(#[from] AddrError),
+    /// The descriptor table, the listeners or a thread.
+    #[error(transparent)]
+    Io(#[from] io::Error),
+    /// A worker thread panicked.
+    #[error("a worker panicked")]
+    WorkerPanicked,
 }
 
-/// Builds a runtime with `driver` (timers on) on the calling thread and runs `future` to the end.
-pub fn block_on<F: Future>(driver: Driver, future: F) -> Result<F::Output, RuntimeError> {
-    let build_error = |source| RuntimeError::Build { driver, source };
-    match driver {
-        Driver::IoUring(taskrun) => {
-            let mut rt = uring_runtime(taskrun)
-                .enable_timer()
-                .build()
-                .map_err(build_error)?;
-            Ok(rt.block_on(future))
+/// Starts the workers, serves until SIGTERM/SIGINT, and returns once every worker has drained.
+pub fn run(config: Arc<Config>) -> Result<(), StartError> {
+    let driver = Driver::choose(config.io_driver, config.uring_taskrun, RING)?;
+    let targets = config.targets()?;
+    let needed = u64::from(config.max_connections) * 2 + 64;
+    // While this is the only thread (rinha_sys::fds: growing the table later stalls every worker).
+    let fd_limit = rinha_sys::fds::prepare(needed)?;
+    if fd_limit < needed {
+        tracing::warn!(fd_limit, max_connections = config.max_connections, "open-files limit is below what MAX_CONNECTIONS needs; accepts will fail with EMFILE first");
+    }
+    // Before any thread exists, so every worker inherits the mask and only sigwait sees them.
+    let signals = Signals::block();
+    let workers = usize::from(config.workers);
+    let (listeners, listen) = rinha_sys::listener::bind_reuseport_all(config.listen, workers)?;
+    tracing::info!(
+        "rinha-lb started version={} driver={} workers={} listen={} backends={} mode={}",
+        env!("CARGO_PKG_VERSION"),
+        driver,
+        workers,
+        listen,
+        config.backends_display(),
+        match config.lb_mode {
+            Mode::Relay => "relay".to_owned(),
+            Mode::Handoff => format!(
+                "handoff:{}",
+                targets
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
         }
-        Driver::Epoll => {
-            let mut rt = RuntimeBuilder::<LegacyDriver>::new()
-                .enable_timer()
-                .build()
-                .map_err(build_error)?;
-            Ok(rt.block_on(future))
+    );
+
+    if let Driver::IoUring { taskrun, .. } = driver {
+        tracing::info!(?taskrun, "io_uring task-work mode");
+    }
+    let cap = ConnectionCap::new(config.max_connections as usize);
+    let (stop_tx, stop_rx) = flume::bounded::<()>(1);
+    let mut threads = Vec::with_capacity(workers);
+    for (index, listener) in listeners.into_iter().enumerate() {
+        let (config, cap, stop) = (config.clone(), cap.clone(), stop_rx.clone());
+        let thread = std::thread::Builder::new()
+            .name(format!("lb-worker-{index}"))
+            .spawn(move || {
+                let result =
+                    driver.block_on(server::run_worker(index, listener, config, cap, stop));
+                // A worker that cannot run leaves the port half-served: stop the whole process
+                // rather than wait for a signal that a supervisor has no reason to send.
+                let error = match result {
+                    Ok(Ok(())) => return,
+                    Ok(Err(error)) => error.to_string(),
+                    Err(error) => error.to_string(),
+                };
+                tracing::error!(worker = index, "rinha-lb failed: {error}");
+                std::process::exit(1);
+            })?;
+        threads.push(thread);
+    }
+    drop(stop_rx);
+
+    // The signal waiter ends the workers by dropping the only sender.
+    std::thread::Builder::new()
+        .name("lb-signals".into())
+        .spawn(move || {
+            let signal = signals.wait();
+            tracing::info!(
+                signal,
+                grace_ms = config.shutdown_grace_ms,
+                "rinha-lb stopping: no new clients, open connections may finish"
+            );
+            drop(stop_tx);
+        })?;
+
+    for thread in threads {
+        if thread.join().is_err() {
+            return Err(StartError::WorkerPanicked);
         }
     }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn epoll_is_always_available() {
-        assert_eq!(
-            choose(IoDriver::Epoll, Taskrun::Defer).unwrap(),
-            Driver::Epoll
-        );
-        let ran = block_on(Driver::Epoll, async { monoio::utils::is_legacy() }).unwrap();
-        assert!(ran, "the epoll runtime must run monoio's legacy driver");
-    }
-
-    #[test]
-    fn auto_names_the_driver_that_runs() {
-        let driver = choose(IoDriver::Auto, Taskrun::Defer).unwrap();
-        let legacy = block_on(driver, async { monoio::utils::is_legacy() }).unwrap();
-        assert_eq!(legacy, driver == Driver::Epoll);
-    }
-}
-
-#[cfg(test)]
-mod uring_tests {
-    use super::*;
-
-    #[test]
-    fn every_taskrun_mode_runs_io() {
-        if !monoio::utils::detect_uring() {
-            return; // nothing to check on a kernel without io_uring
-        }
-        for taskrun in [Taskrun::Default, Taskrun::Coop, Taskrun::Defer] {
-            let Ok(driver) = choose(IoDriver::Uring, taskrun) else {
-                continue;
-            };
-            let echoed = block_on(driver, async {
-                use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
-                let (mut a, mut b) = monoio::net::UnixStream::pair().unwrap();
-                let (written, _) = a.write_all(b"ping".to_vec()).await;
-                written.unwrap();
-                let (read, buf) = b.read(Vec::with_capacity(8)).await;
-                (read.unwrap(), buf)
-            })
-            .unwrap();
-            assert_eq!(echoed, (4, b"ping".to_vec()), "{driver:?}");
-        }
-    }
+    tracing::info!("rinha-lb stopped");
+    Ok(())
 }

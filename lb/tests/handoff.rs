@@ -34,18 +34,7 @@ fn fd_test_connections() -> usize {
         .unwrap_or(HANDOVER_FD_TEST_CONNECTIONS)
 }
 
-macro_rules! under_both_drivers {
-    ($($scenario:ident),* $(,)?) => {
-        mod uring {
-            $( #[test] fn $scenario() { super::$scenario("uring") } )*
-        }
-        mod epoll {
-            $( #[test] fn $scenario() { super::$scenario("epoll") } )*
-        }
-    };
-}
-
-under_both_drivers!(
+both_drivers!(
     start_line_names_the_mode,
     clients_alternate_and_the_lb_keeps_nothing,
     a_refusing_or_missing_backend_gets_no_client,
@@ -328,24 +317,10 @@ fn a_killed_backend_takes_only_its_own_connections(driver: &str) {
     let mut b1 = HandoffBackend::start(&paths[0], 1, Policy::Take);
     let b2 = HandoffBackend::start(&paths[1], 2, Policy::Take);
     let lb = handoff_lb(driver, &paths, &[]);
-    let mut clients: Vec<(u8, TcpStream)> = (0..10)
-        .map(|_| {
-            let mut client = lb.connect();
-            (greeting(&mut client), client)
-        })
-        .collect();
+    let mut clients = greeted_clients(&lb, 10);
     assert!(wait_until(Duration::from_secs(2), || b1.open_connections() == 5));
     b1.kill();
-    for (id, client) in &mut clients {
-        if *id == 1 {
-            assert!(
-                is_closed(client),
-                "a client of the dead backend stayed open"
-            );
-        } else {
-            assert_eq!(echo(client, b"still here"), b"still here");
-        }
-    }
+    assert_only_its_clients_closed(&mut clients, 1);
     // Clients reconnect, and every new one goes to the survivor.
     for _ in 0..6 {
         let mut client = lb.connect();
@@ -421,31 +396,15 @@ fn descriptors_return_to_baseline_after_many_hand_overs(driver: &str) {
     let mut warm = lb.connect();
     assert!(is_closed(&mut warm));
     let baseline = lb.fd_count();
-    let addr = lb.addr;
     let threads = 4;
     let count = fd_test_connections() / threads * threads;
     let started = Instant::now();
-    let workers: Vec<_> = (0..threads)
-        .map(|_| {
-            std::thread::spawn(move || {
-                for _ in 0..count / threads {
-                    let mut client = connect(addr);
-                    // The backend took it and closed it: EOF, never a hang.
-                    assert!(is_closed(&mut client));
-                }
-            })
-        })
-        .collect();
-    for worker in workers {
-        worker.join().unwrap();
-    }
+    // The backend took each and closed it: EOF, never a hang.
+    churn(lb.addr, threads, count / threads, |client, _, _| {
+        assert!(is_closed(client));
+    });
     let elapsed = started.elapsed();
     assert_eq!(b1.taken() + b2.taken(), count as u64 + 1);
-    let settled = wait_until(Duration::from_secs(5), || lb.fd_count() <= baseline);
-    assert!(
-        settled,
-        "fds after {count} hand-overs: {} (baseline {baseline})",
-        lb.fd_count()
-    );
+    assert_fds_back(&lb, baseline, &format!("{count} hand-overs"));
     eprintln!("{count} hand-overs in {elapsed:?}; fds back to {baseline}");
 }

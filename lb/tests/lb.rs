@@ -10,19 +10,7 @@ use std::time::{Duration, Instant};
 
 use support::*;
 
-/// Generates one `#[test]` per driver for each scenario function.
-macro_rules! under_both_drivers {
-    ($($scenario:ident),* $(,)?) => {
-        mod uring {
-            $( #[test] fn $scenario() { super::$scenario("uring") } )*
-        }
-        mod epoll {
-            $( #[test] fn $scenario() { super::$scenario("epoll") } )*
-        }
-    };
-}
-
-under_both_drivers!(
+both_drivers!(
     start_line_names_the_driver,
     round_robin_spreads_connections,
     killed_backend_clients_move_and_restart_is_used,
@@ -86,26 +74,11 @@ fn killed_backend_clients_move_and_restart_is_used(driver: &str) {
     let dir = TempDir::new("kill");
     let (mut b1, b2) = two_backends(&dir);
     let lb = Lb::start(driver, &[&b1.path, &b2.path], &[]);
-    let mut clients: Vec<_> = (0..10)
-        .map(|_| {
-            let mut client = lb.connect();
-            let id = greeting(&mut client);
-            (id, client)
-        })
-        .collect();
+    let mut clients = greeted_clients(&lb, 10);
     assert_eq!(clients.iter().filter(|(id, _)| *id == 1).count(), 5);
 
     b1.kill();
-    for (id, client) in &mut clients {
-        if *id == 1 {
-            assert!(
-                is_closed(client),
-                "clients of the killed backend are closed"
-            );
-        } else {
-            assert_eq!(echo(client, b"still here"), b"still here");
-        }
-    }
+    assert_only_its_clients_closed(&mut clients, 1);
     // The clients reconnect: every one is served by the surviving backend.
     for _ in 0..20 {
         let mut client = lb.connect();
@@ -239,43 +212,32 @@ fn fds_return_to_baseline(driver: &str) {
         == 0));
     let baseline = lb.fd_count();
 
-    let addr = lb.addr;
     let threads = 4;
     let started = Instant::now();
-    let workers: Vec<_> = (0..threads)
-        .map(|t| {
-            std::thread::spawn(move || {
-                for n in 0..FD_TEST_CONNECTIONS / threads {
-                    let mut client = connect(addr);
-                    match (n + t) % 4 {
-                        // A full exchange, then close.
-                        0 | 1 => {
-                            greeting(&mut client);
-                            assert_eq!(echo(&mut client, b"x"), b"x");
-                        }
-                        // Half-close and read to the end.
-                        2 => {
-                            client.shutdown(Shutdown::Write).unwrap();
-                            let mut rest = Vec::new();
-                            client.read_to_end(&mut rest).unwrap();
-                        }
-                        // Gone before reading anything (the lb sees a reset or EOF).
-                        _ => client.write_all(b"bye").unwrap(),
-                    }
+    churn(
+        lb.addr,
+        threads,
+        FD_TEST_CONNECTIONS / threads,
+        |client, n, t| {
+            match (n + t) % 4 {
+                // A full exchange, then close.
+                0 | 1 => {
+                    greeting(client);
+                    assert_eq!(echo(client, b"x"), b"x");
                 }
-            })
-        })
-        .collect();
-    for worker in workers {
-        worker.join().unwrap();
-    }
-    let elapsed = started.elapsed();
-    let settled = wait_until(Duration::from_secs(5), || lb.fd_count() <= baseline);
-    assert!(
-        settled,
-        "fds after {FD_TEST_CONNECTIONS} connections: {} (baseline {baseline})",
-        lb.fd_count()
+                // Half-close and read to the end.
+                2 => {
+                    client.shutdown(Shutdown::Write).unwrap();
+                    let mut rest = Vec::new();
+                    client.read_to_end(&mut rest).unwrap();
+                }
+                // Gone before reading anything (the lb sees a reset or EOF).
+                _ => client.write_all(b"bye").unwrap(),
+            }
+        },
     );
+    let elapsed = started.elapsed();
+    assert_fds_back(&lb, baseline, &format!("{FD_TEST_CONNECTIONS} connections"));
     eprintln!("{FD_TEST_CONNECTIONS} connections in {elapsed:?}; fds back to {baseline}");
 }
 
@@ -340,16 +302,7 @@ fn sigterm_lets_open_connections_finish(driver: &str) {
     assert_eq!(echo(&mut open, b"finishing"), b"finishing");
     let closed_at = Instant::now();
     drop(open);
-    let status = loop {
-        if let Some(status) = lb.child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            closed_at.elapsed() < Duration::from_secs(3),
-            "exits once drained"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    };
+    let status = lb.exit_status_within(closed_at, Duration::from_secs(3), "exits once drained");
     assert!(status.success(), "exit 0 after SIGTERM: {status:?}");
     assert!(lb.wait_for_log("rinha-lb stopped", Duration::from_secs(1)));
 }
@@ -366,16 +319,7 @@ fn sigterm_grace_is_bounded(driver: &str) {
     greeting(&mut idle);
     let signalled = Instant::now();
     lb.signal(libc::SIGTERM);
-    let status = loop {
-        if let Some(status) = lb.child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            signalled.elapsed() < Duration::from_secs(3),
-            "the grace is a bound"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    };
+    let status = lb.exit_status_within(signalled, Duration::from_secs(3), "the grace is a bound");
     assert!(status.success(), "{status:?}");
     assert!(signalled.elapsed() >= Duration::from_millis(300));
     assert!(

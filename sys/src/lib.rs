@@ -1,13 +1,23 @@
-//! The few raw system calls the servers of this workspace (`rinha`, `rinha-lb`,
-//! `rinha-bench`) share, each behind a safe function:
+//! What the servers of this workspace (`rinha`, `rinha-lb`, and for [`fds`] `rinha-bench`)
+//! share below their own logic: the few raw system calls, each behind a safe function, and
+//! the server plumbing both binaries run the same way. Every `unsafe` of the servers is here.
 //! - [`fds`]: the open-files limit and the descriptor table, set up before threads start;
 //! - [`send`]: one non-blocking `send(2)`, for answers that should leave before the
 //!   runtime's next batch;
 //! - [`handoff`]: passing an accepted connection to another process (`SCM_RIGHTS`), the
 //!   load balancer's hand-over mode;
-//! - [`uring`]: how an io_uring ring runs its completion work (`URING_TASKRUN`).
+//! - [`uring`]: how an io_uring ring runs its completion work (`URING_TASKRUN`);
+//! - [`driver`]: which I/O driver runs (`IO_DRIVER`), chosen once, and a runtime of it on a
+//!   thread; [`both_drivers!`], the tests of either server under both;
+//! - [`listener`]: TCP listeners sharing a port (`SO_REUSEPORT`), one per runtime;
+//! - [`cap`]: the process-wide connection cap (`MAX_CONNECTIONS`);
+//! - [`signals`]: SIGTERM/SIGINT taken by `sigwait`, for graceful shutdown.
 
+pub mod cap;
+pub mod driver;
 pub mod fds;
 pub mod handoff;
+pub mod listener;
 pub mod send;
+pub mod signals;
 pub mod uring;

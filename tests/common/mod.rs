@@ -13,24 +13,9 @@ use std::time::{Duration, Instant};
 use rinha_bench::processor::{self, Chaos, Config, Limits, Running};
 
 /// Runs a scenario, `fn name(driver: &str)`, once per io driver: the tests `name::uring`
-/// and `name::epoll`.
-#[allow(unused_macros)]
-macro_rules! both_drivers {
-    ($name:ident) => {
-        mod $name {
-            #[test]
-            fn uring() {
-                super::$name("uring");
-            }
-            #[test]
-            fn epoll() {
-                super::$name("epoll");
-            }
-        }
-    };
-}
+/// and `name::epoll` (the lb's tests use the same macro).
 #[allow(unused_imports)]
-pub(crate) use both_drivers;
+pub(crate) use rinha_sys::both_drivers;
 
 static NEXT: AtomicUsize = AtomicUsize::new(0);
 

@@ -11,11 +11,15 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+/// Runs each scenario, `fn name(driver: &str)`, once per io driver: the tests `name::uring`
+/// and `name::epoll` (the backend's tests use the same macro).
+pub use rinha_sys::both_drivers;
 
 /// What a test backend sends when the client half-closes.
 pub const EOF_MARK: &[u8] = b"EOF";
@@ -236,10 +240,25 @@ impl Lb {
         connect(self.addr)
     }
 
+    /// Waits for the process to exit, asserting (`why`) that it does within `within` of `since`.
+    pub fn exit_status_within(
+        &mut self,
+        since: Instant,
+        within: Duration,
+        why: &str,
+    ) -> ExitStatus {
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(since.elapsed() < within, "{why}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     pub fn signal(&self, signal: i32) {
-        // SAFETY: kill(2) on our own child's pid.
-        let rc = unsafe { libc::kill(self.pid() as i32, signal) };
-        assert_eq!(rc, 0, "kill rinha-lb");
+        let sent = rinha_sys::signals::send(self.pid(), signal);
+        assert!(sent.is_ok(), "kill rinha-lb");
     }
 }
 
@@ -280,6 +299,62 @@ pub fn echo(stream: &mut TcpStream, data: &[u8]) -> Vec<u8> {
     let mut back = vec![0u8; data.len()];
     stream.read_exact(&mut back).expect("read echo");
     back
+}
+
+/// `count` clients of `lb`, each with the id of the backend that greeted it.
+pub fn greeted_clients(lb: &Lb, count: usize) -> Vec<(u8, TcpStream)> {
+    (0..count)
+        .map(|_| {
+            let mut client = lb.connect();
+            (greeting(&mut client), client)
+        })
+        .collect()
+}
+
+/// Once backend `killed` is gone: each of its clients is closed, every other one still served.
+pub fn assert_only_its_clients_closed(clients: &mut [(u8, TcpStream)], killed: u8) {
+    for (id, client) in clients {
+        if *id == killed {
+            assert!(
+                is_closed(client),
+                "a client of the killed backend stayed open"
+            );
+        } else {
+            assert_eq!(echo(client, b"still here"), b"still here");
+        }
+    }
+}
+
+/// Opens `per_thread` connections to `addr` from each of `threads` threads, one after the
+/// other, and runs `client(connection, n, thread)` on the n-th; returns when all are done.
+pub fn churn(
+    addr: SocketAddr,
+    threads: usize,
+    per_thread: usize,
+    client: fn(&mut TcpStream, usize, usize),
+) {
+    let workers: Vec<_> = (0..threads)
+        .map(|t| {
+            std::thread::spawn(move || {
+                for n in 0..per_thread {
+                    client(&mut connect(addr), n, t);
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.join().unwrap();
+    }
+}
+
+/// Asserts that the lb's descriptors come back to `baseline` within 5 s after `what`.
+pub fn assert_fds_back(lb: &Lb, baseline: usize, what: &str) {
+    let settled = wait_until(Duration::from_secs(5), || lb.fd_count() <= baseline);
+    assert!(
+        settled,
+        "fds after {what}: {} (baseline {baseline})",
+        lb.fd_count()
+    );
 }
 
 /// True when the peer has closed: EOF or a reset.

@@ -1,15 +1,15 @@
-//! The connection cap of the whole process (`MAX_CONNECTIONS`), shared by every core.
+//! The connection cap of a whole process (`MAX_CONNECTIONS`), shared by every runtime.
 //!
-//! Why: each connection holds two buffers (~13 KiB) and a descriptor; without a cap a flood
-//! of idle connections exhausts memory or the descriptor table, and then the accept of the
-//! load balancer's next connection fails too. At the cap a new connection is closed at once
-//! (the client sees a clean EOF), and the log says so once per episode, not per connection.
-//! One atomic add per connection, none per request.
+//! Why: each connection holds buffers and descriptors; without a cap a flood of idle
+//! connections exhausts memory or the descriptor table, and then the next accept fails too.
+//! At the cap a new connection is closed at once (the client sees a clean EOF), and the log
+//! says so once per episode, not per connection. One atomic add per connection, none per
+//! request.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-/// The open-connection count of all cores.
+/// The open-connection count of all runtimes.
 #[derive(Debug)]
 pub struct ConnectionCap {
     open: AtomicUsize,
@@ -19,6 +19,7 @@ pub struct ConnectionCap {
 }
 
 impl ConnectionCap {
+    /// A cap of `max` open connections.
     pub fn new(max: usize) -> Arc<Self> {
         Arc::new(ConnectionCap {
             open: AtomicUsize::new(0),

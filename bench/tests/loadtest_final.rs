@@ -7,7 +7,7 @@
 mod loadtest_support;
 
 use loadtest_support::{Mode, TinyBackend};
-use rinha_bench::processor::{self, Config};
+use rinha_emulator::{self as processor, Config};
 use rinha_bench::profile::Inconsistency;
 use rinha_bench::rinha::{run_test, Args, Report};
 

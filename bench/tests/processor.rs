@@ -6,7 +6,7 @@ mod processor_support;
 use std::time::{Duration, Instant};
 
 use processor_support::{call, new_id, payment, post_payment, Client, AT};
-use rinha_bench::processor::{spawn, Config, Running};
+use rinha_emulator::{spawn, Config, Running};
 
 fn processor() -> Running {
     spawn(Config::for_tests(5)).expect("spawn processor")

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 pub use part::{Addr, Part};
 
-use crate::processor::Fee;
+use rinha_emulator::Fee;
 use crate::profile::ProfileName;
 
 /// How long a port the stack needs may stay busy before the start fails (a previous

@@ -13,9 +13,10 @@ use http_body_util::Full;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 
+use crate::measure::process::own_cpu_seconds;
+use crate::measure::stats::Percentiles;
 use crate::rinha::client::Endpoint;
 use crate::rinha::recorder::Recorder;
-use crate::rinha::report::{cpu_seconds, Percentiles};
 use crate::rinha::users::{run_users, Ramp};
 
 /// Command-line arguments of `rinha-bench floor`.
@@ -81,7 +82,7 @@ fn start_responder() -> anyhow::Result<std::net::SocketAddr> {
 
 /// Runs the users against the responder and measures them.
 pub async fn measure(args: &Args, addr: std::net::SocketAddr) -> Floor {
-    let cpu_before = cpu_seconds();
+    let cpu_before = own_cpu_seconds();
     let start = Instant::now();
     let recorder = Arc::new(Recorder::new(start));
     let ramp = Ramp {
@@ -105,7 +106,7 @@ pub async fn measure(args: &Args, addr: std::net::SocketAddr) -> Floor {
     Floor {
         posts: Percentiles::of(&snapshot.posts),
         failed: snapshot.counts.failed(),
-        cpu_secs: cpu_seconds() - cpu_before,
+        cpu_secs: own_cpu_seconds() - cpu_before,
         run_secs: start.elapsed().as_secs_f64(),
     }
 }

@@ -19,6 +19,7 @@ pub mod floor;
 pub mod lbs;
 pub mod load;
 pub mod logging;
+pub mod measure;
 pub mod processor;
 pub mod profile;
 pub mod recv;

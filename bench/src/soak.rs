@@ -33,6 +33,7 @@ use anyhow::Context;
 use crate::drivers::backlog::Backlog;
 use crate::drivers::payments;
 use crate::load::{self, LoadSpec, Pace, Report as LoadReport, Target};
+use crate::measure::process::{open_fds, rss_kib};
 use crate::rinha::calls::{cents, Backend, Processor, Window, INITIAL_TOKEN};
 use crate::rinha::client::{Endpoint, HostClient};
 use crate::stack::{Stack, StackOpts};
@@ -402,13 +403,8 @@ impl Flatness {
 
 /// RSS and fd count of `pid` now; `None` if the process is gone.
 pub fn sample(pid: u32, at_secs: f64) -> Option<Sample> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let rss_kib = status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|kib| kib.parse().ok())?;
-    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count() as u64;
+    let rss_kib = rss_kib(pid).ok()?;
+    let fds = open_fds(pid).ok()?;
     Some(Sample {
         at_secs,
         rss_kib,

@@ -8,8 +8,8 @@
 mod loadtest_support;
 
 use loadtest_support::{Mode, TinyBackend};
-use rinha_emulator::{self as processor, Config};
 use rinha_bench::rinha::{run_test, Args, Report};
+use rinha_emulator::{self as processor, Config};
 
 /// Starts two processors and a tiny backend, runs a short test with a drain, returns the report.
 async fn run_against(mode: Mode) -> Report {

@@ -7,9 +7,9 @@
 mod loadtest_support;
 
 use loadtest_support::{Mode, TinyBackend};
-use rinha_emulator::{self as processor, Config};
 use rinha_bench::profile::Inconsistency;
 use rinha_bench::rinha::{run_test, Args, Report};
+use rinha_emulator::{self as processor, Config};
 
 /// Starts two processors at 7 % / 10 % and a tiny backend, runs the shortened final.
 async fn run_final(mode: Mode) -> Report {

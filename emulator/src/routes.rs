@@ -18,10 +18,10 @@ use super::admin;
 use super::body::JsonObject;
 use super::health::Claim;
 use super::money::{self, Cents};
+use super::reply::{empty, json, message, read_body, HttpResponse};
 use super::state::Shared;
 use super::state::Traffic;
 use super::store::Payment;
-use super::reply::{empty, json, message, read_body, HttpResponse};
 use super::timestamp;
 
 /// Ends the connection without an answer (hyper closes it when the service fails).

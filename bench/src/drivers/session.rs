@@ -9,11 +9,11 @@ use anyhow::Context;
 
 use super::backlog::{Backlog, Drained};
 use super::{payments, verify, Args, Driver, MEASURED};
-use crate::lbs::contenders::{cpu_time, peak_rss_kib};
 use crate::load::{self, LoadSpec, Pace, Report as LoadReport, Target};
+use crate::measure::process::{cpu_time, peak_rss_kib};
+use crate::measure::stats::{per_sec, Percentiles};
 use crate::rinha::calls::Processor;
 use crate::rinha::client::{Endpoint, HostClient};
-use crate::rinha::report::Percentiles;
 use crate::stack::Stack;
 
 /// The processors' admin token: their initial one, which the contest test also sets (its
@@ -28,16 +28,12 @@ pub struct Latency {
     pub p999: f64,
 }
 
-impl Latency {
-    fn of_load(report: &LoadReport) -> Latency {
-        if report.latency_us.is_empty() {
-            return Latency::default();
-        }
-        let ms = |q: f64| report.quantile_us(q) as f64 / 1000.0;
+impl From<Percentiles> for Latency {
+    fn from(p: Percentiles) -> Latency {
         Latency {
-            p50: ms(0.5),
-            p99: ms(0.99),
-            p999: ms(0.999),
+            p50: p.p50,
+            p99: p.p99,
+            p999: p.p999,
         }
     }
 }
@@ -225,7 +221,7 @@ async fn measure(args: &Args, stack: &Stack, round: u32, driver: Driver) -> anyh
         log_load(driver, round, &format!("open {rate}/s"), &report, &drained);
         run.rates.push(Rate {
             rate,
-            latency: Latency::of_load(&report),
+            latency: Percentiles::of(&report.latency_us).into(),
             ok: report.ok,
             failed: report.non_2xx + report.errors,
             achieved: per_sec(report.ok, report.elapsed.as_secs_f64()),
@@ -274,14 +270,6 @@ async fn measure(args: &Args, stack: &Stack, round: u32, driver: Driver) -> anyh
     Ok(run)
 }
 
-fn per_sec(count: u64, secs: f64) -> f64 {
-    if secs > 0.0 {
-        count as f64 / secs
-    } else {
-        0.0
-    }
-}
-
 /// The contest test against the running stack, through the `rinha` module's entry point, then
 /// the wait for its backlog with the processors answering at once.
 async fn contest(
@@ -314,14 +302,9 @@ async fn contest(
     quiet_processors(stack).await?;
     let drained = backlog.wait_for(report.snapshot.counts.success).await;
     let cpu_secs = cpu_since(pids, &before)?;
-    let post = Percentiles::of(&report.snapshot.posts);
     let counts = report.snapshot.counts;
     Ok(Contest {
-        post: Latency {
-            p50: post.p50,
-            p99: post.p99,
-            p999: post.p999,
-        },
+        post: Percentiles::of(&report.snapshot.posts).into(),
         score_p99_ms: report.score.p99_ms,
         profit: report.score.profit,
         successful_posts: counts.success,

@@ -7,7 +7,9 @@
 use std::fmt::Write as _;
 
 use super::progress::stored_per_tick;
-use super::report::{Percentiles, Report};
+use super::report::Report;
+use crate::measure::stats::Percentiles;
+use crate::measure::svg;
 
 const WIDTH: f64 = 960.0;
 const HEIGHT: f64 = 420.0;
@@ -54,23 +56,19 @@ pub fn svg(report: &Report) -> String {
     } else {
         HEIGHT + PANEL_HEIGHT
     };
-    let _ = writeln!(
-        w,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{total_height}" font-family="sans-serif" font-size="11">"#
-    );
-    let _ = writeln!(w, r#"<rect width="100%" height="100%" fill="white"/>"#);
+    svg::open(w, WIDTH, total_height);
     let s = &report.score;
-    let _ = writeln!(
-        w,
-        r#"<text x="{LEFT}" y="20" font-size="13">{} users / {} s against {}: p99 {:.2} ms, profit {:.2}, lag {}, inconsistencies {}</text>"#,
+    let title = format!(
+        "{} users / {} s against {}: p99 {:.2} ms, profit {:.2}, lag {}, inconsistencies {}",
         report.max_requests,
         report.duration_secs,
-        escape(&report.target),
+        report.target,
         s.p99_ms,
         s.profit,
         s.lag,
         s.inconsistencies
     );
+    svg::title(w, LEFT, &title);
     // Request-rate bars first, so the latency lines draw over them.
     let bar_w = (plot_w / n * 0.8).max(1.0);
     for (i, sec) in seconds.iter().enumerate() {
@@ -177,7 +175,7 @@ pub fn svg(report: &Report) -> String {
     if !report.held.is_empty() {
         processors_panel(w, report, n);
     }
-    let _ = writeln!(w, "</svg>");
+    svg::close(w);
     out
 }
 
@@ -300,10 +298,4 @@ fn processors_panel(w: &mut String, report: &Report, n: f64) {
         LEFT + 328.0,
         bottom + 36.0
     );
-}
-
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
 }

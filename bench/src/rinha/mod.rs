@@ -28,6 +28,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
+use crate::measure::process::own_cpu_seconds;
+use crate::measure::stats::p99_ms;
 use crate::profile::{Profile, TeardownSource};
 use crate::stack::{Stack, StackOpts};
 use calls::{Backend, Processor, ProcessorSummary, Window};
@@ -209,7 +211,7 @@ fn processor(endpoint: &Endpoint, token: &str) -> Processor {
 async fn run_against(args: &Args, t: &Targets) -> anyhow::Result<Report> {
     let profile = args.profile();
     let duration = args.duration();
-    let cpu_before = report::cpu_seconds();
+    let cpu_before = own_cpu_seconds();
     let mut default = processor(&t.default, &args.token);
     let mut fallback = processor(&t.fallback, &args.token);
     let mut backend = Backend {
@@ -315,7 +317,7 @@ async fn run_against(args: &Args, t: &Targets) -> anyhow::Result<Report> {
         counted: teardown.counted(),
         default: teardown.default,
         fallback: teardown.fallback,
-        p99_ms: report::p99_ms(&snapshot.all),
+        p99_ms: p99_ms(&snapshot.all),
         inconsistencies: checks.iter().map(|c| c.inconsistencies).sum(),
         successful_posts: snapshot.counts.success,
     });
@@ -336,7 +338,7 @@ async fn run_against(args: &Args, t: &Targets) -> anyhow::Result<Report> {
         ),
         None => None,
     };
-    let cpu_secs = report::cpu_seconds() - cpu_before;
+    let cpu_secs = own_cpu_seconds() - cpu_before;
 
     Ok(Report {
         target: t.backend.to_string(),

@@ -3,8 +3,6 @@
 
 use std::fmt::Write as _;
 
-use hdrhistogram::Histogram;
-
 use super::calls::{cents, BackendSummary, ProcessorSummary};
 use super::checker::Check;
 use super::drain::Drain;
@@ -12,6 +10,7 @@ use super::progress::{stored_per_tick, Held};
 use super::recorder::Snapshot;
 use super::score::Score;
 use super::stages::{Applied, Stage};
+use crate::measure::stats::Percentiles;
 use crate::profile::{ProfileName, TeardownSource};
 
 /// The summaries read at teardown.
@@ -65,64 +64,6 @@ pub struct Report {
     pub drain: Option<Drain>,
     /// CPU (user + system) the instrument itself spent during the run.
     pub bench_cpu_secs: f64,
-}
-
-/// Latency percentiles in ms.
-#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
-pub struct Percentiles {
-    pub count: u64,
-    pub p50: f64,
-    pub p90: f64,
-    pub p99: f64,
-    pub p999: f64,
-    pub max: f64,
-}
-
-impl Percentiles {
-    pub fn of(h: &Histogram<u64>) -> Self {
-        if h.is_empty() {
-            return Percentiles::default();
-        }
-        let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
-        Percentiles {
-            count: h.len(),
-            p50: ms(0.5),
-            p90: ms(0.9),
-            p99: ms(0.99),
-            p999: ms(0.999),
-            max: h.max() as f64 / 1000.0,
-        }
-    }
-}
-
-/// p99 of a histogram of µs, in ms (0 when empty).
-pub fn p99_ms(h: &Histogram<u64>) -> f64 {
-    Percentiles::of(h).p99
-}
-
-/// CPU seconds (user + system) this process has used.
-pub fn cpu_seconds() -> f64 {
-    rusage_seconds(libc::RUSAGE_SELF)
-}
-
-/// CPU seconds (user + system) the calling thread has used.
-pub fn thread_cpu_seconds() -> f64 {
-    rusage_seconds(libc::RUSAGE_THREAD)
-}
-
-/// User + system seconds of `who`. The kernel splits the two by sampling at ticks, but their
-/// sum follows the scheduler's own runtime count, to the microsecond.
-fn rusage_seconds(who: libc::c_int) -> f64 {
-    let mut usage = std::mem::MaybeUninit::<libc::rusage>::uninit();
-    // SAFETY: getrusage writes a whole `rusage` into the pointer on success (return 0).
-    let usage = unsafe {
-        if libc::getrusage(who, usage.as_mut_ptr()) != 0 {
-            return 0.0;
-        }
-        usage.assume_init()
-    };
-    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    secs(usage.ru_utime) + secs(usage.ru_stime)
 }
 
 impl Report {

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 pub use part::{Addr, Part};
 
-use rinha_emulator::Fee;
 use crate::profile::ProfileName;
+use rinha_emulator::Fee;
 
 /// How long a port the stack needs may stay busy before the start fails (a previous
 /// stack's sockets on the same ports, just stopped).

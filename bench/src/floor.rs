@@ -13,11 +13,11 @@ use http_body_util::Full;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 
+use crate::contest::client::Endpoint;
+use crate::contest::recorder::Recorder;
+use crate::contest::users::{run_users, Ramp};
 use crate::measure::process::own_cpu_seconds;
 use crate::measure::stats::Percentiles;
-use crate::rinha::client::Endpoint;
-use crate::rinha::recorder::Recorder;
-use crate::rinha::users::{run_users, Ramp};
 
 /// Command-line arguments of `rinha-bench floor`.
 #[derive(Debug, Clone, clap::Args)]

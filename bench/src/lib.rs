@@ -1,19 +1,25 @@
-//! The instrument every claim of this project is measured with.
+//! The instrument every claim of this project is measured with. It shares no code path with
+//! the monoio server it measures.
 //!
-//! Layout:
-//! - [`processor`]: a faithful emulator of the contest's payment processor (tokio + hyper).
-//! - [`rinha`]: the contest's k6 load test rebuilt, with the score exactly as the contest computes it.
+//! Layers, which the subcommands use and never own (imports run down this list):
+//! - [`measure`]: a process's CPU and memory, medians and percentiles, tables, SVG frames.
+//! - [`load`]: the HTTP load generator (closed and open loop, HDR histograms, fresh payments).
 //! - [`profile`]: the contest's two runs (preview and final) as data.
-//! - [`floor`]: the latency the instrument itself adds.
 //! - [`stack`]: starts and stops the local stack (processors, backends, load balancer).
+//! - [`contest`]: the contest's k6 test rebuilt (its client, users, checks, the score exactly as
+//!   the contest computes it, the report and its chart).
+//! - the processor emulator is a crate of its own, `rinha_emulator`.
+//!
+//! Subcommands, one module each, importing layers only:
+//! - [`processor`]: runs the emulator; [`stack::command`]: runs the stack in the foreground.
+//! - [`rinha`]: the contest's test and its score sheet.
+//! - [`floor`]: the latency the instrument itself adds.
 //! - [`lbs`]: rinha-lb against HAProxy and nginx.
-//! - [`load`]: the HTTP load generator (closed and open loop, HDR histograms).
 //! - [`drivers`]: io_uring against epoll on the same stack.
 //! - [`recv`]: the kernel's receive paths (epoll, io_uring one-shot and multishot) on an echo.
 //! - [`soak`]: a long run at twice the contest's peak: leaks, lost payments.
-//!
-//! It shares no code path with the monoio server it measures.
 
+pub mod contest;
 pub mod drivers;
 pub mod floor;
 pub mod lbs;

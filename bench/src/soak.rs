@@ -30,12 +30,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
-use crate::drivers::backlog::Backlog;
-use crate::drivers::payments;
-use crate::load::{self, LoadSpec, Pace, Report as LoadReport, Target};
+use crate::contest::backlog::Backlog;
+use crate::contest::calls::{cents, Backend, Processor, Window, INITIAL_TOKEN};
+use crate::contest::client::{Endpoint, HostClient};
+use crate::load::{self, payments, LoadSpec, Pace, Report as LoadReport, Target};
 use crate::measure::process::{open_fds, rss_kib};
-use crate::rinha::calls::{cents, Backend, Processor, Window, INITIAL_TOKEN};
-use crate::rinha::client::{Endpoint, HostClient};
 use crate::stack::{Stack, StackOpts};
 
 /// Cents of every payment the soak sends (`payments::writer` sends 19.90).

@@ -8,7 +8,7 @@
 mod loadtest_support;
 
 use loadtest_support::{Mode, TinyBackend};
-use rinha_bench::rinha::{run_test, Args, Report};
+use rinha_bench::contest::{run_test, Args, Report};
 use rinha_emulator::{self as processor, Config};
 
 /// Starts two processors and a tiny backend, runs a short test with a drain, returns the report.
@@ -106,7 +106,7 @@ fn a_correct_backend_passes(report: &Report) {
     assert!(json["bench"].get("processor_seconds").is_none());
     assert!(json["bench"]["teardown"].get("backend").is_some());
     assert!(json["bench"]["checks"][0].get("sides").is_none());
-    let svg = rinha_bench::rinha::chart::svg(report);
+    let svg = rinha_bench::contest::chart::svg(report);
     assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
 }
 

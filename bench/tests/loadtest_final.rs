@@ -7,8 +7,8 @@
 mod loadtest_support;
 
 use loadtest_support::{Mode, TinyBackend};
+use rinha_bench::contest::{run_test, Args, Report};
 use rinha_bench::profile::Inconsistency;
-use rinha_bench::rinha::{run_test, Args, Report};
 use rinha_emulator::{self as processor, Config};
 
 /// Starts two processors at 7 % / 10 % and a tiny backend, runs the shortened final.
@@ -192,7 +192,7 @@ fn the_results_file_has_the_final_shape(report: &Report) {
         last["default_held"].as_u64().unwrap() + last["fallback_held"].as_u64().unwrap()
     );
     // The chart gains the processors' panel.
-    let svg = rinha_bench::rinha::chart::svg(report);
+    let svg = rinha_bench::contest::chart::svg(report);
     assert!(svg.contains("payments stored per second by each processor"));
     assert!(svg.trim_end().ends_with("</svg>"));
 }

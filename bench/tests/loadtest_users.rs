@@ -7,9 +7,9 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rinha_bench::rinha::client::Endpoint;
-use rinha_bench::rinha::recorder::Recorder;
-use rinha_bench::rinha::users::{run_users, Ramp};
+use rinha_bench::contest::client::Endpoint;
+use rinha_bench::contest::recorder::Recorder;
+use rinha_bench::contest::users::{run_users, Ramp};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
@@ -37,7 +37,7 @@ async fn run(
     target: Endpoint,
     users: u64,
     secs: u64,
-) -> (rinha_bench::rinha::recorder::Snapshot, Duration) {
+) -> (rinha_bench::contest::recorder::Snapshot, Duration) {
     let start = Instant::now();
     let recorder = Arc::new(Recorder::new(start));
     let ramp = Ramp {

@@ -4,14 +4,13 @@
 //! load balancer), alternating which goes first (uring, epoll, epoll, uring, ...) so machine
 //! drift hits both. A run ([`session`]) confirms the driver from every start line
 //! ([`verify`]), then measures the contest test, fixed-rate open-loop loads with fresh
-//! payments ([`payments`]), and the closed-loop saturation, with the CPU time and peak RSS of
-//! the lb and both backends, each window running on until the [`backlog`] of accepted payments
-//! is recorded. [`summary`] takes the medians per driver, their spread and their ratio;
-//! [`chart`] draws the percentiles. [`compare`] is the library entry point.
+//! payments ([`crate::load::payments`]), and the closed-loop saturation, with the CPU time and
+//! peak RSS of the lb and both backends, each window running on until the backlog of accepted
+//! payments is recorded ([`crate::contest::backlog`]). [`summary`] takes the medians per
+//! driver, their spread and their ratio; [`chart`] draws the percentiles. [`compare`] is the
+//! library entry point.
 
-pub mod backlog;
 pub mod chart;
-pub mod payments;
 pub mod session;
 pub mod summary;
 pub mod verify;

@@ -7,13 +7,13 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use super::backlog::{Backlog, Drained};
-use super::{payments, verify, Args, Driver, MEASURED};
-use crate::load::{self, LoadSpec, Pace, Report as LoadReport, Target};
+use super::{verify, Args, Driver, MEASURED};
+use crate::contest::backlog::{Backlog, Drained};
+use crate::contest::calls::Processor;
+use crate::contest::client::{Endpoint, HostClient};
+use crate::load::{self, payments, LoadSpec, Pace, Report as LoadReport, Target};
 use crate::measure::process::{cpu_time, peak_rss_kib};
 use crate::measure::stats::{per_sec, Percentiles};
-use crate::rinha::calls::Processor;
-use crate::rinha::client::{Endpoint, HostClient};
 use crate::stack::Stack;
 
 /// The processors' admin token: their initial one, which the contest test also sets (its
@@ -54,7 +54,7 @@ pub struct Contest {
     pub failed_posts: u64,
     pub inconsistencies: u64,
     /// The consistency checks that found a difference (when, the window, both totals).
-    pub failed_checks: Vec<crate::rinha::checker::Check>,
+    pub failed_checks: Vec<crate::contest::checker::Check>,
     pub lag: i64,
     /// The wait for the backlog after the test (counted in `cpu_secs`).
     pub drained: Drained,
@@ -293,9 +293,9 @@ async fn contest(
     if args.quiet {
         flags.push("--quiet".to_owned());
     }
-    let rinha_args = crate::rinha::Args::from_flags(flags)?;
+    let rinha_args = crate::contest::Args::from_flags(flags)?;
     let before = cpu_now(pids)?;
-    let report = crate::rinha::run_test(&rinha_args)
+    let report = crate::contest::run_test(&rinha_args)
         .await
         .context("the contest test")?;
     // From here on the processors answer at once: what is measured is our stack.

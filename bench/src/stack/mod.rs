@@ -1,15 +1,16 @@
-//! `rinha-bench stack`: the local stack of docs/architecture.md as child processes: two payment
+//! The local stack of docs/architecture.md as child processes: two payment
 //! processors (`rinha-bench processor`, the fees of `--profile`: 0.05 and 0.15 for the preview,
 //! 0.07 and 0.10 for the final), two `rinha` backends on unix sockets in a temp dir (each
 //! peering the other), and `rinha-lb` in front of them.
 //!
-//! [`Stack`] is used by `rinha-bench rinha` too; dropping it kills every child.
+//! [`Stack`] is what `rinha`, `drivers` and `soak` run against; dropping it kills every child.
+//! [`command`] is `rinha-bench stack`, the stack alone in the foreground.
 
 mod bins;
+pub mod command;
 mod part;
 
 use std::path::PathBuf;
-use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 pub use part::{Addr, Part};
@@ -137,35 +138,6 @@ impl StackOpts {
             self.fallback_fee.unwrap_or_else(|| fees.fallback_fee()),
         )
     }
-}
-
-/// Command-line arguments of `rinha-bench stack`.
-#[derive(Debug, clap::Args)]
-pub struct Args {
-    #[command(flatten)]
-    pub opts: StackOpts,
-}
-
-/// Runs `rinha-bench stack`: starts everything, waits for Ctrl-C/SIGTERM or a part dying.
-pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(async {
-        let mut stack = Stack::start(&args.opts).await?;
-        print!("{}", stack.describe());
-        println!("stack up; Ctrl-C stops it");
-        let code = tokio::select! {
-            _ = shutdown_signal() => ExitCode::SUCCESS,
-            died = stack.watch() => {
-                eprintln!("{died}");
-                ExitCode::from(1)
-            }
-        };
-        stack.stop().await;
-        println!("stack stopped");
-        Ok(code)
-    })
 }
 
 /// Resolves on Ctrl-C or SIGTERM.
@@ -438,8 +410,8 @@ mod tests {
     use super::*;
 
     fn fees(flags: &[&str]) -> (String, String) {
-        let args: Args = crate::parse_flags("stack", flags.iter().copied()).expect("flags");
-        let (d, f) = args.opts.fees();
+        let opts: StackOpts = crate::parse_flags("stack", flags.iter().copied()).expect("flags");
+        let (d, f) = opts.fees();
         (d.to_string(), f.to_string())
     }
 
@@ -457,9 +429,9 @@ mod tests {
             fees(&["--default-fee", "0.07", "--fallback-fee", "0.10"]),
             pair("0.07", "0.1")
         );
-        let bad: Result<Args, _> = crate::parse_flags("stack", ["--default-fee", "seven"]);
+        let bad: Result<StackOpts, _> = crate::parse_flags("stack", ["--default-fee", "seven"]);
         assert!(bad.is_err());
-        let bad: Result<Args, _> = crate::parse_flags("stack", ["--profile", "semifinal"]);
+        let bad: Result<StackOpts, _> = crate::parse_flags("stack", ["--profile", "semifinal"]);
         assert!(bad.is_err());
     }
 }

@@ -21,7 +21,7 @@ use chrono::{DateTime, Utc};
 use http_body_util::{BodyExt, Full};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use rinha_bench::rinha::client::{Connection, Endpoint};
+use rinha_bench::contest::client::{Connection, Endpoint};
 
 /// How a tiny backend behaves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

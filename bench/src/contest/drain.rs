@@ -94,7 +94,7 @@ pub fn drain_problems(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rinha::calls::Side;
+    use crate::contest::calls::Side;
 
     fn summary(n: u64) -> ProcessorSummary {
         ProcessorSummary {

@@ -392,7 +392,7 @@ impl Report {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rinha::calls::Side;
+    use crate::contest::calls::Side;
 
     fn teardown(source: TeardownSource, backend: Option<(u64, u64)>) -> Teardown {
         let processor = |n: u64, fee: f64| ProcessorSummary {

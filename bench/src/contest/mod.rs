@@ -1,13 +1,16 @@
-//! `rinha-bench rinha`: the contest's k6 tests rebuilt (RINHA-2025.md sections 4, 4b and 5), the
-//! preview (`rinha.js`) or the final (`rinha-final.js`) as `--profile` picks ([`crate::profile`]).
+//! The contest's k6 tests rebuilt (RINHA-2025.md sections 4, 4b and 5), the preview
+//! (`rinha.js`) or the final (`rinha-final.js`) as `--profile` picks ([`crate::profile`]): the
+//! layer `rinha-bench rinha` prints and `drivers` measures with, and whose client ([`client`],
+//! [`calls`]), users ([`users`]) and [`backlog`] wait `floor` and `soak` use.
 //!
-//! [`run_test`] is the library entry point: setup (tokens, purges), then for the duration the
+//! [`run_test`] is the entry point: setup (tokens, purges), then for the duration the
 //! ramping users ([`users`]), the consistency checker ([`checker`]), the processor stages
 //! ([`stages`]) and the once-a-second reading of what the processors hold ([`progress`]) side by
 //! side, then the teardown summaries, the [`score`], and optionally a drain that re-reads every
 //! summary over all time. Without `--target` it first starts the local stack ([`crate::stack`],
 //! processors at the profile's fees) and stops it at the end.
 
+pub mod backlog;
 pub mod calls;
 pub mod chart;
 pub mod checker;
@@ -21,7 +24,6 @@ pub mod stages;
 pub mod users;
 
 use std::path::PathBuf;
-use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -37,7 +39,7 @@ use client::{Endpoint, HostClient};
 use recorder::Recorder;
 pub use report::Report;
 
-/// Command-line arguments of `rinha-bench rinha`.
+/// The test's settings: the flags of `rinha-bench rinha`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Args {
     /// The backend (load balancer) to test; without it the local stack is started.
@@ -112,42 +114,6 @@ impl Args {
     pub fn max_requests(&self) -> u64 {
         self.max_requests.unwrap_or(self.profile().users)
     }
-}
-
-/// Runs `rinha-bench rinha`: the test, the score sheet, the files, the exit code.
-pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(args.workers.max(1))
-        .enable_all()
-        .build()?;
-    let report = runtime.block_on(async {
-        tokio::select! {
-            report = run_test(&args) => report,
-            // Dropping the test future drops the stack, which kills every child.
-            _ = crate::stack::shutdown_signal() => anyhow::bail!("interrupted"),
-        }
-    })?;
-    print!("{}", report.table());
-    if let Some(path) = &args.json {
-        std::fs::write(path, report.json()?).with_context(|| format!("writing {path:?}"))?;
-        println!("results written to {}", path.display());
-    }
-    if let Some(path) = &args.svg {
-        std::fs::write(path, chart::svg(&report)).with_context(|| format!("writing {path:?}"))?;
-        println!("chart written to {}", path.display());
-    }
-    let failures = report.strict_failures();
-    if args.strict && !failures.is_empty() {
-        println!("strict: FAILED");
-        for why in &failures {
-            println!("  - {why}");
-        }
-        return Ok(ExitCode::from(1));
-    }
-    if args.strict {
-        println!("strict: passed");
-    }
-    Ok(ExitCode::SUCCESS)
 }
 
 /// Where the parts under test are.

@@ -16,11 +16,13 @@
 //! - [`floor`]: the latency the instrument itself adds.
 //! - [`lbs`]: rinha-lb against HAProxy and nginx.
 //! - [`drivers`]: io_uring against epoll on the same stack.
-//! - [`recv`]: the kernel's receive paths (epoll, io_uring one-shot and multishot) on an echo.
 //! - [`soak`]: a long run at twice the contest's peak: leaks, lost payments.
+//! - [`experiments::recv`]: a one-off kernel experiment, the receive paths (epoll, io_uring
+//!   one-shot and multishot) on an echo, with its conclusion in its module doc.
 
 pub mod contest;
 pub mod drivers;
+pub mod experiments;
 pub mod floor;
 pub mod lbs;
 pub mod load;
@@ -28,7 +30,6 @@ pub mod logging;
 pub mod measure;
 pub mod processor;
 pub mod profile;
-pub mod recv;
 pub mod rinha;
 pub mod soak;
 pub mod stack;

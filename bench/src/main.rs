@@ -4,7 +4,8 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use rinha_bench::{contest, drivers, floor, lbs, processor, recv, rinha, soak, stack};
+use rinha_bench::experiments::recv;
+use rinha_bench::{contest, drivers, floor, lbs, processor, rinha, soak, stack};
 
 #[derive(Parser)]
 #[command(name = "rinha-bench", version, about)]

@@ -20,6 +20,23 @@
 //! - [`experiments::recv`]: a one-off kernel experiment, the receive paths (epoll, io_uring
 //!   one-shot and multishot) on an echo, with its conclusion in its module doc.
 
+/// Gives a subcommand's `Args` an inherent `from_flags`: its flags parsed from code (tests,
+/// other subcommands) as the command line `rinha-bench NAME ...` would parse them.
+macro_rules! from_flags {
+    ($args:ty, $name:literal) => {
+        impl $args {
+            #[doc = concat!("Parses `", $name, "` flags from code, e.g. `Args::from_flags([\"--quiet\"])`.")]
+            pub fn from_flags<I, T>(flags: I) -> Result<$args, clap::Error>
+            where
+                I: IntoIterator<Item = T>,
+                T: Into<std::ffi::OsString> + Clone,
+            {
+                $crate::parse_flags($name, flags)
+            }
+        }
+    };
+}
+
 pub mod contest;
 pub mod drivers;
 pub mod experiments;

@@ -6,20 +6,11 @@ use std::process::ExitCode;
 use anyhow::Context;
 
 use crate::contest::{chart, run_test, Args};
+use crate::stack::run_until_interrupted;
 
 /// Runs `rinha-bench rinha`: the test, the score sheet, the files, the exit code.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(args.workers.max(1))
-        .enable_all()
-        .build()?;
-    let report = runtime.block_on(async {
-        tokio::select! {
-            report = run_test(&args) => report,
-            // Dropping the test future drops the stack, which kills every child.
-            _ = crate::stack::shutdown_signal() => anyhow::bail!("interrupted"),
-        }
-    })?;
+    let report = run_until_interrupted(args.workers.max(1), run_test(&args))?;
     print!("{}", report.table());
     if let Some(path) = &args.json {
         std::fs::write(path, report.json()?).with_context(|| format!("writing {path:?}"))?;

@@ -103,16 +103,7 @@ pub fn svg(report: &Report) -> String {
         w,
         r##"<rect x="{LEFT}" y="{TOP}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#888"/>"##
     );
-    let mut tick = 0usize;
-    while (tick as f64) <= n {
-        let _ = writeln!(
-            w,
-            r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{tick}s</text>"#,
-            x(tick as f64),
-            TOP + plot_h + 14.0
-        );
-        tick += (n as usize / 12).max(1);
-    }
+    seconds_axis(w, n, x, TOP + plot_h + 14.0);
     // Stage changes.
     for (i, stage) in report.stages.iter().enumerate() {
         let sx = x(stage.at.as_secs_f64());
@@ -148,21 +139,8 @@ pub fn svg(report: &Report) -> String {
                 )
             })
             .collect();
-        let _ = writeln!(
-            w,
-            r#"<polyline fill="none" stroke="{color}" stroke-width="1.5" points="{}"/>"#,
-            points.join(" ")
-        );
-        let lx = LEFT + 10.0 + 90.0 * k as f64;
-        let ly = HEIGHT - 8.0;
-        let _ = writeln!(
-            w,
-            r#"<line x1="{lx}" x2="{:.1}" y1="{:.1}" y2="{:.1}" stroke="{color}" stroke-width="2"/><text x="{:.1}" y="{ly}">POST {name}</text>"#,
-            lx + 14.0,
-            ly - 4.0,
-            ly - 4.0,
-            lx + 18.0
-        );
+        let legend = (LEFT + 10.0 + 90.0 * k as f64, HEIGHT - 8.0);
+        series(w, color, &points, legend, &format!("POST {name}"));
     }
     let _ = writeln!(
         w,
@@ -241,16 +219,7 @@ fn processors_panel(w: &mut String, report: &Report, n: f64) {
         LEFT + plot_w + 4.0,
         top + 16.0
     );
-    let mut tick = 0usize;
-    while (tick as f64) <= n {
-        let _ = writeln!(
-            w,
-            r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{tick}s</text>"#,
-            x(tick as f64),
-            bottom + 14.0
-        );
-        tick += (n as usize / 12).max(1);
-    }
+    seconds_axis(w, n, x, bottom + 14.0);
     for stage in &report.stages {
         let sx = x(stage.at.as_secs_f64());
         let _ = writeln!(
@@ -274,21 +243,8 @@ fn processors_panel(w: &mut String, report: &Report, n: f64) {
                 ))
             })
             .collect();
-        let _ = writeln!(
-            w,
-            r#"<polyline fill="none" stroke="{color}" stroke-width="1.5" points="{}"/>"#,
-            points.join(" ")
-        );
-        let lx = LEFT + 10.0 + 150.0 * k as f64;
-        let ly = bottom + 36.0;
-        let _ = writeln!(
-            w,
-            r#"<line x1="{lx}" x2="{:.1}" y1="{:.1}" y2="{:.1}" stroke="{color}" stroke-width="2"/><text x="{:.1}" y="{ly}">{name} stored/s</text>"#,
-            lx + 14.0,
-            ly - 4.0,
-            ly - 4.0,
-            lx + 18.0
-        );
+        let legend = (LEFT + 10.0 + 150.0 * k as f64, bottom + 36.0);
+        series(w, color, &points, legend, &format!("{name} stored/s"));
     }
     let _ = writeln!(
         w,
@@ -297,5 +253,36 @@ fn processors_panel(w: &mut String, report: &Report, n: f64) {
         bottom + 28.0,
         LEFT + 328.0,
         bottom + 36.0
+    );
+}
+
+/// The time axis both panels share: a label every twelfth of the `n` seconds at height `y`.
+fn seconds_axis(w: &mut String, n: f64, x: impl Fn(f64) -> f64, y: f64) {
+    let mut tick = 0usize;
+    while (tick as f64) <= n {
+        let _ = writeln!(
+            w,
+            r#"<text x="{:.1}" y="{y:.1}" text-anchor="middle">{tick}s</text>"#,
+            x(tick as f64),
+        );
+        tick += (n as usize / 12).max(1);
+    }
+}
+
+/// One line of a panel through `points`, and its legend entry (a short stroke and `label`) at
+/// `(lx, ly)`.
+fn series(w: &mut String, color: &str, points: &[String], (lx, ly): (f64, f64), label: &str) {
+    let _ = writeln!(
+        w,
+        r#"<polyline fill="none" stroke="{color}" stroke-width="1.5" points="{}"/>"#,
+        points.join(" ")
+    );
+    let _ = writeln!(
+        w,
+        r#"<line x1="{lx}" x2="{:.1}" y1="{:.1}" y2="{:.1}" stroke="{color}" stroke-width="2"/><text x="{:.1}" y="{ly}">{label}</text>"#,
+        lx + 14.0,
+        ly - 4.0,
+        ly - 4.0,
+        lx + 18.0
     );
 }

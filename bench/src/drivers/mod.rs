@@ -111,16 +111,7 @@ pub struct Args {
     pub stack: StackOpts,
 }
 
-impl Args {
-    /// Parses `drivers` flags from code (tests), e.g. `Args::from_flags(["--rounds", "1"])`.
-    pub fn from_flags<I, T>(flags: I) -> Result<Args, clap::Error>
-    where
-        I: IntoIterator<Item = T>,
-        T: Into<std::ffi::OsString> + Clone,
-    {
-        crate::parse_flags("drivers", flags)
-    }
-}
+from_flags!(Args, "drivers");
 
 /// What one invocation measured.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -150,17 +141,7 @@ impl Comparison {
 
 /// Runs `rinha-bench drivers`.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
-    let comparison = runtime.block_on(async {
-        tokio::select! {
-            comparison = compare(&args) => comparison,
-            // Dropping the comparison drops the running stack, which kills every child.
-            _ = crate::stack::shutdown_signal() => anyhow::bail!("interrupted"),
-        }
-    })?;
+    let comparison = crate::stack::run_until_interrupted(2, compare(&args))?;
     print!("{}", comparison.table());
     if let Some(path) = &args.json {
         let text = serde_json::to_string_pretty(&comparison)?;

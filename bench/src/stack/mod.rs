@@ -140,6 +140,25 @@ impl StackOpts {
     }
 }
 
+/// Runs `work` on a multi-threaded runtime of `workers` threads until it ends, or fails it
+/// with "interrupted" on Ctrl-C or SIGTERM: dropping `work` drops any stack it started, which
+/// kills every child.
+pub fn run_until_interrupted<T>(
+    workers: usize,
+    work: impl std::future::Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        tokio::select! {
+            done = work => done,
+            _ = shutdown_signal() => anyhow::bail!("interrupted"),
+        }
+    })
+}
+
 /// Resolves on Ctrl-C or SIGTERM.
 pub async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};

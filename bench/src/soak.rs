@@ -162,14 +162,57 @@ pub async fn soak(args: &Args) -> anyhow::Result<Outcome> {
     result
 }
 
+/// Quiets and purges the stack, drives the sampled load, waits for the backlog, and judges.
 async fn soak_stack(args: &Args, stack: &Stack) -> anyhow::Result<Outcome> {
+    let (mut backend, mut processors) = quiet_and_purge(stack).await?;
+    let mut series = series_of(stack);
+    let driven = drive(args, stack, &mut series).await?;
+    let report = &driven.report;
+    let drained = Backlog::new(&stack.lb_url())?.wait_for(report.ok).await;
+    let backend_totals = backend_totals(&mut backend).await?;
+    let processor_totals = processor_totals(&mut processors).await?;
+    let post_totals = (report.ok, report.ok as i64 * PAYMENT_CENTS);
+
+    let mut failures = Vec::new();
+    if report.non_2xx + report.errors > 0 {
+        failures.push(format!(
+            "{} POSTs answered non-2xx and {} were lost",
+            report.non_2xx, report.errors
+        ));
+    }
+    if backend_totals != processor_totals || backend_totals != post_totals {
+        failures.push(format!(
+            "summary not exact: backends {backend_totals:?}, processors {processor_totals:?}, \
+             successful POSTs {post_totals:?}"
+        ));
+    }
+    let table = judge_series(args, &series, &mut failures);
+    Ok(Outcome {
+        series,
+        warmup_ok: driven.warmup_ok,
+        ok: report.ok,
+        non_2xx: report.non_2xx,
+        errors: report.errors,
+        elapsed: driven.elapsed,
+        drain_secs: drained.secs,
+        backend_totals,
+        processor_totals,
+        post_totals,
+        failures,
+        table,
+    })
+}
+
+/// Sets both processors to answer at once and never fail (a soak measures our stack), and
+/// empties them and the backends; returns a client of the backends (through the lb, with a
+/// timeout for big stores) and of each processor.
+async fn quiet_and_purge(stack: &Stack) -> anyhow::Result<(Backend, Vec<Processor>)> {
     let mut processors = Vec::new();
     for url in [stack.default_url(), stack.fallback_url()] {
         let mut processor = Processor {
             client: HostClient::new(Endpoint::parse(&url)?),
             token: INITIAL_TOKEN.to_owned(),
         };
-        // A soak measures our stack: the processors answer at once and never fail.
         processor.set_delay(0, None).await?;
         processor.set_failure(false, None).await?;
         processor.purge(None).await?;
@@ -180,8 +223,12 @@ async fn soak_stack(args: &Args, stack: &Stack) -> anyhow::Result<Outcome> {
             .with_timeout(Duration::from_secs(30)),
     };
     backend.purge(None).await.context("purging the backends")?;
+    Ok((backend, processors))
+}
 
-    let mut series: Vec<Series> = stack
+/// An empty series for every running stack process.
+fn series_of(stack: &Stack) -> Vec<Series> {
+    stack
         .parts()
         .iter()
         .filter_map(|part| {
@@ -191,8 +238,20 @@ async fn soak_stack(args: &Args, stack: &Stack) -> anyhow::Result<Outcome> {
                 samples: Vec::new(),
             })
         })
-        .collect();
+        .collect()
+}
 
+/// What the load did: every response (warm-up included), the warm-up's share, the measured
+/// load's length.
+struct Driven {
+    report: LoadReport,
+    warmup_ok: u64,
+    elapsed: Duration,
+}
+
+/// The warm-up burst, then the open-loop load, sampling every process into `series` every
+/// `--sample-secs` while it runs.
+async fn drive(args: &Args, stack: &Stack, series: &mut [Series]) -> anyhow::Result<Driven> {
     let target: Target = stack
         .lb_url()
         .trim_start_matches("http://")
@@ -234,7 +293,7 @@ async fn soak_stack(args: &Args, stack: &Stack) -> anyhow::Result<Outcome> {
             joined = &mut load => break joined.context("the load thread")??,
             _ = tokio::time::sleep(every) => {
                 let at_secs = started.elapsed().as_secs_f64();
-                for s in &mut series {
+                for s in series.iter_mut() {
                     if let Some(sample) = sample(s.pid, at_secs) {
                         s.samples.push(sample);
                     }
@@ -244,35 +303,35 @@ async fn soak_stack(args: &Args, stack: &Stack) -> anyhow::Result<Outcome> {
     };
     let elapsed = started.elapsed();
     totals.merge(&report);
-    let report = totals;
+    Ok(Driven {
+        report: totals,
+        warmup_ok,
+        elapsed,
+    })
+}
 
-    let drained = Backlog::new(&stack.lb_url())?.wait_for(report.ok).await;
+/// (requests, cents) the backends hold over all time.
+async fn backend_totals(backend: &mut Backend) -> anyhow::Result<(u64, i64)> {
     let summary = backend.summary(Window::ALL, None).await?;
-    let backend_totals = (
+    Ok((
         summary.total_requests(),
         cents(summary.default.total_amount) + cents(summary.fallback.total_amount),
-    );
-    let mut processor_totals = (0, 0);
-    for processor in &mut processors {
-        let s = processor.summary(Window::ALL, None).await?;
-        processor_totals.0 += s.total_requests;
-        processor_totals.1 += cents(s.total_amount);
-    }
-    let post_totals = (report.ok, report.ok as i64 * PAYMENT_CENTS);
+    ))
+}
 
-    let mut failures = Vec::new();
-    if report.non_2xx + report.errors > 0 {
-        failures.push(format!(
-            "{} POSTs answered non-2xx and {} were lost",
-            report.non_2xx, report.errors
-        ));
+/// (requests, cents) both processors hold over all time.
+async fn processor_totals(processors: &mut [Processor]) -> anyhow::Result<(u64, i64)> {
+    let mut totals = (0, 0);
+    for processor in processors {
+        let s = processor.summary(Window::ALL, None).await?;
+        totals.0 += s.total_requests;
+        totals.1 += cents(s.total_amount);
     }
-    if backend_totals != processor_totals || backend_totals != post_totals {
-        failures.push(format!(
-            "summary not exact: backends {backend_totals:?}, processors {processor_totals:?}, \
-             successful POSTs {post_totals:?}"
-        ));
-    }
+    Ok(totals)
+}
+
+/// Judges every process's samples (adding to `failures`) and returns the per-process table.
+fn judge_series(args: &Args, series: &[Series], failures: &mut Vec<String>) -> String {
     let backends = series
         .iter()
         .filter(|s| s.name.starts_with("backend"))
@@ -281,7 +340,7 @@ async fn soak_stack(args: &Args, stack: &Stack) -> anyhow::Result<Outcome> {
     let mut table = String::from(
         "process              samples  rss q2 KiB  rss q4 KiB  allowed +KiB  fds q2  fds q4\n",
     );
-    for s in &series {
+    for s in series {
         let Some(flat) = Flatness::of(&s.samples) else {
             failures.push(format!("{}: too few samples to judge", s.name));
             continue;
@@ -307,20 +366,7 @@ async fn soak_stack(args: &Args, stack: &Stack) -> anyhow::Result<Outcome> {
         );
         failures.extend(verdict.failures);
     }
-    Ok(Outcome {
-        series,
-        warmup_ok,
-        ok: report.ok,
-        non_2xx: report.non_2xx,
-        errors: report.errors,
-        elapsed,
-        drain_secs: drained.secs,
-        backend_totals,
-        processor_totals,
-        post_totals,
-        failures,
-        table,
-    })
+    table
 }
 
 /// What the soak concluded about one process.

@@ -37,18 +37,12 @@ type PickSide = fn(&Stored) -> Option<u64>;
 
 /// Renders the chart.
 pub fn svg(report: &Report) -> String {
-    let seconds = &report.snapshot.seconds;
-    let n = seconds.len().max(report.duration_secs as usize).max(1) as f64;
-    let plot_w = WIDTH - LEFT - RIGHT;
-    let plot_h = HEIGHT - TOP - BOTTOM;
-    let x = |second: f64| LEFT + plot_w * second / n;
-    let y_lat = |ms: f64| {
-        let v = ms.clamp(LAT_MIN, LAT_MAX);
-        TOP + plot_h * (1.0 - (v / LAT_MIN).log10() / (LAT_MAX / LAT_MIN).log10())
-    };
-    let max_rate = seconds.iter().map(|s| s.requests).max().unwrap_or(1).max(1) as f64;
-    let y_rate = |r: f64| TOP + plot_h * (1.0 - r / max_rate);
-
+    let n = report
+        .snapshot
+        .seconds
+        .len()
+        .max(report.duration_secs as usize)
+        .max(1) as f64;
     let mut out = String::new();
     let w = &mut out;
     let total_height = if report.held.is_empty() {
@@ -69,6 +63,27 @@ pub fn svg(report: &Report) -> String {
         s.inconsistencies
     );
     svg::title(w, LEFT, &title);
+    latency_panel(w, report, n);
+    if !report.held.is_empty() {
+        processors_panel(w, report, n);
+    }
+    svg::close(w);
+    out
+}
+
+/// The first panel: per second, the POST latency lines over the request-rate bars, with the
+/// stage changes marked.
+fn latency_panel(w: &mut String, report: &Report, n: f64) {
+    let seconds = &report.snapshot.seconds;
+    let plot_w = WIDTH - LEFT - RIGHT;
+    let plot_h = HEIGHT - TOP - BOTTOM;
+    let x = |second: f64| LEFT + plot_w * second / n;
+    let y_lat = |ms: f64| {
+        let v = ms.clamp(LAT_MIN, LAT_MAX);
+        TOP + plot_h * (1.0 - (v / LAT_MIN).log10() / (LAT_MAX / LAT_MIN).log10())
+    };
+    let max_rate = seconds.iter().map(|s| s.requests).max().unwrap_or(1).max(1) as f64;
+    let y_rate = |r: f64| TOP + plot_h * (1.0 - r / max_rate);
     // Request-rate bars first, so the latency lines draw over them.
     let bar_w = (plot_w / n * 0.8).max(1.0);
     for (i, sec) in seconds.iter().enumerate() {
@@ -80,19 +95,7 @@ pub fn svg(report: &Report) -> String {
             TOP + plot_h - top
         );
     }
-    // Latency grid (decades) and axes.
-    let mut decade = LAT_MIN;
-    while decade <= LAT_MAX {
-        let y = y_lat(decade);
-        let _ = writeln!(
-            w,
-            r##"<line x1="{LEFT}" x2="{:.1}" y1="{y:.1}" y2="{y:.1}" stroke="#eee"/><text x="{:.1}" y="{:.1}" text-anchor="end">{decade} ms</text>"##,
-            LEFT + plot_w,
-            LEFT - 4.0,
-            y + 4.0
-        );
-        decade *= 10.0;
-    }
+    latency_grid(w, plot_w, y_lat);
     let _ = writeln!(
         w,
         r##"<text x="{:.1}" y="{:.1}" text-anchor="start" fill="#6b87a8">{max_rate} req/s</text>"##,
@@ -104,22 +107,7 @@ pub fn svg(report: &Report) -> String {
         r##"<rect x="{LEFT}" y="{TOP}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#888"/>"##
     );
     seconds_axis(w, n, x, TOP + plot_h + 14.0);
-    // Stage changes.
-    for (i, stage) in report.stages.iter().enumerate() {
-        let sx = x(stage.at.as_secs_f64());
-        let _ = writeln!(
-            w,
-            r##"<line x1="{sx:.1}" x2="{sx:.1}" y1="{TOP}" y2="{:.1}" stroke="#c60" stroke-dasharray="4,3"/><text x="{:.1}" y="{:.1}" fill="#c60">{} d{}{} f{}{}</text>"##,
-            TOP + plot_h,
-            sx + 2.0,
-            TOP + 12.0 + 12.0 * (i % 2) as f64,
-            i + 1,
-            stage.default_delay_ms,
-            if stage.default_failing { "!" } else { "" },
-            stage.fallback_delay_ms,
-            if stage.fallback_failing { "!" } else { "" },
-        );
-    }
+    stage_labels(w, report, x, TOP + plot_h);
     // Latency lines.
     let lines: [(&str, &str, Pick); 3] = [
         ("p50", "#2a7", |p| p.p50),
@@ -150,11 +138,41 @@ pub fn svg(report: &Report) -> String {
         LEFT + 308.0,
         HEIGHT - 8.0
     );
-    if !report.held.is_empty() {
-        processors_panel(w, report, n);
+}
+
+/// The latency axis: a grid line and a label at every decade of milliseconds.
+fn latency_grid(w: &mut String, plot_w: f64, y_lat: impl Fn(f64) -> f64) {
+    let mut decade = LAT_MIN;
+    while decade <= LAT_MAX {
+        let y = y_lat(decade);
+        let _ = writeln!(
+            w,
+            r##"<line x1="{LEFT}" x2="{:.1}" y1="{y:.1}" y2="{y:.1}" stroke="#eee"/><text x="{:.1}" y="{:.1}" text-anchor="end">{decade} ms</text>"##,
+            LEFT + plot_w,
+            LEFT - 4.0,
+            y + 4.0
+        );
+        decade *= 10.0;
     }
-    svg::close(w);
-    out
+}
+
+/// The stage changes as dashed lines down to `bottom`, each labelled with its number and
+/// both processors' delay (`!` when failing).
+fn stage_labels(w: &mut String, report: &Report, x: impl Fn(f64) -> f64, bottom: f64) {
+    for (i, stage) in report.stages.iter().enumerate() {
+        let sx = x(stage.at.as_secs_f64());
+        let _ = writeln!(
+            w,
+            r##"<line x1="{sx:.1}" x2="{sx:.1}" y1="{TOP}" y2="{bottom:.1}" stroke="#c60" stroke-dasharray="4,3"/><text x="{:.1}" y="{:.1}" fill="#c60">{} d{}{} f{}{}</text>"##,
+            sx + 2.0,
+            TOP + 12.0 + 12.0 * (i % 2) as f64,
+            i + 1,
+            stage.default_delay_ms,
+            if stage.default_failing { "!" } else { "" },
+            stage.fallback_delay_ms,
+            if stage.fallback_failing { "!" } else { "" },
+        );
+    }
 }
 
 /// The second panel: payments stored per second by each processor (lines, left axis) and the

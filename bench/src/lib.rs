@@ -52,7 +52,7 @@ pub mod soak;
 pub mod stack;
 
 /// Parses a subcommand's flags from code (tests, other subcommands), as the command line
-/// would: `parse_flags::<rinha::Args, _, _>("rinha", ["--duration", "12"])`.
+/// would: `parse_flags::<contest::Args, _, _>("rinha", ["--duration", "12"])`.
 pub fn parse_flags<A, I, T>(name: &'static str, flags: I) -> Result<A, clap::Error>
 where
     A: clap::Args + clap::FromArgMatches,

@@ -331,7 +331,7 @@ impl Loads<'_> {
     }
 }
 
-/// The contest test against the running stack, through the `rinha` module's entry point, then
+/// The contest test against the running stack, through the contest layer's entry point, then
 /// the wait for its backlog with the processors answering at once.
 async fn contest(
     args: &Args,

@@ -16,7 +16,7 @@ use common::cpu_seconds;
 use common::Processors;
 use faults_support::{kill, load, Fleet, Outcome};
 use rinha::journal::replay_dir;
-use rinha_bench::processor::Chaos;
+use rinha_emulator::Chaos;
 
 const DRAIN: Duration = Duration::from_secs(40);
 /// Load connections: each loses at most its one request in flight when a part dies.

@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use rinha_bench::processor::Chaos;
+use rinha_emulator::Chaos;
 use uuid::Uuid;
 
 const DRAIN: Duration = Duration::from_secs(15);

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::*;
-use rinha_bench::processor::Chaos;
+use rinha_emulator::Chaos;
 use uuid::Uuid;
 
 const DRAIN: Duration = Duration::from_secs(15);

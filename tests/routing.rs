@@ -7,7 +7,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{eventually, Processors, Solo};
-use rinha_bench::processor::Limits;
+use rinha_emulator::Limits;
 use uuid::Uuid;
 
 /// Sends `n` payments of 20.05 spread evenly over `over`, each on its own connection.

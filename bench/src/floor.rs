@@ -4,19 +4,17 @@
 //! requests is the floor under every p99 this instrument reports.
 
 use std::process::ExitCode;
-use std::sync::atomic::AtomicU64;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 
-use crate::rinha::client::Endpoint;
-use crate::rinha::recorder::Recorder;
-use crate::rinha::report::{cpu_seconds, Percentiles};
-use crate::rinha::users::{run_users, Ramp};
+use crate::contest::client::Endpoint;
+use crate::contest::users::{users_alone, Ramp};
+use crate::measure::process::own_cpu_seconds;
+use crate::measure::stats::Percentiles;
 
 /// Command-line arguments of `rinha-bench floor`.
 #[derive(Debug, Clone, clap::Args)]
@@ -81,9 +79,7 @@ fn start_responder() -> anyhow::Result<std::net::SocketAddr> {
 
 /// Runs the users against the responder and measures them.
 pub async fn measure(args: &Args, addr: std::net::SocketAddr) -> Floor {
-    let cpu_before = cpu_seconds();
-    let start = Instant::now();
-    let recorder = Arc::new(Recorder::new(start));
+    let cpu_before = own_cpu_seconds();
     let ramp = Ramp {
         max: args.max_requests,
         duration: Duration::from_secs(args.duration),
@@ -92,21 +88,12 @@ pub async fn measure(args: &Args, addr: std::net::SocketAddr) -> Floor {
         host: addr.ip().to_string(),
         port: addr.port(),
     };
-    let amount = crate::profile::PREVIEW.amount;
-    run_users(
-        target,
-        ramp,
-        amount,
-        recorder.clone(),
-        Arc::new(AtomicU64::new(0)),
-    )
-    .await;
-    let snapshot = recorder.snapshot();
+    let (snapshot, elapsed) = users_alone(target, ramp).await;
     Floor {
         posts: Percentiles::of(&snapshot.posts),
         failed: snapshot.counts.failed(),
-        cpu_secs: cpu_seconds() - cpu_before,
-        run_secs: start.elapsed().as_secs_f64(),
+        cpu_secs: own_cpu_seconds() - cpu_before,
+        run_secs: elapsed.as_secs_f64(),
     }
 }
 

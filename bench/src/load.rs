@@ -39,6 +39,7 @@ use hdrhistogram::Histogram;
 use client::{exchange, Connection, Exchange};
 
 mod client;
+pub mod payments;
 
 /// Highest latency the histograms hold (larger samples are clamped to it): 60 s in us.
 const MAX_LATENCY_US: u64 = 60_000_000;

@@ -4,7 +4,8 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use rinha_bench::{drivers, floor, lbs, processor, recv, rinha, soak, stack};
+use rinha_bench::experiments::recv;
+use rinha_bench::{contest, drivers, floor, lbs, processor, rinha, soak, stack};
 
 #[derive(Parser)]
 #[command(name = "rinha-bench", version, about)]
@@ -18,11 +19,11 @@ enum Command {
     /// Run a payment-processor emulator (RINHA-2025.md section 3).
     Processor(processor::Args),
     /// Run the contest's load test, second by second, and print the score sheet.
-    Rinha(rinha::Args),
+    Rinha(contest::Args),
     /// Measure the latency the instrument itself adds (a trivial responder under the same load).
     Floor(floor::Args),
     /// Start the local stack (two processors, two backends, the load balancer) until Ctrl-C.
-    Stack(stack::Args),
+    Stack(stack::command::Args),
     /// Compare rinha-lb with HAProxy (tcp, http) and nginx stream under the same load.
     Lbs(lbs::Args),
     /// Compare the io_uring and epoll drivers on the same stack.
@@ -48,7 +49,7 @@ fn main() -> ExitCode {
         Command::Processor(args) => processor::run(args),
         Command::Rinha(args) => rinha::run(args),
         Command::Floor(args) => floor::run(args),
-        Command::Stack(args) => stack::run(args),
+        Command::Stack(args) => stack::command::run(args),
         Command::Lbs(args) => lbs::run(args),
         Command::Drivers(args) => drivers::run(args),
         Command::Recv(args) => recv::run(args),

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use crate::processor::Fee;
+use rinha_emulator::Fee;
 
 /// The run a command reproduces (`--profile`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize)]

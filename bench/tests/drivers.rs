@@ -8,8 +8,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rinha_bench::drivers::summary::Spread;
 use rinha_bench::drivers::{compare, Args, Driver, Run, MEASURED};
+use rinha_bench::measure::stats::Spread;
 
 /// The directory holding `rinha-bench` (and `rinha`, `rinha-lb` of the same profile).
 fn profile_dir() -> PathBuf {

@@ -7,37 +7,13 @@
 
 mod loadtest_support;
 
-use loadtest_support::{Mode, TinyBackend};
-use rinha_bench::processor::{self, Config};
-use rinha_bench::rinha::{run_test, Args, Report};
+use loadtest_support::{run_tiny, Mode};
+use rinha_bench::contest::Report;
 
 /// Starts two processors and a tiny backend, runs a short test with a drain, returns the report.
 async fn run_against(mode: Mode) -> Report {
-    let default = processor::spawn(Config::for_tests(5)).expect("default processor");
-    let fallback = processor::spawn(Config::for_tests(15)).expect("fallback processor");
-    let backend = TinyBackend::start(mode, &default.url(), &fallback.url()).await;
-    let args = Args::from_flags([
-        "--target",
-        &backend.url(),
-        "--default",
-        &default.url(),
-        "--fallback",
-        &fallback.url(),
-        "--duration",
-        "12",
-        "--max-requests",
-        "60",
-        "--drain",
-        "2",
-        "--quiet",
-    ])
-    .expect("flags");
-    let report = tokio::time::timeout(std::time::Duration::from_secs(40), run_test(&args))
-        .await
-        .expect("the run is bounded")
-        .expect("the run completes");
-    eprintln!("{mode:?}:{}", report.table());
-    report
+    let flags = ["--duration", "12", "--max-requests", "60", "--drain", "2"];
+    run_tiny(mode, (5, 15), &flags).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -106,7 +82,7 @@ fn a_correct_backend_passes(report: &Report) {
     assert!(json["bench"].get("processor_seconds").is_none());
     assert!(json["bench"]["teardown"].get("backend").is_some());
     assert!(json["bench"]["checks"][0].get("sides").is_none());
-    let svg = rinha_bench::rinha::chart::svg(report);
+    let svg = rinha_bench::contest::chart::svg(report);
     assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
 }
 

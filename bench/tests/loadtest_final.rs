@@ -6,38 +6,21 @@
 
 mod loadtest_support;
 
-use loadtest_support::{Mode, TinyBackend};
-use rinha_bench::processor::{self, Config};
+use loadtest_support::{run_tiny, Mode};
+use rinha_bench::contest::Report;
 use rinha_bench::profile::Inconsistency;
-use rinha_bench::rinha::{run_test, Args, Report};
 
 /// Starts two processors at 7 % / 10 % and a tiny backend, runs the shortened final.
 async fn run_final(mode: Mode) -> Report {
-    let default = processor::spawn(Config::for_tests(7)).expect("default processor");
-    let fallback = processor::spawn(Config::for_tests(10)).expect("fallback processor");
-    let backend = TinyBackend::start(mode, &default.url(), &fallback.url()).await;
-    let args = Args::from_flags([
+    let flags = [
         "--profile",
         "final",
-        "--target",
-        &backend.url(),
-        "--default",
-        &default.url(),
-        "--fallback",
-        &fallback.url(),
         "--duration",
         "10",
         "--max-requests",
         "20",
-        "--quiet",
-    ])
-    .expect("flags");
-    let report = tokio::time::timeout(std::time::Duration::from_secs(40), run_test(&args))
-        .await
-        .expect("the run is bounded")
-        .expect("the run completes");
-    eprintln!("{mode:?}:{}", report.table());
-    report
+    ];
+    run_tiny(mode, (7, 10), &flags).await
 }
 
 fn close(a: f64, b: f64) -> bool {
@@ -192,7 +175,7 @@ fn the_results_file_has_the_final_shape(report: &Report) {
         last["default_held"].as_u64().unwrap() + last["fallback_held"].as_u64().unwrap()
     );
     // The chart gains the processors' panel.
-    let svg = rinha_bench::rinha::chart::svg(report);
+    let svg = rinha_bench::contest::chart::svg(report);
     assert!(svg.contains("payments stored per second by each processor"));
     assert!(svg.trim_end().ends_with("</svg>"));
 }

@@ -3,13 +3,11 @@
 //! answers makes every POST a timeout at 1.5 s, and the run ends within one iteration of the
 //! duration (k6's graceful stop).
 
-use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use rinha_bench::rinha::client::Endpoint;
-use rinha_bench::rinha::recorder::Recorder;
-use rinha_bench::rinha::users::{run_users, Ramp};
+use rinha_bench::contest::client::Endpoint;
+use rinha_bench::contest::users::{users_alone, Ramp};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
@@ -37,23 +35,12 @@ async fn run(
     target: Endpoint,
     users: u64,
     secs: u64,
-) -> (rinha_bench::rinha::recorder::Snapshot, Duration) {
-    let start = Instant::now();
-    let recorder = Arc::new(Recorder::new(start));
+) -> (rinha_bench::contest::recorder::Snapshot, Duration) {
     let ramp = Ramp {
         max: users,
         duration: Duration::from_secs(secs),
     };
-    let amount = rinha_bench::profile::PREVIEW.amount;
-    run_users(
-        target,
-        ramp,
-        amount,
-        recorder.clone(),
-        Arc::new(AtomicU64::new(0)),
-    )
-    .await;
-    (recorder.snapshot(), start.elapsed())
+    users_alone(target, ramp).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,8 +5,8 @@ mod processor_support;
 
 use std::time::{Duration, Instant};
 
-use processor_support::{call, new_id, payment, post_payment, Client, AT};
-use rinha_bench::processor::{spawn, Config, Running};
+use processor_support::{call, new_id, payment, post, post_payment, Client, AT};
+use rinha_emulator::{spawn, Config, Running};
 
 fn processor() -> Running {
     spawn(Config::for_tests(5)).expect("spawn processor")
@@ -74,14 +74,7 @@ async fn amounts_are_rounded_half_to_even_from_the_exact_text() {
         ("0.005", 0),
     ] {
         let id = new_id();
-        let response = call(
-            processor.addr,
-            "POST",
-            "/payments",
-            &[],
-            &payment(&id, amount, AT),
-        )
-        .await;
+        let response = post(processor.addr, &payment(&id, amount, AT)).await;
         assert_eq!(response.status, 200, "{amount}: {}", response.body);
         let stored = processor.payment(id.parse().unwrap()).expect("stored");
         assert_eq!(stored.cents, cents, "{amount}");
@@ -98,14 +91,7 @@ async fn requested_at_accepts_iso_8601_forms_and_echoes_milliseconds_utc() {
         ("2025-07-15T15:34:56.000+03:00", "2025-07-15T12:34:56.000Z"),
     ] {
         let id = new_id();
-        let response = call(
-            processor.addr,
-            "POST",
-            "/payments",
-            &[],
-            &payment(&id, "1", sent),
-        )
-        .await;
+        let response = post(processor.addr, &payment(&id, "1", sent)).await;
         assert_eq!(response.status, 200, "{sent}");
         let read = call(processor.addr, "GET", &format!("/payments/{id}"), &[], "").await;
         assert_eq!(read.json()["requestedAt"], echoed, "{sent}");
@@ -131,7 +117,7 @@ async fn missing_or_invalid_fields_are_400_and_store_nothing() {
         format!(r#"{{"correlationId":"{id}","amount":19.90,"requestedAt":null}}"#),
     ];
     for body in &bodies {
-        let response = call(processor.addr, "POST", "/payments", &[], body).await;
+        let response = post(processor.addr, body).await;
         assert_eq!(response.status, 400, "{body}");
     }
     assert_eq!(processor.stored(), 0);
@@ -142,14 +128,7 @@ async fn a_duplicate_correlation_id_is_422_and_changes_nothing() {
     let processor = processor();
     let id = new_id();
     assert_eq!(post_payment(processor.addr, &id).await.status, 200);
-    let again = call(
-        processor.addr,
-        "POST",
-        "/payments",
-        &[],
-        &payment(&id, "5.00", AT),
-    )
-    .await;
+    let again = post(processor.addr, &payment(&id, "5.00", AT)).await;
     assert_eq!(again.status, 422);
     assert_eq!(processor.stored(), 1);
     assert_eq!(processor.payment(id.parse().unwrap()).unwrap().cents, 1990);

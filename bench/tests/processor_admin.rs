@@ -5,7 +5,7 @@
 mod processor_support;
 
 use processor_support::{call, new_id, payment, post_payment, TOKEN};
-use rinha_bench::processor::{spawn, Config, Running};
+use rinha_emulator::{spawn, Config, Running};
 
 fn processor(fee_percent: u32) -> Running {
     spawn(Config::for_tests(fee_percent)).expect("spawn processor")

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use processor_support::{call, new_id, payment, post_payment, Client, AT, TOKEN};
-use rinha_bench::processor::{spawn, Chaos, Config, Limits};
+use rinha_emulator::{spawn, Chaos, Config, Limits};
 
 #[tokio::test]
 async fn health_answers_one_call_per_window_queues_two_and_refuses_the_rest() {

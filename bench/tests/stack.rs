@@ -175,7 +175,7 @@ async fn the_real_stack_comes_up_serves_a_short_run_and_stops() {
     ] {
         assert!(description.contains(part), "{description}");
     }
-    let args = rinha_bench::rinha::Args::from_flags([
+    let args = rinha_bench::contest::Args::from_flags([
         "--target",
         &stack.lb_url(),
         "--default",
@@ -189,7 +189,7 @@ async fn the_real_stack_comes_up_serves_a_short_run_and_stops() {
         "--quiet",
     ])
     .expect("flags");
-    let report = rinha_bench::rinha::run_test(&args).await.expect("run");
+    let report = rinha_bench::contest::run_test(&args).await.expect("run");
     let counts = report.snapshot.counts;
     assert!(counts.success > 50, "{counts:?}\n{}", report.table());
     assert_eq!(counts.failed(), 0, "{}", report.table());

@@ -10,7 +10,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use rinha_bench::processor::{self, Chaos, Config, Limits, Running};
+use rinha_emulator::{self as processor, Chaos, Config, Limits, Running};
 
 /// Runs a scenario, `fn name(driver: &str)`, once per io driver: the tests `name::uring`
 /// and `name::epoll` (the lb's tests use the same macro).

@@ -4,6 +4,7 @@
 use std::fmt::Write as _;
 
 use super::summary::Row;
+use crate::measure::svg::{self, escape};
 
 const GROUP_W: f64 = 64.0;
 const LEFT: f64 = 64.0;
@@ -37,16 +38,8 @@ pub fn svg(rows: &[Row], title: &str) -> String {
 
     let mut out = String::new();
     let w = &mut out;
-    let _ = writeln!(
-        w,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="11">"#
-    );
-    let _ = writeln!(w, r#"<rect width="100%" height="100%" fill="white"/>"#);
-    let _ = writeln!(
-        w,
-        r#"<text x="{LEFT}" y="20" font-size="13">{}</text>"#,
-        escape(title)
-    );
+    svg::open(w, width, height);
+    svg::title(w, LEFT, title);
     for (i, (name, colour)) in [("io_uring", URING), ("epoll", EPOLL)].iter().enumerate() {
         let x = LEFT + 110.0 * i as f64;
         let _ = writeln!(
@@ -120,7 +113,7 @@ pub fn svg(rows: &[Row], title: &str) -> String {
         r##"<line x1="{LEFT}" x2="{}" y1="{bottom}" y2="{bottom}" stroke="#333"/>"##,
         width - RIGHT
     );
-    let _ = writeln!(w, "</svg>");
+    svg::close(w);
     out
 }
 
@@ -138,12 +131,6 @@ fn short(ms: f64) -> String {
         v if v >= 1.0 => format!("{v:.2}"),
         v => format!("{v:.3}"),
     }
-}
-
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
 }
 
 #[cfg(test)]

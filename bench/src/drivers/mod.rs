@@ -4,14 +4,13 @@
 //! load balancer), alternating which goes first (uring, epoll, epoll, uring, ...) so machine
 //! drift hits both. A run ([`session`]) confirms the driver from every start line
 //! ([`verify`]), then measures the contest test, fixed-rate open-loop loads with fresh
-//! payments ([`payments`]), and the closed-loop saturation, with the CPU time and peak RSS of
-//! the lb and both backends, each window running on until the [`backlog`] of accepted payments
-//! is recorded. [`summary`] takes the medians per driver, their spread and their ratio;
-//! [`chart`] draws the percentiles. [`compare`] is the library entry point.
+//! payments ([`crate::load::payments`]), and the closed-loop saturation, with the CPU time and
+//! peak RSS of the lb and both backends, each window running on until the backlog of accepted
+//! payments is recorded ([`crate::contest::backlog`]). [`summary`] takes the medians per
+//! driver, their spread and their ratio; [`chart`] draws the percentiles. [`compare`] is the
+//! library entry point.
 
-pub mod backlog;
 pub mod chart;
-pub mod payments;
 pub mod session;
 pub mod summary;
 pub mod verify;
@@ -112,16 +111,7 @@ pub struct Args {
     pub stack: StackOpts,
 }
 
-impl Args {
-    /// Parses `drivers` flags from code (tests), e.g. `Args::from_flags(["--rounds", "1"])`.
-    pub fn from_flags<I, T>(flags: I) -> Result<Args, clap::Error>
-    where
-        I: IntoIterator<Item = T>,
-        T: Into<std::ffi::OsString> + Clone,
-    {
-        crate::parse_flags("drivers", flags)
-    }
-}
+from_flags!(Args, "drivers");
 
 /// What one invocation measured.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -151,17 +141,7 @@ impl Comparison {
 
 /// Runs `rinha-bench drivers`.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
-    let comparison = runtime.block_on(async {
-        tokio::select! {
-            comparison = compare(&args) => comparison,
-            // Dropping the comparison drops the running stack, which kills every child.
-            _ = crate::stack::shutdown_signal() => anyhow::bail!("interrupted"),
-        }
-    })?;
+    let comparison = crate::stack::run_until_interrupted(2, compare(&args))?;
     print!("{}", comparison.table());
     if let Some(path) = &args.json {
         let text = serde_json::to_string_pretty(&comparison)?;

@@ -3,17 +3,18 @@
 //! open-loop loads and the closed-loop saturation, reading each process's CPU time around
 //! every measured window and its peak RSS after the contest and at the end.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 
-use super::backlog::{Backlog, Drained};
-use super::{payments, verify, Args, Driver, MEASURED};
-use crate::lbs::contenders::{cpu_time, peak_rss_kib};
-use crate::load::{self, LoadSpec, Pace, Report as LoadReport, Target};
-use crate::rinha::calls::Processor;
-use crate::rinha::client::{Endpoint, HostClient};
-use crate::rinha::report::Percentiles;
+use super::{verify, Args, Driver, MEASURED};
+use crate::contest::backlog::{Backlog, Drained};
+use crate::contest::calls::Processor;
+use crate::contest::client::{Endpoint, HostClient};
+use crate::load::{self, payments, LoadSpec, Pace, Report as LoadReport, RequestWriter, Target};
+use crate::measure::process::{cpu_time, peak_rss_kib};
+use crate::measure::stats::{per_sec, Percentiles};
 use crate::stack::Stack;
 
 /// The processors' admin token: their initial one, which the contest test also sets (its
@@ -28,16 +29,12 @@ pub struct Latency {
     pub p999: f64,
 }
 
-impl Latency {
-    fn of_load(report: &LoadReport) -> Latency {
-        if report.latency_us.is_empty() {
-            return Latency::default();
-        }
-        let ms = |q: f64| report.quantile_us(q) as f64 / 1000.0;
+impl From<Percentiles> for Latency {
+    fn from(p: Percentiles) -> Latency {
         Latency {
-            p50: ms(0.5),
-            p99: ms(0.99),
-            p999: ms(0.999),
+            p50: p.p50,
+            p99: p.p99,
+            p999: p.p999,
         }
     }
 }
@@ -58,7 +55,7 @@ pub struct Contest {
     pub failed_posts: u64,
     pub inconsistencies: u64,
     /// The consistency checks that found a difference (when, the window, both totals).
-    pub failed_checks: Vec<crate::rinha::checker::Check>,
+    pub failed_checks: Vec<crate::contest::checker::Check>,
     pub lag: i64,
     /// The wait for the backlog after the test (counted in `cpu_secs`).
     pub drained: Drained,
@@ -160,18 +157,8 @@ fn peak_rss(pids: &[u32; 3]) -> anyhow::Result<[u64; 3]> {
 }
 
 async fn measure(args: &Args, stack: &Stack, round: u32, driver: Driver) -> anyhow::Result<Run> {
-    let mut confirmed = Vec::new();
-    for part in stack.parts() {
-        let program = match part.name.as_str() {
-            "rinha-lb" => "rinha-lb",
-            name if name.starts_with("backend-") => "rinha",
-            _ => continue,
-        };
-        let got = verify::confirm(&part.name, program, &part.log, driver).await?;
-        confirmed.push((part.name.clone(), format!("driver={got}")));
-    }
+    let confirmed = confirm_drivers(stack, driver).await?;
     let pids = pids(stack)?;
-
     let mut run = Run {
         round,
         driver,
@@ -193,61 +180,133 @@ async fn measure(args: &Args, stack: &Stack, round: u32, driver: Driver) -> anyh
     } else {
         quiet_processors(stack).await?;
     }
-    let target: Target = format!("127.0.0.1:{}", args.stack.lb_port).parse()?;
-    let writer = payments::writer("localhost");
-    let spec = |pace: Pace, secs: u64| LoadSpec {
-        target: target.clone(),
-        // Unused: `run_with` writes every request.
-        request: Vec::new().into(),
-        pace,
-        duration: Duration::from_secs(secs),
-        requests: None,
+    let mut loads = Loads {
+        args,
+        pids,
+        backlog,
+        expected,
+        target: format!("127.0.0.1:{}", args.stack.lb_port).parse()?,
+        writer: payments::writer("localhost"),
+        driver,
+        round,
     };
-    let open = |rate: f64| Pace::Open {
-        rate_per_sec: rate,
-        connections: args.open_connections,
-    };
-    if let (Some(&first), true) = (args.rates.first(), args.warmup_secs > 0) {
-        let warm = blocking_load(spec(open(first), args.warmup_secs), writer.clone()).await?;
+    loads.warm_up().await?;
+    for &rate in &args.rates {
+        run.rates.push(loads.open_rate(rate).await?);
+    }
+    if args.saturation_secs > 0 {
+        run.saturation = Some(loads.saturation().await?);
+    }
+    run.peak_rss_kib = peak_rss(&pids)?;
+    Ok(run)
+}
+
+/// The driver each backend and the lb says it runs, from its start line.
+async fn confirm_drivers(stack: &Stack, driver: Driver) -> anyhow::Result<Vec<(String, String)>> {
+    let mut confirmed = Vec::new();
+    for part in stack.parts() {
+        let program = match part.name.as_str() {
+            "rinha-lb" => "rinha-lb",
+            name if name.starts_with("backend-") => "rinha",
+            _ => continue,
+        };
+        let got = verify::confirm(&part.name, program, &part.log, driver).await?;
+        confirmed.push((part.name.clone(), format!("driver={got}")));
+    }
+    Ok(confirmed)
+}
+
+/// The generated loads after the contest: each measured over the same processes and waited
+/// out until the backends record every payment sent so far.
+struct Loads<'a> {
+    args: &'a Args,
+    pids: [u32; 3],
+    backlog: Backlog,
+    /// Payments the backends should hold by now.
+    expected: u64,
+    target: Target,
+    writer: Arc<RequestWriter>,
+    driver: Driver,
+    round: u32,
+}
+
+impl Loads<'_> {
+    fn spec(&self, pace: Pace, secs: u64) -> LoadSpec {
+        LoadSpec {
+            target: self.target.clone(),
+            // Unused: `run_with` writes every request.
+            request: Vec::new().into(),
+            pace,
+            duration: Duration::from_secs(secs),
+            requests: None,
+        }
+    }
+
+    fn open(&self, rate: f64) -> Pace {
+        Pace::Open {
+            rate_per_sec: rate,
+            connections: self.args.open_connections,
+        }
+    }
+
+    /// Unmeasured load at the first rate (when there is one and `--warmup-secs` asks).
+    async fn warm_up(&mut self) -> anyhow::Result<()> {
+        let (Some(&first), true) = (self.args.rates.first(), self.args.warmup_secs > 0) else {
+            return Ok(());
+        };
+        let spec = self.spec(self.open(first), self.args.warmup_secs);
+        let warm = blocking_load(spec, self.writer.clone()).await?;
         anyhow::ensure!(
             warm.ok > 0,
             "the stack answered nothing during the warm-up: {warm:?}"
         );
-        expected += warm.ok;
-        backlog.wait_for(expected).await;
+        self.expected += warm.ok;
+        self.backlog.wait_for(self.expected).await;
+        Ok(())
     }
-    for &rate in &args.rates {
-        let before = cpu_now(&pids)?;
-        let report = blocking_load(spec(open(rate), args.open_secs), writer.clone()).await?;
-        expected += report.ok;
-        let drained = backlog.wait_for(expected).await;
-        let cpu_secs = cpu_since(&pids, &before)?;
-        log_load(driver, round, &format!("open {rate}/s"), &report, &drained);
-        run.rates.push(Rate {
+
+    /// Runs `spec`, waits for its backlog; what it did, the wait, and the CPU of both.
+    async fn measured(
+        &mut self,
+        spec: LoadSpec,
+        what: &str,
+    ) -> anyhow::Result<(LoadReport, Drained, CpuSecs)> {
+        let before = cpu_now(&self.pids)?;
+        let report = blocking_load(spec, self.writer.clone()).await?;
+        self.expected += report.ok;
+        let drained = self.backlog.wait_for(self.expected).await;
+        let cpu_secs = cpu_since(&self.pids, &before)?;
+        log_load(self.driver, self.round, what, &report, &drained);
+        Ok((report, drained, cpu_secs))
+    }
+
+    /// One fixed-rate open-loop load.
+    async fn open_rate(&mut self, rate: f64) -> anyhow::Result<Rate> {
+        let spec = self.spec(self.open(rate), self.args.open_secs);
+        let (report, drained, cpu_secs) = self.measured(spec, &format!("open {rate}/s")).await?;
+        Ok(Rate {
             rate,
-            latency: Latency::of_load(&report),
+            latency: Percentiles::of(&report.latency_us).into(),
             ok: report.ok,
             failed: report.non_2xx + report.errors,
             achieved: per_sec(report.ok, report.elapsed.as_secs_f64()),
             drained,
             cpu_secs,
-        });
+        })
     }
-    if args.saturation_secs > 0 {
+
+    /// The closed-loop saturation, a fixed budget of requests unless `--saturation-requests 0`.
+    async fn saturation(&mut self) -> anyhow::Result<Saturation> {
+        let args = self.args;
         let pace = Pace::Closed {
             connections: args.saturation_connections,
         };
         let budget = (args.saturation_requests > 0).then_some(args.saturation_requests);
-        let load = LoadSpec {
+        let spec = LoadSpec {
             requests: budget,
-            ..spec(pace, args.saturation_secs)
+            ..self.spec(pace, args.saturation_secs)
         };
-        let before = cpu_now(&pids)?;
-        let report = blocking_load(load, writer.clone()).await?;
-        expected += report.ok;
-        let drained = backlog.wait_for(expected).await;
-        let cpu_secs = cpu_since(&pids, &before)?;
-        log_load(driver, round, "saturation", &report, &drained);
+        let (report, drained, cpu_secs) = self.measured(spec, "saturation").await?;
         let secs = report.elapsed.as_secs_f64();
         let saturation = Saturation {
             throughput: per_sec(report.ok, secs),
@@ -260,29 +319,19 @@ async fn measure(args: &Args, stack: &Stack, round: u32, driver: Driver) -> anyh
         let made = saturation.ok + saturation.failed;
         if budget.is_some_and(|budget| made < budget) {
             tracing::warn!(
-                driver = driver.env_value(),
-                round,
+                driver = self.driver.env_value(),
+                round = self.round,
                 made,
                 budget = args.saturation_requests,
                 "the saturation load ran out of time before its budget: the drivers did unequal \
                  work, so the whole-run RSS does not compare"
             );
         }
-        run.saturation = Some(saturation);
-    }
-    run.peak_rss_kib = peak_rss(&pids)?;
-    Ok(run)
-}
-
-fn per_sec(count: u64, secs: f64) -> f64 {
-    if secs > 0.0 {
-        count as f64 / secs
-    } else {
-        0.0
+        Ok(saturation)
     }
 }
 
-/// The contest test against the running stack, through the `rinha` module's entry point, then
+/// The contest test against the running stack, through the contest layer's entry point, then
 /// the wait for its backlog with the processors answering at once.
 async fn contest(
     args: &Args,
@@ -305,23 +354,18 @@ async fn contest(
     if args.quiet {
         flags.push("--quiet".to_owned());
     }
-    let rinha_args = crate::rinha::Args::from_flags(flags)?;
+    let rinha_args = crate::contest::Args::from_flags(flags)?;
     let before = cpu_now(pids)?;
-    let report = crate::rinha::run_test(&rinha_args)
+    let report = crate::contest::run_test(&rinha_args)
         .await
         .context("the contest test")?;
     // From here on the processors answer at once: what is measured is our stack.
     quiet_processors(stack).await?;
     let drained = backlog.wait_for(report.snapshot.counts.success).await;
     let cpu_secs = cpu_since(pids, &before)?;
-    let post = Percentiles::of(&report.snapshot.posts);
     let counts = report.snapshot.counts;
     Ok(Contest {
-        post: Latency {
-            p50: post.p50,
-            p99: post.p99,
-            p999: post.p999,
-        },
+        post: Percentiles::of(&report.snapshot.posts).into(),
         score_p99_ms: report.score.p99_ms,
         profit: report.score.profit,
         successful_posts: counts.success,
@@ -360,10 +404,7 @@ async fn quiet_processors(stack: &Stack) -> anyhow::Result<()> {
 }
 
 /// Runs a load on a blocking thread (the generator sleeps and blocks by design).
-async fn blocking_load(
-    spec: LoadSpec,
-    writer: std::sync::Arc<load::RequestWriter>,
-) -> anyhow::Result<LoadReport> {
+async fn blocking_load(spec: LoadSpec, writer: Arc<RequestWriter>) -> anyhow::Result<LoadReport> {
     Ok(tokio::task::spawn_blocking(move || load::run_with(&spec, writer)).await??)
 }
 

@@ -14,6 +14,8 @@ use std::fmt::Write as _;
 
 use super::session::{CpuSecs, Latency, Run};
 use super::{Driver, MEASURED};
+use crate::measure::stats::{median, ratio, Spread};
+use crate::measure::table::{cell_with_spread, ratio_cell, Table};
 
 /// One figure of the comparison.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -32,61 +34,6 @@ pub struct Row {
     pub ratio: Option<f64>,
     /// A latency percentile (drawn in the chart).
     pub percentile: bool,
-}
-
-/// The lowest and highest value of a figure over the rounds of one driver.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
-pub struct Spread {
-    pub min: f64,
-    pub max: f64,
-    /// How many runs measured it.
-    pub runs: usize,
-}
-
-impl Spread {
-    /// Over the finite `values`; None when there are none.
-    pub fn of(values: &[f64]) -> Option<Spread> {
-        let mut finite = values.iter().copied().filter(|v| v.is_finite());
-        let first = finite.next()?;
-        Some(finite.fold(
-            Spread {
-                min: first,
-                max: first,
-                runs: 1,
-            },
-            |s, v| Spread {
-                min: s.min.min(v),
-                max: s.max.max(v),
-                runs: s.runs + 1,
-            },
-        ))
-    }
-
-    /// Whether no value of `self` lies within `other` (the runs do not overlap), with at
-    /// least two runs on each side: a single run is apart from anything by chance alone.
-    fn apart_from(self, other: Spread) -> bool {
-        self.runs >= 2 && other.runs >= 2 && (self.max < other.min || other.max < self.min)
-    }
-}
-
-/// The median of `values` (the mean of the middle two for an even count).
-pub fn median(values: &[f64]) -> Option<f64> {
-    let mut sorted: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
-    sorted.sort_by(f64::total_cmp);
-    let n = sorted.len();
-    match n {
-        0 => None,
-        _ if n % 2 == 1 => Some(sorted[n / 2]),
-        _ => Some((sorted[n / 2 - 1] + sorted[n / 2]) / 2.0),
-    }
-}
-
-/// `uring / epoll`, when both exist and epoll is not zero.
-pub fn ratio(uring: Option<f64>, epoll: Option<f64>) -> Option<f64> {
-    match (uring, epoll) {
-        (Some(u), Some(e)) if e != 0.0 => Some(u / e),
-        _ => None,
-    }
 }
 
 /// CPU seconds per 100,000 requests.
@@ -260,27 +207,6 @@ pub fn rows(
     b.rows
 }
 
-fn cell(value: Option<f64>) -> String {
-    match value {
-        None => "-".to_owned(),
-        // Counts (and whole figures) without decimals.
-        Some(v) if v.fract() == 0.0 && v.abs() < 1e15 => format!("{v:.0}"),
-        Some(v) if v.abs() >= 1000.0 => format!("{v:.0}"),
-        Some(v) if v.abs() >= 10.0 => format!("{v:.1}"),
-        Some(v) => format!("{v:.3}"),
-    }
-}
-
-/// A median and, when the runs differ, their spread: `0.495 (0.402-0.731)`.
-pub fn cell_with_spread(median: Option<f64>, spread: Option<Spread>) -> String {
-    match spread {
-        Some(Spread { min, max, .. }) if min != max => {
-            format!("{} ({}-{})", cell(median), cell(Some(min)), cell(Some(max)))
-        }
-        _ => cell(median),
-    }
-}
-
 /// Which driver the row favours: `=` when the medians are within 1 %, the driver's name when
 /// every run of it beats every run of the other, the name in parentheses when only the medians
 /// say so (the runs overlap).
@@ -340,12 +266,16 @@ pub fn runs(runs: &[Run]) -> String {
 
 /// The rows as a markdown table.
 pub fn table(rows: &[Row]) -> String {
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "| part | figure | unit | uring | epoll | uring/epoll | better |"
-    );
-    let _ = writeln!(out, "|---|---|---|---:|---:|---:|---|");
+    let columns = [
+        "part",
+        "figure",
+        "unit",
+        "uring",
+        "epoll",
+        "uring/epoll",
+        "better",
+    ];
+    let mut table = Table::new(&columns, |i| (3..6).contains(&i));
     let mut last = "";
     for row in rows {
         let section = if row.section == last {
@@ -354,34 +284,22 @@ pub fn table(rows: &[Row]) -> String {
             &row.section
         };
         last = &row.section;
-        let _ = writeln!(
-            out,
-            "| {section} | {} | {} | {} | {} | {} | {} |",
-            row.metric,
+        table.row(&[
+            section,
+            &row.metric,
             row.unit,
-            cell_with_spread(row.uring, row.uring_spread),
-            cell_with_spread(row.epoll, row.epoll_spread),
-            row.ratio.map_or("-".to_owned(), |r| format!("{r:.3}")),
+            &cell_with_spread(row.uring, row.uring_spread),
+            &cell_with_spread(row.epoll, row.epoll_spread),
+            &ratio_cell(row.ratio),
             better(row),
-        );
+        ]);
     }
-    out
+    table.render()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn medians_and_ratios() {
-        assert_eq!(median(&[]), None);
-        assert_eq!(median(&[3.0]), Some(3.0));
-        assert_eq!(median(&[5.0, 1.0, 3.0]), Some(3.0));
-        assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), Some(2.5));
-        assert_eq!(ratio(Some(1.0), Some(4.0)), Some(0.25));
-        assert_eq!(ratio(Some(1.0), Some(0.0)), None);
-        assert_eq!(ratio(None, Some(1.0)), None);
-    }
 
     /// A row built from the runs of each driver, as `Builder::row` builds it.
     fn row(uring: &[f64], epoll: &[f64], lower_is_better: bool) -> Row {
@@ -398,20 +316,6 @@ mod tests {
             ratio: ratio(u, e),
             percentile: false,
         }
-    }
-
-    #[test]
-    fn spread_is_the_lowest_and_highest_finite_run() {
-        assert_eq!(Spread::of(&[]), None);
-        assert_eq!(Spread::of(&[f64::NAN]), None);
-        assert_eq!(
-            Spread::of(&[0.4, f64::INFINITY, 0.73, 0.49]),
-            Some(Spread {
-                min: 0.4,
-                max: 0.73,
-                runs: 3
-            })
-        );
     }
 
     #[test]

@@ -293,50 +293,9 @@ pub fn pick_ports(base: Option<u16>, count: usize) -> anyhow::Result<Vec<u16>> {
         .collect()
 }
 
-/// CPU time (user + system) a process has used so far.
-pub fn cpu_time(pid: u32) -> anyhow::Result<Duration> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // Fields after the command name (which may hold spaces): state is field 3, utime 14, stime 15.
-    let rest = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest)
-        .context("malformed /proc/PID/stat")?;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |index: usize| -> anyhow::Result<u64> {
-        Ok(fields.get(index).context("short /proc/PID/stat")?.parse()?)
-    };
-    let total = ticks(11)? + ticks(12)?;
-    // SAFETY: sysconf has no preconditions.
-    let per_sec = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
-    Ok(Duration::from_micros(total * 1_000_000 / per_sec))
-}
-
-/// Peak resident set (`VmHWM`) of a process, in KiB.
-pub fn peak_rss_kib(pid: u32) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmHWM:"))
-        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
-        .context("no VmHWM in /proc/PID/status")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn reads_our_own_cpu_and_rss() {
-        let pid = std::process::id();
-        let before = cpu_time(pid).unwrap();
-        let mut x = 0u64;
-        for i in 0..50_000_000u64 {
-            x = x.wrapping_mul(31).wrapping_add(i);
-        }
-        std::hint::black_box(x);
-        assert!(cpu_time(pid).unwrap() >= before);
-        assert!(peak_rss_kib(pid).unwrap() > 100);
-    }
 
     #[test]
     fn templates_are_filled() {

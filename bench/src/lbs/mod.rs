@@ -20,6 +20,9 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 
 use crate::load::{self, LoadSpec, Pace, Report};
+use crate::measure::process::{cpu_time, peak_rss_kib};
+use crate::measure::stats::median;
+use crate::measure::table::Table;
 use backend::FixedBackend;
 use contenders::{Contender, Entry, Kind, Setup};
 
@@ -228,10 +231,10 @@ fn compare(
             let index = (round + step) % started.len();
             let contender = &mut started[index];
             contender.check_alive()?;
-            let cpu_before = contender.pid().map(contenders::cpu_time).transpose()?;
+            let cpu_before = contender.pid().map(cpu_time).transpose()?;
             let report = load::run(&spec_for(contender, args.duration_secs))?;
             if let (Some(pid), Some(before)) = (contender.pid(), cpu_before) {
-                tallies[index].cpu += contenders::cpu_time(pid)?.saturating_sub(before);
+                tallies[index].cpu += cpu_time(pid)?.saturating_sub(before);
             }
             tracing::info!(
                 round,
@@ -247,7 +250,7 @@ fn compare(
         }
     }
     for (tally, contender) in tallies.iter_mut().zip(&started) {
-        tally.peak_rss_kib = contender.pid().map(contenders::peak_rss_kib).transpose()?;
+        tally.peak_rss_kib = contender.pid().map(peak_rss_kib).transpose()?;
     }
     Ok(table(args, &tallies))
 }
@@ -266,14 +269,23 @@ fn table(args: &Args, tallies: &[Tally]) -> String {
         "{load}, {} connections, {} rounds x {} s per contender (rotated order), latency in us\n",
         args.connections, args.rounds, args.duration_secs
     );
-    let _ = writeln!(
-        out,
-        "| contender | requests | errors | req/s | p50 | p99 | p99.9 | added p50 | added p99 | added p99.9 | median round p99 | added, median round | CPU-s / 100k req | peak RSS MiB |"
-    );
-    let _ = writeln!(
-        out,
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
-    );
+    let columns = [
+        "contender",
+        "requests",
+        "errors",
+        "req/s",
+        "p50",
+        "p99",
+        "p99.9",
+        "added p50",
+        "added p99",
+        "added p99.9",
+        "median round p99",
+        "added, median round",
+        "CPU-s / 100k req",
+        "peak RSS MiB",
+    ];
+    let mut table = Table::new(&columns, |i| i > 0);
     for tally in tallies {
         let report = &tally.report;
         let values: Vec<u64> = quantiles.iter().map(|&q| report.quantile_us(q)).collect();
@@ -295,17 +307,16 @@ fn table(args: &Args, tallies: &[Tally]) -> String {
                 tally.cpu.as_secs_f64() * 100_000.0 / report.responses() as f64
             )
         };
-        let round_p99 =
-            median(tally.round_p99_us.clone()).map_or("-".to_owned(), |m| m.to_string());
+        let round_p99 = median(&tally.round_p99_us).map_or("-".to_owned(), |m| m.to_string());
         // Per round, minus the baseline's p99 of the same round: drift cancels pairwise.
         let round_added = match direct {
             Some(direct) if tally.kind != Kind::Direct => median(
-                tally
+                &tally
                     .round_p99_us
                     .iter()
                     .zip(&direct.round_p99_us)
                     .map(|(&mine, &base)| mine as i64 - base as i64)
-                    .collect(),
+                    .collect::<Vec<_>>(),
             )
             .map_or("-".to_owned(), |m| format!("{m:+}")),
             _ => "-".to_owned(),
@@ -313,28 +324,24 @@ fn table(args: &Args, tallies: &[Tally]) -> String {
         let rss = tally
             .peak_rss_kib
             .map_or("-".to_owned(), |kib| format!("{:.1}", kib as f64 / 1024.0));
-        let _ = writeln!(
-            out,
-            "| {} | {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {round_p99} | {round_added} | {cpu} | {rss} |",
-            tally.label,
-            report.responses(),
-            report.errors + report.non_2xx,
-            report.throughput(),
-            values[0],
-            values[1],
-            values[2],
-            added[0],
-            added[1],
-            added[2],
-        );
+        table.row(&[
+            tally.label.clone(),
+            report.responses().to_string(),
+            (report.errors + report.non_2xx).to_string(),
+            format!("{:.0}", report.throughput()),
+            values[0].to_string(),
+            values[1].to_string(),
+            values[2].to_string(),
+            added[0].clone(),
+            added[1].clone(),
+            added[2].clone(),
+            round_p99,
+            round_added,
+            cpu,
+            rss,
+        ]);
     }
-    out
-}
-
-/// The median (the lower middle one for an even count), `None` when empty.
-fn median<T: Ord + Copy>(mut values: Vec<T>) -> Option<T> {
-    values.sort_unstable();
-    values.get(values.len().saturating_sub(1) / 2).copied()
+    out + &table.render()
 }
 
 #[cfg(test)]
@@ -367,13 +374,5 @@ mod tests {
             rows.iter().all(|row| row.matches('|').count() == columns),
             "{text}"
         );
-    }
-
-    #[test]
-    fn median_of_rounds() {
-        assert_eq!(median::<u64>(vec![]), None);
-        assert_eq!(median(vec![5u64]), Some(5));
-        assert_eq!(median(vec![9u64, 1, 5]), Some(5));
-        assert_eq!(median(vec![4i64, -2, 8, 1]), Some(1));
     }
 }

@@ -1,21 +1,22 @@
-//! `rinha-bench stack`: the local stack of docs/architecture.md as child processes: two payment
+//! The local stack of docs/architecture.md as child processes: two payment
 //! processors (`rinha-bench processor`, the fees of `--profile`: 0.05 and 0.15 for the preview,
 //! 0.07 and 0.10 for the final), two `rinha` backends on unix sockets in a temp dir (each
 //! peering the other), and `rinha-lb` in front of them.
 //!
-//! [`Stack`] is used by `rinha-bench rinha` too; dropping it kills every child.
+//! [`Stack`] is what `rinha`, `drivers` and `soak` run against; dropping it kills every child.
+//! [`command`] is `rinha-bench stack`, the stack alone in the foreground.
 
 mod bins;
+pub mod command;
 mod part;
 
-use std::path::PathBuf;
-use std::process::ExitCode;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 pub use part::{Addr, Part};
 
-use crate::processor::Fee;
 use crate::profile::ProfileName;
+use rinha_emulator::Fee;
 
 /// How long a port the stack needs may stay busy before the start fails (a previous
 /// stack's sockets on the same ports, just stopped).
@@ -139,32 +140,22 @@ impl StackOpts {
     }
 }
 
-/// Command-line arguments of `rinha-bench stack`.
-#[derive(Debug, clap::Args)]
-pub struct Args {
-    #[command(flatten)]
-    pub opts: StackOpts,
-}
-
-/// Runs `rinha-bench stack`: starts everything, waits for Ctrl-C/SIGTERM or a part dying.
-pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
+/// Runs `work` on a multi-threaded runtime of `workers` threads until it ends, or fails it
+/// with "interrupted" on Ctrl-C or SIGTERM: dropping `work` drops any stack it started, which
+/// kills every child.
+pub fn run_until_interrupted<T>(
+    workers: usize,
+    work: impl std::future::Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let mut stack = Stack::start(&args.opts).await?;
-        print!("{}", stack.describe());
-        println!("stack up; Ctrl-C stops it");
-        let code = tokio::select! {
-            _ = shutdown_signal() => ExitCode::SUCCESS,
-            died = stack.watch() => {
-                eprintln!("{died}");
-                ExitCode::from(1)
-            }
-        };
-        stack.stop().await;
-        println!("stack stopped");
-        Ok(code)
+        tokio::select! {
+            done = work => done,
+            _ = shutdown_signal() => anyhow::bail!("interrupted"),
+        }
     })
 }
 
@@ -196,6 +187,24 @@ pub struct Stack {
     fees: (Fee, Fee),
 }
 
+/// A new directory for one stack's sockets, logs and data. The counter: two stacks of one
+/// process (parallel tests) may start in the same millisecond, and sharing a dir would mix
+/// their sockets and logs.
+fn fresh_dir() -> std::io::Result<PathBuf> {
+    static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!(
+        "rinha-stack-{}-{n}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or_default()
+    ));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
 fn parse_env(pairs: &[String]) -> Result<Vec<(String, String)>, StackError> {
     pairs
         .iter()
@@ -220,21 +229,8 @@ impl Stack {
         ] {
             part::wait_free(name, port, PORT_GRACE).await?;
         }
-        // The counter: two stacks of one process (parallel tests) may start in the same
-        // millisecond, and sharing a dir would mix their sockets and logs.
-        static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!(
-            "rinha-stack-{}-{n}-{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_millis())
-                .unwrap_or_default()
-        ));
-        std::fs::create_dir_all(&dir)?;
         let mut stack = Stack {
-            dir: dir.clone(),
+            dir: fresh_dir()?,
             parts: Vec::new(),
             lb_port: opts.lb_port,
             default_port: opts.default_port,
@@ -242,11 +238,21 @@ impl Stack {
             fees: opts.fees(),
         };
         let up = Duration::from_secs(opts.up_timeout);
+        stack.spawn_processors(&bins.bench)?;
+        stack.wait_up(up).await?;
+        stack.spawn_backends(opts, &bins.rinha, &backend_env)?;
+        stack.wait_up(up).await?;
+        stack.spawn_lb(opts, &bins.lb, lb_env)?;
+        stack.wait_up(up).await?;
+        Ok(stack)
+    }
 
-        let (default_fee, fallback_fee) = stack.fees;
+    /// The two processors, `rinha-bench processor` at the stack's fees.
+    fn spawn_processors(&mut self, bench: &Path) -> Result<(), StackError> {
+        let (default_fee, fallback_fee) = self.fees;
         for (name, port, fee) in [
-            ("default processor", opts.default_port, default_fee),
-            ("fallback processor", opts.fallback_port, fallback_fee),
+            ("default processor", self.default_port, default_fee),
+            ("fallback processor", self.fallback_port, fallback_fee),
         ] {
             let args = vec![
                 "processor".to_string(),
@@ -255,82 +261,107 @@ impl Stack {
                 "--fee".to_string(),
                 fee.to_string(),
             ];
-            let log = dir.join(format!("{}.log", name.replace(' ', "-")));
-            stack.parts.push(Part::spawn(
-                name,
-                Addr::Tcp(port),
-                &bins.bench,
-                &args,
-                &[],
-                log,
-            )?);
+            let log = self.dir.join(format!("{}.log", name.replace(' ', "-")));
+            self.parts
+                .push(Part::spawn(name, Addr::Tcp(port), bench, &args, &[], log)?);
         }
-        stack.wait_up(up).await?;
+        Ok(())
+    }
 
-        let sockets = [dir.join("backend-1.sock"), dir.join("backend-2.sock")];
-        let handoff_sockets = [
-            dir.join("backend-1.handoff.sock"),
-            dir.join("backend-2.handoff.sock"),
-        ];
-        let handoff = opts.lb_mode == LbMode::Handoff;
+    /// The two backends on unix sockets, each peering the other (and listening for handed-over
+    /// connections in handoff mode); `backend_env` comes last, so it wins.
+    fn spawn_backends(
+        &mut self,
+        opts: &StackOpts,
+        rinha: &Path,
+        backend_env: &[(String, String)],
+    ) -> Result<(), StackError> {
+        let sockets = self.backend_sockets();
+        let handoff_sockets = self.handoff_sockets();
         for (i, socket) in sockets.iter().enumerate() {
             let peer = &sockets[1 - i];
             let mut env = vec![
                 ("LISTEN".to_string(), format!("unix:{}", socket.display())),
                 ("PEERS".to_string(), format!("unix:{}", peer.display())),
-                ("PROCESSOR_DEFAULT_URL".to_string(), stack.default_url()),
-                ("PROCESSOR_FALLBACK_URL".to_string(), stack.fallback_url()),
+                ("PROCESSOR_DEFAULT_URL".to_string(), self.default_url()),
+                ("PROCESSOR_FALLBACK_URL".to_string(), self.fallback_url()),
             ];
             let name = format!("backend-{}", i + 1);
-            if handoff {
+            if opts.lb_mode == LbMode::Handoff {
                 let listen = format!("unix:{}", handoff_sockets[i].display());
                 env.push(("HANDOFF_LISTEN".to_string(), listen));
             }
             if opts.journal {
-                let data = dir.join(format!("{name}.data"));
+                let data = self.dir.join(format!("{name}.data"));
                 env.push(("DATA_DIR".to_string(), data.display().to_string()));
             }
             env.extend(backend_env.iter().cloned());
-            let log = dir.join(format!("{name}.log"));
-            stack.parts.push(Part::spawn(
+            let log = self.dir.join(format!("{name}.log"));
+            self.parts.push(Part::spawn(
                 &name,
                 Addr::Unix(socket.clone()),
-                &bins.rinha,
+                rinha,
                 &[],
                 &env,
                 log,
             )?);
         }
-        stack.wait_up(up).await?;
+        Ok(())
+    }
 
-        let backends: Vec<String> = sockets
-            .iter()
-            .map(|s| format!("unix:{}", s.display()))
-            .collect();
-        let mut env = vec![
-            ("LISTEN".to_string(), format!("127.0.0.1:{}", opts.lb_port)),
-            ("BACKENDS".to_string(), backends.join(",")),
-        ];
-        if handoff {
-            let targets: Vec<String> = handoff_sockets
+    /// `rinha-lb` in front of both backends, relaying or handing over as `--lb-mode` says;
+    /// `lb_env` comes last, so it wins.
+    fn spawn_lb(
+        &mut self,
+        opts: &StackOpts,
+        lb: &Path,
+        lb_env: Vec<(String, String)>,
+    ) -> Result<(), StackError> {
+        let unix_list = |paths: [PathBuf; 2]| -> String {
+            paths
                 .iter()
                 .map(|s| format!("unix:{}", s.display()))
-                .collect();
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let mut env = vec![
+            ("LISTEN".to_string(), format!("127.0.0.1:{}", opts.lb_port)),
+            ("BACKENDS".to_string(), unix_list(self.backend_sockets())),
+        ];
+        if opts.lb_mode == LbMode::Handoff {
             env.push(("LB_MODE".to_string(), "handoff".to_string()));
-            env.push(("HANDOFF_BACKENDS".to_string(), targets.join(",")));
+            env.push((
+                "HANDOFF_BACKENDS".to_string(),
+                unix_list(self.handoff_sockets()),
+            ));
         }
         env.extend(lb_env);
-        let log = dir.join("rinha-lb.log");
-        stack.parts.push(Part::spawn(
+        let log = self.dir.join("rinha-lb.log");
+        self.parts.push(Part::spawn(
             "rinha-lb",
             Addr::Tcp(opts.lb_port),
-            &bins.lb,
+            lb,
             &[],
             &env,
             log,
         )?);
-        stack.wait_up(up).await?;
-        Ok(stack)
+        Ok(())
+    }
+
+    /// Where the backends listen for the lb and each other.
+    fn backend_sockets(&self) -> [PathBuf; 2] {
+        [
+            self.dir.join("backend-1.sock"),
+            self.dir.join("backend-2.sock"),
+        ]
+    }
+
+    /// Where the backends take handed-over connections (handoff mode).
+    fn handoff_sockets(&self) -> [PathBuf; 2] {
+        [
+            self.dir.join("backend-1.handoff.sock"),
+            self.dir.join("backend-2.handoff.sock"),
+        ]
     }
 
     async fn wait_up(&mut self, up: Duration) -> Result<(), StackError> {
@@ -438,8 +469,8 @@ mod tests {
     use super::*;
 
     fn fees(flags: &[&str]) -> (String, String) {
-        let args: Args = crate::parse_flags("stack", flags.iter().copied()).expect("flags");
-        let (d, f) = args.opts.fees();
+        let opts: StackOpts = crate::parse_flags("stack", flags.iter().copied()).expect("flags");
+        let (d, f) = opts.fees();
         (d.to_string(), f.to_string())
     }
 
@@ -457,9 +488,9 @@ mod tests {
             fees(&["--default-fee", "0.07", "--fallback-fee", "0.10"]),
             pair("0.07", "0.1")
         );
-        let bad: Result<Args, _> = crate::parse_flags("stack", ["--default-fee", "seven"]);
+        let bad: Result<StackOpts, _> = crate::parse_flags("stack", ["--default-fee", "seven"]);
         assert!(bad.is_err());
-        let bad: Result<Args, _> = crate::parse_flags("stack", ["--profile", "semifinal"]);
+        let bad: Result<StackOpts, _> = crate::parse_flags("stack", ["--profile", "semifinal"]);
         assert!(bad.is_err());
     }
 }

@@ -21,7 +21,35 @@ use chrono::{DateTime, Utc};
 use http_body_util::{BodyExt, Full};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use rinha_bench::rinha::client::{Connection, Endpoint};
+use rinha_bench::contest::client::{Connection, Endpoint};
+use rinha_bench::contest::{run_test, Args, Report};
+use rinha_emulator::Config;
+
+/// Starts two emulated processors charging `fees` (percent, default then fallback) and a tiny
+/// backend in `mode` before them, runs the test with `flags` besides the three targets and
+/// `--quiet` (bounded at 40 s), prints its score sheet and returns its report.
+pub async fn run_tiny(mode: Mode, fees: (u32, u32), flags: &[&str]) -> Report {
+    let default = rinha_emulator::spawn(Config::for_tests(fees.0)).expect("default processor");
+    let fallback = rinha_emulator::spawn(Config::for_tests(fees.1)).expect("fallback processor");
+    let backend = TinyBackend::start(mode, &default.url(), &fallback.url()).await;
+    let targets = [
+        "--target".to_owned(),
+        backend.url(),
+        "--default".to_owned(),
+        default.url(),
+        "--fallback".to_owned(),
+        fallback.url(),
+        "--quiet".to_owned(),
+    ];
+    let all = flags.iter().map(|flag| flag.to_string()).chain(targets);
+    let args = Args::from_flags(all).expect("flags");
+    let report = tokio::time::timeout(Duration::from_secs(40), run_test(&args))
+        .await
+        .expect("the run is bounded")
+        .expect("the run completes");
+    eprintln!("{mode:?}:{}", report.table());
+    report
+}
 
 /// How a tiny backend behaves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

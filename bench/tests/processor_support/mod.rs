@@ -163,5 +163,10 @@ pub fn new_id() -> String {
 
 /// `POST /payments` of `id` with amount 19.90 on a fresh connection.
 pub async fn post_payment(addr: SocketAddr, id: &str) -> Response {
-    call(addr, "POST", "/payments", &[], &payment(id, "19.90", AT)).await
+    post(addr, &payment(id, "19.90", AT)).await
+}
+
+/// `POST /payments` with `body` as it is.
+pub async fn post(addr: SocketAddr, body: &str) -> Response {
+    call(addr, "POST", "/payments", &[], body).await
 }

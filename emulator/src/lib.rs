@@ -1,11 +1,13 @@
-//! `rinha-bench processor`: a faithful emulator of the contest's payment processor
-//! (RINHA-2025.md section 3), on tokio + hyper, one current-thread runtime.
+//! A faithful emulator of the contest's payment processor (RINHA-2025.md section 3), on
+//! tokio + hyper, one current-thread runtime: what the backend's tests, the instrument's local
+//! stack and `rinha-bench processor` run.
 //!
 //! Layout:
-//! - this file: [`Args`] (the CLI), [`Config`], [`spawn`] / [`Running`] (a processor on its
-//!   own thread, for tests and the stack), [`run`] (the CLI until SIGINT/SIGTERM);
+//! - this file: [`Config`], [`spawn`] / [`Running`] (a processor on its own thread, for tests),
+//!   [`bind`] and [`serve`] (on the caller's runtime, for `rinha-bench processor`);
 //! - `server`: the accept loop; `routes`: dispatch and the payment endpoints; `admin`: the
-//!   token-protected endpoints; `state`: what connections share;
+//!   token-protected endpoints; `reply`: the responses both build; `state`: what connections
+//!   share;
 //! - `store`: payments in memory; `limiter`: 800 running / 500 queued; `health`: the
 //!   fixed-window health limit; `chaos`: injected faults;
 //! - `money`, `timestamp`, `body`: exact amounts, ISO-8601 times, case-insensitive JSON.
@@ -17,9 +19,9 @@
 //!   `correlationId`). A caller that hangs up during the delay does not cancel the insert.
 //! - `GET /payments/service-health`: one answer per window; two callers may wait, each later
 //!   window answering the oldest one; the rest get 429 with `Retry-After: <window seconds>`.
-//! - Chaos: `--chaos-drop-every N` drops the connection only *after* the insert (a lost
-//!   response always means a stored payment); `--chaos-reset-every N` resets the connection
-//!   before anything is read or stored.
+//! - Chaos: dropping every Nth connection (`--chaos-drop-every N`) happens only *after* the
+//!   insert (a lost response always means a stored payment); resetting every Nth
+//!   (`--chaos-reset-every N`) before anything is read or stored.
 //!
 //! Deviations from the official processor, on purpose: a body that does not parse, or lacks
 //! `correlationId`, `amount` or `requestedAt`, gets 400 (the official answers 400 for an
@@ -38,19 +40,19 @@ mod chaos;
 mod health;
 mod limiter;
 pub mod money;
+mod reply;
 mod routes;
 mod server;
 mod state;
 mod store;
 pub mod timestamp;
 
+use std::future::Future;
 use std::net::SocketAddr;
-use std::process::ExitCode;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use anyhow::Context;
 use chrono::{DateTime, Utc};
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::oneshot;
@@ -64,47 +66,6 @@ pub use store::{Payment, Summary};
 
 use state::Shared;
 pub use state::TrafficCounts;
-
-/// Command-line arguments of `rinha-bench processor` (each also an environment variable).
-#[derive(Debug, Clone, clap::Args)]
-pub struct Args {
-    /// Address to listen on.
-    #[arg(long, env = "PROCESSOR_LISTEN", default_value = "127.0.0.1:8001")]
-    pub listen: SocketAddr,
-    /// Fee per transaction, as a decimal fraction of the amount (0.05 = 5 %).
-    #[arg(long, env = "PROCESSOR_FEE", default_value = "0.05")]
-    pub fee: Fee,
-    /// Initial admin token (header X-Rinha-Token).
-    #[arg(long, env = "PROCESSOR_TOKEN", default_value = "123")]
-    pub token: String,
-    /// Length of the service-health window, in seconds (one call per window).
-    #[arg(long, env = "PROCESSOR_HEALTH_WINDOW", default_value = "5", value_parser = parse_seconds)]
-    pub health_window: Duration,
-    /// Chaos: after storing every Nth payment, close the connection instead of answering
-    /// (the payment stays stored; 0 = off).
-    #[arg(long, env = "PROCESSOR_CHAOS_DROP_EVERY", default_value_t = 0)]
-    pub chaos_drop_every: u64,
-    /// Chaos: reset (RST) the connection of every Nth POST /payments before reading or
-    /// storing it (0 = off).
-    #[arg(long, env = "PROCESSOR_CHAOS_RESET_EVERY", default_value_t = 0)]
-    pub chaos_reset_every: u64,
-    /// Requests to POST /payments processed at once.
-    #[arg(long, env = "PROCESSOR_MAX_RUNNING", default_value_t = 800)]
-    pub max_running: usize,
-    /// Requests to POST /payments waiting for a slot before 429.
-    #[arg(long, env = "PROCESSOR_MAX_QUEUED", default_value_t = 500)]
-    pub max_queued: usize,
-}
-
-fn parse_seconds(text: &str) -> Result<Duration, String> {
-    let seconds: f64 = text
-        .parse()
-        .map_err(|_| format!("not a number: {text:?}"))?;
-    Duration::try_from_secs_f64(seconds)
-        .ok()
-        .filter(|window| !window.is_zero())
-        .ok_or_else(|| format!("not a positive duration: {text:?}"))
-}
 
 /// Everything one processor needs to start.
 #[derive(Debug, Clone)]
@@ -127,25 +88,6 @@ impl Config {
             health_window: Duration::from_secs(5),
             chaos: Chaos::none(),
             limits: Limits::default(),
-        }
-    }
-}
-
-impl From<Args> for Config {
-    fn from(args: Args) -> Config {
-        Config {
-            listen: args.listen,
-            fee: args.fee,
-            token: args.token,
-            health_window: args.health_window,
-            chaos: Chaos {
-                drop_every: args.chaos_drop_every,
-                reset_every: args.chaos_reset_every,
-            },
-            limits: Limits {
-                running: args.max_running,
-                queued: args.max_queued,
-            },
         }
     }
 }
@@ -240,9 +182,9 @@ fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
         .build()
 }
 
-/// Binds with a deep backlog: bursts of new connections (the 800 + 500 limiter test, a
+/// Binds a processor's listener (inside a tokio runtime) with a deep backlog: bursts of new connections (the 800 + 500 limiter test, a
 /// ramp of users) must not overflow the SYN queue and stall in retransmits.
-fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     let socket = if addr.is_ipv4() {
         TcpSocket::new_v4()?
     } else {
@@ -283,35 +225,7 @@ pub fn spawn(config: Config) -> std::io::Result<Running> {
     })
 }
 
-/// Runs `rinha-bench processor` until SIGINT or SIGTERM.
-pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let config = Config::from(args);
-    let runtime = runtime().context("cannot start the runtime")?;
-    runtime.block_on(async {
-        let listener =
-            bind(config.listen).with_context(|| format!("cannot listen on {}", config.listen))?;
-        let addr = listener.local_addr()?;
-        let shared = Arc::new(Shared::new(&config));
-        // The first line alone, so scripts can wait for it and read the address.
-        tracing::info!("processor listening on {addr}");
-        tracing::info!(
-            fee = %config.fee,
-            health_window = ?config.health_window,
-            drop_every = config.chaos.drop_every,
-            reset_every = config.chaos.reset_every,
-            "processor settings"
-        );
-        let mut terminate =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                .context("cannot watch SIGTERM")?;
-        server::serve(listener, shared, async move {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = terminate.recv() => {}
-            }
-        })
-        .await;
-        tracing::info!("processor on {addr} stopped");
-        Ok(ExitCode::SUCCESS)
-    })
+/// Serves `listener` (from [`bind`]) on the current tokio runtime until `shutdown` resolves.
+pub async fn serve(listener: TcpListener, config: &Config, shutdown: impl Future<Output = ()>) {
+    server::serve(listener, Arc::new(Shared::new(config)), shutdown).await;
 }

@@ -18,7 +18,7 @@ use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use rinha_sys::send::send_now;
 use rinha_sys::uring::Taskrun;
 
-use crate::rinha::report::thread_cpu_seconds;
+use crate::measure::process::thread_cpu_seconds;
 
 /// What the server answers to each request: the backend's `202`.
 pub const RESPONSE: &[u8] = b"HTTP/1.1 202 Accepted\r\ncontent-length: 0\r\n\r\n";

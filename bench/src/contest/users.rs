@@ -14,7 +14,7 @@ use hyper::Method;
 use tokio::task::JoinSet;
 
 use super::client::{ClientError, Connection, Endpoint, REQUEST_TIMEOUT};
-use super::recorder::{PostOutcome, Recorder};
+use super::recorder::{PostOutcome, Recorder, Snapshot};
 
 /// The statuses the official script counts as a successful transaction.
 pub const SUCCESS_STATUSES: [u16; 4] = [200, 201, 202, 204];
@@ -41,6 +41,24 @@ impl Ramp {
         let fraction = (elapsed.as_secs_f64() / self.duration.as_secs_f64()).min(1.0);
         1 + ((self.max - 1) as f64 * fraction).floor() as u64
     }
+}
+
+/// The users alone against `target`, paying the preview's amount, with no checker or stages
+/// beside them (what `floor` measures, what the users' own tests drive): what they recorded
+/// and how long they ran, the wait for the last iteration included.
+pub async fn users_alone(target: Endpoint, ramp: Ramp) -> (Snapshot, Duration) {
+    let start = Instant::now();
+    let recorder = Arc::new(Recorder::new(start));
+    let amount = crate::profile::PREVIEW.amount;
+    run_users(
+        target,
+        ramp,
+        amount,
+        recorder.clone(),
+        Arc::new(AtomicU64::new(0)),
+    )
+    .await;
+    (recorder.snapshot(), start.elapsed())
 }
 
 /// Runs the scenario until `start + ramp.duration`, then waits for every user to finish the

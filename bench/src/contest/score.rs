@@ -123,7 +123,7 @@ pub fn compute(inputs: &Inputs) -> Score {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rinha::calls::Side;
+    use crate::contest::calls::Side;
 
     fn close(a: f64, b: f64) -> bool {
         (a - b).abs() < 1e-6

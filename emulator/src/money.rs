@@ -22,62 +22,12 @@ pub enum DecimalError {
 /// Parses decimal `text` and rounds it half-to-even to `scale` fractional digits, returning
 /// the value in units of `10^-scale` (cents for `scale` 2). Exponent forms (`1.99e1`) work.
 pub fn parse_scaled(text: &str, scale: u32) -> Result<u64, DecimalError> {
-    let bytes = text.as_bytes();
-    let mut i = 0;
-    if bytes.first() == Some(&b'-') {
-        i = 1;
-    } else if bytes.first() == Some(&b'+') {
-        // .NET accepts a leading '+' when reading numbers from strings; harmless to allow.
-        i = 1;
-    }
-    let negative = bytes.first() == Some(&b'-');
-    let mut digits: Vec<u8> = Vec::with_capacity(bytes.len());
-    let int_start = i;
-    while i < bytes.len() && bytes[i].is_ascii_digit() {
-        digits.push(bytes[i] - b'0');
-        i += 1;
-    }
-    let int_len = i - int_start;
-    let mut frac_len = 0;
-    if i < bytes.len() && bytes[i] == b'.' {
-        i += 1;
-        while i < bytes.len() && bytes[i].is_ascii_digit() {
-            digits.push(bytes[i] - b'0');
-            frac_len += 1;
-            i += 1;
-        }
-        if frac_len == 0 {
-            return Err(DecimalError::Syntax);
-        }
-    }
-    if int_len == 0 {
-        return Err(DecimalError::Syntax);
-    }
-    let mut exponent: i64 = 0;
-    if i < bytes.len() && (bytes[i] == b'e' || bytes[i] == b'E') {
-        i += 1;
-        let mut exp_negative = false;
-        if i < bytes.len() && (bytes[i] == b'+' || bytes[i] == b'-') {
-            exp_negative = bytes[i] == b'-';
-            i += 1;
-        }
-        let exp_start = i;
-        while i < bytes.len() && bytes[i].is_ascii_digit() {
-            // Saturate: any exponent this large already means 0 or overflow below.
-            exponent = (exponent * 10 + i64::from(bytes[i] - b'0')).min(1_000_000);
-            i += 1;
-        }
-        if i == exp_start {
-            return Err(DecimalError::Syntax);
-        }
-        if exp_negative {
-            exponent = -exponent;
-        }
-    }
-    if i != bytes.len() {
-        return Err(DecimalError::Syntax);
-    }
-
+    let Decimal {
+        negative,
+        digits,
+        int_len,
+        exponent,
+    } = Decimal::parse(text)?;
     // Drop leading zeros so that the first digit, if any, is significant.
     let first_nonzero = digits.iter().position(|&d| d != 0);
     let Some(first) = first_nonzero else {
@@ -107,7 +57,15 @@ pub fn parse_scaled(text: &str, scale: u32) -> Result<u64, DecimalError> {
             .ok_or(DecimalError::Overflow)?;
     }
     let dropped = digits.get(kept..).unwrap_or(&[]);
-    let round_up = match dropped.split_first() {
+    if rounds_up(value, dropped) {
+        value = value.checked_add(1).ok_or(DecimalError::Overflow)?;
+    }
+    Ok(value)
+}
+
+/// Whether `value` rounds up, half-to-even, given the digits dropped after it.
+fn rounds_up(value: u64, dropped: &[u8]) -> bool {
+    match dropped.split_first() {
         None => false,
         Some((&first_dropped, rest)) => {
             if first_dropped > 5 {
@@ -121,11 +79,88 @@ pub fn parse_scaled(text: &str, scale: u32) -> Result<u64, DecimalError> {
                 value % 2 == 1
             }
         }
-    };
-    if round_up {
-        value = value.checked_add(1).ok_or(DecimalError::Overflow)?;
     }
-    Ok(value)
+}
+
+/// A decimal text taken apart (`-?digits[.digits][e[+-]digits]`): its sign, every digit
+/// (integer part then fraction), how many are the integer part, and the exponent.
+struct Decimal {
+    negative: bool,
+    digits: Vec<u8>,
+    int_len: usize,
+    exponent: i64,
+}
+
+impl Decimal {
+    fn parse(text: &str) -> Result<Decimal, DecimalError> {
+        let bytes = text.as_bytes();
+        let mut i = 0;
+        if bytes.first() == Some(&b'-') {
+            i = 1;
+        } else if bytes.first() == Some(&b'+') {
+            // .NET accepts a leading '+' when reading numbers from strings; harmless to allow.
+            i = 1;
+        }
+        let negative = bytes.first() == Some(&b'-');
+        let mut digits: Vec<u8> = Vec::with_capacity(bytes.len());
+        let int_start = i;
+        while i < bytes.len() && bytes[i].is_ascii_digit() {
+            digits.push(bytes[i] - b'0');
+            i += 1;
+        }
+        let int_len = i - int_start;
+        let mut frac_len = 0;
+        if i < bytes.len() && bytes[i] == b'.' {
+            i += 1;
+            while i < bytes.len() && bytes[i].is_ascii_digit() {
+                digits.push(bytes[i] - b'0');
+                frac_len += 1;
+                i += 1;
+            }
+            if frac_len == 0 {
+                return Err(DecimalError::Syntax);
+            }
+        }
+        if int_len == 0 {
+            return Err(DecimalError::Syntax);
+        }
+        let exponent = exponent(bytes, &mut i)?;
+        if i != bytes.len() {
+            return Err(DecimalError::Syntax);
+        }
+        Ok(Decimal {
+            negative,
+            digits,
+            int_len,
+            exponent,
+        })
+    }
+}
+
+/// The exponent at `bytes[*i..]` (`e[+-]digits`, 0 when there is none), moving `i` past it.
+fn exponent(bytes: &[u8], i: &mut usize) -> Result<i64, DecimalError> {
+    let mut exponent: i64 = 0;
+    if *i < bytes.len() && (bytes[*i] == b'e' || bytes[*i] == b'E') {
+        *i += 1;
+        let mut exp_negative = false;
+        if *i < bytes.len() && (bytes[*i] == b'+' || bytes[*i] == b'-') {
+            exp_negative = bytes[*i] == b'-';
+            *i += 1;
+        }
+        let exp_start = *i;
+        while *i < bytes.len() && bytes[*i].is_ascii_digit() {
+            // Saturate: any exponent this large already means 0 or overflow below.
+            exponent = (exponent * 10 + i64::from(bytes[*i] - b'0')).min(1_000_000);
+            *i += 1;
+        }
+        if *i == exp_start {
+            return Err(DecimalError::Syntax);
+        }
+        if exp_negative {
+            exponent = -exponent;
+        }
+    }
+    Ok(exponent)
 }
 
 /// Parses an amount into cents, rounded half-to-even.

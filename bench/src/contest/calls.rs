@@ -194,6 +194,14 @@ impl Processor {
     }
 }
 
+/// The three whose summaries the test reads: the backend and both processors, each through
+/// its own connection (the checker, the teardown and the drain read them side by side).
+pub struct Parties {
+    pub backend: Backend,
+    pub default: Processor,
+    pub fallback: Processor,
+}
+
 /// The backend under test.
 pub struct Backend {
     pub client: HostClient,

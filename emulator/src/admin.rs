@@ -6,7 +6,7 @@ use hyper::{Request, StatusCode};
 
 use super::body::JsonObject;
 use super::money::Cents;
-use super::routes::{empty, json, message, read_body, HttpResponse};
+use super::reply::{empty, json, message, read_body, HttpResponse};
 use super::state::Shared;
 use super::timestamp;
 

@@ -3,8 +3,6 @@
 
 use std::fmt::Write as _;
 
-use hdrhistogram::Histogram;
-
 use super::calls::{cents, BackendSummary, ProcessorSummary};
 use super::checker::Check;
 use super::drain::Drain;
@@ -12,6 +10,7 @@ use super::progress::{stored_per_tick, Held};
 use super::recorder::Snapshot;
 use super::score::Score;
 use super::stages::{Applied, Stage};
+use crate::measure::stats::Percentiles;
 use crate::profile::{ProfileName, TeardownSource};
 
 /// The summaries read at teardown.
@@ -67,62 +66,12 @@ pub struct Report {
     pub bench_cpu_secs: f64,
 }
 
-/// Latency percentiles in ms.
-#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
-pub struct Percentiles {
-    pub count: u64,
-    pub p50: f64,
-    pub p90: f64,
-    pub p99: f64,
-    pub p999: f64,
-    pub max: f64,
-}
+/// The rule between the score sheet's blocks.
+const SHEET_RULE: &str = "+-------------------------------+------------------+";
 
-impl Percentiles {
-    pub fn of(h: &Histogram<u64>) -> Self {
-        if h.is_empty() {
-            return Percentiles::default();
-        }
-        let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
-        Percentiles {
-            count: h.len(),
-            p50: ms(0.5),
-            p90: ms(0.9),
-            p99: ms(0.99),
-            p999: ms(0.999),
-            max: h.max() as f64 / 1000.0,
-        }
-    }
-}
-
-/// p99 of a histogram of µs, in ms (0 when empty).
-pub fn p99_ms(h: &Histogram<u64>) -> f64 {
-    Percentiles::of(h).p99
-}
-
-/// CPU seconds (user + system) this process has used.
-pub fn cpu_seconds() -> f64 {
-    rusage_seconds(libc::RUSAGE_SELF)
-}
-
-/// CPU seconds (user + system) the calling thread has used.
-pub fn thread_cpu_seconds() -> f64 {
-    rusage_seconds(libc::RUSAGE_THREAD)
-}
-
-/// User + system seconds of `who`. The kernel splits the two by sampling at ticks, but their
-/// sum follows the scheduler's own runtime count, to the microsecond.
-fn rusage_seconds(who: libc::c_int) -> f64 {
-    let mut usage = std::mem::MaybeUninit::<libc::rusage>::uninit();
-    // SAFETY: getrusage writes a whole `rusage` into the pointer on success (return 0).
-    let usage = unsafe {
-        if libc::getrusage(who, usage.as_mut_ptr()) != 0 {
-            return 0.0;
-        }
-        usage.assume_init()
-    };
-    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    secs(usage.ru_utime) + secs(usage.ru_stime)
+/// One `| name | value |` row of the score sheet.
+fn sheet_row(w: &mut String, k: &str, v: String) {
+    let _ = writeln!(w, "| {k:<29} | {v:>16} |");
 }
 
 impl Report {
@@ -184,9 +133,6 @@ impl Report {
 
     /// The human score sheet.
     pub fn table(&self) -> String {
-        let s = &self.score;
-        let t = &self.teardown;
-        let c = &self.snapshot.counts;
         let mut out = String::new();
         let w = &mut out;
         let profile = match self.profile {
@@ -198,26 +144,36 @@ impl Report {
             "\nrinha-bench rinha{profile}: {} users over {} s against {}",
             self.max_requests, self.duration_secs, self.target
         );
-        let _ = writeln!(w, "+-------------------------------+------------------+");
-        let row = |w: &mut String, k: &str, v: String| {
-            let _ = writeln!(w, "| {k:<29} | {v:>16} |");
-        };
-        row(w, "profit (total_liquido)", format!("{:.2}", s.profit));
-        row(w, "gross (total_bruto)", format!("{:.2}", s.gross));
-        row(w, "fees (total_taxas)", format!("{:.2}", s.fees));
-        row(
+        let _ = writeln!(w, "{SHEET_RULE}");
+        self.score_rows(w);
+        let _ = writeln!(w, "{SHEET_RULE}");
+        self.count_rows(w);
+        let _ = writeln!(w, "{SHEET_RULE}");
+        self.latency_lines(w);
+        self.check_lines(w);
+        self.closing_lines(w);
+        out
+    }
+
+    /// The score, as the contest computes it.
+    fn score_rows(&self, w: &mut String) {
+        let s = &self.score;
+        sheet_row(w, "profit (total_liquido)", format!("{:.2}", s.profit));
+        sheet_row(w, "gross (total_bruto)", format!("{:.2}", s.gross));
+        sheet_row(w, "fees (total_taxas)", format!("{:.2}", s.fees));
+        sheet_row(
             w,
             "p99 (every successful req)",
             format!("{:.2} ms", s.p99_ms),
         );
-        row(w, "bonus", format!("{:.2} %", s.bonus * 100.0));
-        row(w, "inconsistencies", s.inconsistencies.to_string());
-        row(
+        sheet_row(w, "bonus", format!("{:.2} %", s.bonus * 100.0));
+        sheet_row(w, "inconsistencies", s.inconsistencies.to_string());
+        sheet_row(
             w,
             "fine",
             format!("{:.0} % = {:.2}", s.fine * 100.0, s.fine_amount),
         );
-        row(
+        sheet_row(
             w,
             "lag",
             format!(
@@ -226,27 +182,32 @@ impl Report {
                 if s.disqualified { " DISQUALIFIED" } else { "" }
             ),
         );
-        let _ = writeln!(w, "+-------------------------------+------------------+");
-        row(w, "POSTs sent", c.total().to_string());
-        row(w, "POSTs successful", c.success.to_string());
-        row(w, "POSTs bad status", c.bad_status.to_string());
-        row(w, "POSTs timed out (1.5 s)", c.timeout.to_string());
-        row(w, "POSTs connect/HTTP errors", c.error.to_string());
+    }
+
+    /// What the users sent, and what each processor was counted for.
+    fn count_rows(&self, w: &mut String) {
+        let t = &self.teardown;
+        let c = &self.snapshot.counts;
+        sheet_row(w, "POSTs sent", c.total().to_string());
+        sheet_row(w, "POSTs successful", c.success.to_string());
+        sheet_row(w, "POSTs bad status", c.bad_status.to_string());
+        sheet_row(w, "POSTs timed out (1.5 s)", c.timeout.to_string());
+        sheet_row(w, "POSTs connect/HTTP errors", c.error.to_string());
         let counted = t.counted();
         let side = |w: &mut String, name: &str, b: u64, bc: f64, p: &ProcessorSummary| {
             match t.source {
-                TeardownSource::Backend => row(
+                TeardownSource::Backend => sheet_row(
                     w,
                     &format!("{name}: backend / processor"),
                     format!("{b} / {}", p.total_requests),
                 ),
-                TeardownSource::Processors => row(
+                TeardownSource::Processors => sheet_row(
                     w,
                     &format!("{name}: stored by processor"),
                     p.total_requests.to_string(),
                 ),
             }
-            row(
+            sheet_row(
                 w,
                 &format!("{name}: amount (fee {})", p.fee_per_transaction),
                 format!("{:.2}", cents(bc) as f64 / 100.0),
@@ -266,7 +227,10 @@ impl Report {
             counted.fallback.total_amount,
             &t.fallback,
         );
-        let _ = writeln!(w, "+-------------------------------+------------------+");
+    }
+
+    /// The POST latency and the score's (every successful request's).
+    fn latency_lines(&self, w: &mut String) {
         let p = self.post_latency();
         let _ = writeln!(
             w,
@@ -279,6 +243,10 @@ impl Report {
             "every successful request ms: p50 {:.2}  p99 {:.3}  max {:.2}  (n={})",
             a.p50, a.p99, a.max, a.count
         );
+    }
+
+    /// One line per consistency check.
+    fn check_lines(&self, w: &mut String) {
         for check in &self.checks {
             let (backend, processors) = match check.sides {
                 Some(s) => (
@@ -300,6 +268,10 @@ impl Report {
                     .unwrap_or_default()
             );
         }
+    }
+
+    /// Notes, the drain, the backlog and the instrument's own CPU.
+    fn closing_lines(&self, w: &mut String) {
         for note in &self.notes {
             let _ = writeln!(w, "note: {note}");
         }
@@ -338,7 +310,6 @@ impl Report {
             "instrument CPU: {:.2} s over {:.1} s",
             self.bench_cpu_secs, self.run_secs
         );
-        out
     }
 
     /// Once a second: what each processor stored since the previous reading, what it holds,
@@ -451,7 +422,7 @@ impl Report {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rinha::calls::Side;
+    use crate::contest::calls::Side;
 
     fn teardown(source: TeardownSource, backend: Option<(u64, u64)>) -> Teardown {
         let processor = |n: u64, fee: f64| ProcessorSummary {

@@ -1,13 +1,16 @@
-//! `rinha-bench rinha`: the contest's k6 tests rebuilt (RINHA-2025.md sections 4, 4b and 5), the
-//! preview (`rinha.js`) or the final (`rinha-final.js`) as `--profile` picks ([`crate::profile`]).
+//! The contest's k6 tests rebuilt (RINHA-2025.md sections 4, 4b and 5), the preview
+//! (`rinha.js`) or the final (`rinha-final.js`) as `--profile` picks ([`crate::profile`]): the
+//! layer `rinha-bench rinha` prints and `drivers` measures with, and whose client ([`client`],
+//! [`calls`]), users ([`users`]) and [`backlog`] wait `floor` and `soak` use.
 //!
-//! [`run_test`] is the library entry point: setup (tokens, purges), then for the duration the
+//! [`run_test`] is the entry point: setup (tokens, purges), then for the duration the
 //! ramping users ([`users`]), the consistency checker ([`checker`]), the processor stages
 //! ([`stages`]) and the once-a-second reading of what the processors hold ([`progress`]) side by
 //! side, then the teardown summaries, the [`score`], and optionally a drain that re-reads every
 //! summary over all time. Without `--target` it first starts the local stack ([`crate::stack`],
 //! processors at the profile's fees) and stops it at the end.
 
+pub mod backlog;
 pub mod calls;
 pub mod chart;
 pub mod checker;
@@ -21,21 +24,22 @@ pub mod stages;
 pub mod users;
 
 use std::path::PathBuf;
-use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
+use crate::measure::process::own_cpu_seconds;
+use crate::measure::stats::p99_ms;
 use crate::profile::{Profile, TeardownSource};
 use crate::stack::{Stack, StackOpts};
-use calls::{Backend, Processor, ProcessorSummary, Window};
+use calls::{Backend, Parties, Processor, ProcessorSummary, Window};
 use client::{Endpoint, HostClient};
 use recorder::Recorder;
 pub use report::Report;
 
-/// Command-line arguments of `rinha-bench rinha`.
+/// The test's settings: the flags of `rinha-bench rinha`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Args {
     /// The backend (load balancer) to test; without it the local stack is started.
@@ -82,16 +86,9 @@ pub struct Args {
     pub stack: StackOpts,
 }
 
-/// Parses `rinha` flags from code (tests), e.g. `Args::from_flags(["--target", url])`.
-impl Args {
-    pub fn from_flags<I, T>(flags: I) -> Result<Args, clap::Error>
-    where
-        I: IntoIterator<Item = T>,
-        T: Into<std::ffi::OsString> + Clone,
-    {
-        crate::parse_flags("rinha", flags)
-    }
+from_flags!(Args, "rinha");
 
+impl Args {
     /// The run this reproduces (`--profile`, shared with the stack's fees).
     pub fn profile(&self) -> &'static Profile {
         self.stack.profile.profile()
@@ -110,42 +107,6 @@ impl Args {
     pub fn max_requests(&self) -> u64 {
         self.max_requests.unwrap_or(self.profile().users)
     }
-}
-
-/// Runs `rinha-bench rinha`: the test, the score sheet, the files, the exit code.
-pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(args.workers.max(1))
-        .enable_all()
-        .build()?;
-    let report = runtime.block_on(async {
-        tokio::select! {
-            report = run_test(&args) => report,
-            // Dropping the test future drops the stack, which kills every child.
-            _ = crate::stack::shutdown_signal() => anyhow::bail!("interrupted"),
-        }
-    })?;
-    print!("{}", report.table());
-    if let Some(path) = &args.json {
-        std::fs::write(path, report.json()?).with_context(|| format!("writing {path:?}"))?;
-        println!("results written to {}", path.display());
-    }
-    if let Some(path) = &args.svg {
-        std::fs::write(path, chart::svg(&report)).with_context(|| format!("writing {path:?}"))?;
-        println!("chart written to {}", path.display());
-    }
-    let failures = report.strict_failures();
-    if args.strict && !failures.is_empty() {
-        println!("strict: FAILED");
-        for why in &failures {
-            println!("  - {why}");
-        }
-        return Ok(ExitCode::from(1));
-    }
-    if args.strict {
-        println!("strict: passed");
-    }
-    Ok(ExitCode::SUCCESS)
 }
 
 /// Where the parts under test are.
@@ -206,44 +167,127 @@ fn processor(endpoint: &Endpoint, token: &str) -> Processor {
     }
 }
 
+impl Targets {
+    /// A fresh client of each, the processors' with the admin `token`.
+    fn parties(&self, token: &str) -> Parties {
+        Parties {
+            backend: Backend {
+                client: HostClient::new(self.backend.clone()),
+            },
+            default: processor(&self.default, token),
+            fallback: processor(&self.fallback, token),
+        }
+    }
+}
+
+/// The test against running targets: setup, the run, the teardown and score, the drain.
 async fn run_against(args: &Args, t: &Targets) -> anyhow::Result<Report> {
     let profile = args.profile();
     let duration = args.duration();
-    let cpu_before = report::cpu_seconds();
-    let mut default = processor(&t.default, &args.token);
-    let mut fallback = processor(&t.fallback, &args.token);
-    let mut backend = Backend {
-        client: HostClient::new(t.backend.clone()),
-    };
+    let cpu_before = own_cpu_seconds();
+    let mut parties = t.parties(&args.token);
+    // Setup requests count in the p99, so they have a recorder of their own that joins the
+    // run's histogram below.
+    let setup = Recorder::new(Instant::now());
+    let mut notes = set_up(&mut parties, &args.token, &setup).await?;
+    let ran = run_load(args, t, &mut parties).await;
 
-    // Setup, as the official script: tokens, processor purges (these must work), backend purge
-    // (its error is ignored). Setup requests count in the p99, so they share the recorder.
-    let setup_clock = Instant::now();
-    let setup = Recorder::new(setup_clock);
-    let token = args.token.clone();
-    default
-        .set_token(calls::INITIAL_TOKEN, &token, Some(&setup))
+    let teardown = teardown(profile, duration, &mut parties, &ran.recorder, &mut notes).await;
+    notes.extend(fee_notes(profile, &teardown.default, &teardown.fallback));
+    let mut snapshot = ran.recorder.snapshot();
+    snapshot.all.add(setup.snapshot().all).ok();
+    let score = score::compute(&score::Inputs {
+        counted: teardown.counted(),
+        default: teardown.default,
+        fallback: teardown.fallback,
+        p99_ms: p99_ms(&snapshot.all),
+        inconsistencies: ran.checks.iter().map(|c| c.inconsistencies).sum(),
+        successful_posts: snapshot.counts.success,
+    });
+
+    // Not part of the official run: leave the processors healthy for the drain and next runs.
+    stages::reset(&mut parties.default).await;
+    stages::reset(&mut parties.fallback).await;
+    let drain = match args.drain {
+        Some(secs) => Some(drain::drain(secs, &mut parties, snapshot.counts).await),
+        None => None,
+    };
+    let cpu_secs = own_cpu_seconds() - cpu_before;
+
+    Ok(Report {
+        target: t.backend.to_string(),
+        default: t.default.to_string(),
+        fallback: t.fallback.to_string(),
+        profile: args.stack.profile,
+        max_requests: args.max_requests(),
+        duration_secs: args.duration_secs(),
+        started_at: ran.started_at.to_rfc3339(),
+        run_secs: ran.secs,
+        score,
+        teardown,
+        snapshot,
+        checks: ran.checks,
+        stages: ran.schedule,
+        applied: ran.applied,
+        held: ran.held,
+        notes,
+        drain,
+        bench_cpu_secs: cpu_secs,
+    })
+}
+
+/// Setup, as the official script: tokens, processor purges (these must work), backend purge
+/// (its error is ignored, and becomes a note, the first of the returned ones).
+async fn set_up(
+    parties: &mut Parties,
+    token: &str,
+    setup: &Recorder,
+) -> anyhow::Result<Vec<String>> {
+    parties
+        .default
+        .set_token(calls::INITIAL_TOKEN, token, Some(setup))
         .await
         .context("setting the default processor's token")?;
-    fallback
-        .set_token(calls::INITIAL_TOKEN, &token, Some(&setup))
+    parties
+        .fallback
+        .set_token(calls::INITIAL_TOKEN, token, Some(setup))
         .await
         .context("setting the fallback processor's token")?;
-    default
-        .purge(Some(&setup))
+    parties
+        .default
+        .purge(Some(setup))
         .await
         .context("purging the default processor")?;
-    fallback
-        .purge(Some(&setup))
+    parties
+        .fallback
+        .purge(Some(setup))
         .await
         .context("purging the fallback processor")?;
-    let mut notes: Vec<String> = Vec::new();
-    if let Err(e) = backend.purge(Some(&setup)).await {
+    let mut notes = Vec::new();
+    if let Err(e) = parties.backend.purge(Some(setup)).await {
         notes.push(format!(
             "backend purge failed (ignored, as the official test does): {e}"
         ));
     }
+    Ok(notes)
+}
 
+/// What the run itself left: its recorder, checks, stages and readings.
+struct Ran {
+    started_at: chrono::DateTime<chrono::Utc>,
+    secs: f64,
+    recorder: Arc<Recorder>,
+    checks: Vec<checker::Check>,
+    schedule: Vec<stages::Stage>,
+    applied: Vec<stages::Applied>,
+    held: Vec<progress::Held>,
+}
+
+/// The run: for the duration, the ramping users, the checker (on `parties`), the stages (on
+/// clients of their own) and the once-a-second progress side by side.
+async fn run_load(args: &Args, t: &Targets, parties: &mut Parties) -> Ran {
+    let profile = args.profile();
+    let duration = args.duration();
     let start = Instant::now();
     let started_at = chrono::Utc::now();
     let recorder = Arc::new(Recorder::new(start));
@@ -262,14 +306,7 @@ async fn run_against(args: &Args, t: &Targets) -> anyhow::Result<Report> {
         recorder.clone(),
         active.clone(),
     );
-    let checker = checker::run_checker(
-        profile,
-        duration,
-        &mut backend,
-        &mut default,
-        &mut fallback,
-        &recorder,
-    );
+    let checker = checker::run_checker(profile, duration, parties, &recorder);
     let mut stage_default = processor(&t.default, &args.token);
     let mut stage_fallback = processor(&t.fallback, &args.token);
     let stage_run = stages::run_stages(
@@ -294,70 +331,15 @@ async fn run_against(args: &Args, t: &Targets) -> anyhow::Result<Report> {
         result
     };
     let ((_, checks, applied), held) = tokio::join!(main, progress);
-    let run_secs = start.elapsed().as_secs_f64();
-
-    let teardown = teardown(
-        profile,
-        duration,
-        &mut backend,
-        &mut default,
-        &mut fallback,
-        &recorder,
-        &mut notes,
-    )
-    .await;
-    notes.extend(fee_notes(profile, &teardown.default, &teardown.fallback));
-
-    // The setup requests join the run's histogram for the p99.
-    let mut snapshot = recorder.snapshot();
-    snapshot.all.add(setup.snapshot().all).ok();
-    let score = score::compute(&score::Inputs {
-        counted: teardown.counted(),
-        default: teardown.default,
-        fallback: teardown.fallback,
-        p99_ms: report::p99_ms(&snapshot.all),
-        inconsistencies: checks.iter().map(|c| c.inconsistencies).sum(),
-        successful_posts: snapshot.counts.success,
-    });
-
-    // Not part of the official run: leave the processors healthy for the drain and next runs.
-    stages::reset(&mut default).await;
-    stages::reset(&mut fallback).await;
-    let drain = match args.drain {
-        Some(secs) => Some(
-            drain::drain(
-                secs,
-                &mut backend,
-                &mut default,
-                &mut fallback,
-                snapshot.counts,
-            )
-            .await,
-        ),
-        None => None,
-    };
-    let cpu_secs = report::cpu_seconds() - cpu_before;
-
-    Ok(Report {
-        target: t.backend.to_string(),
-        default: t.default.to_string(),
-        fallback: t.fallback.to_string(),
-        profile: args.stack.profile,
-        max_requests: args.max_requests(),
-        duration_secs: args.duration_secs(),
-        started_at: started_at.to_rfc3339(),
-        run_secs,
-        score,
-        teardown,
-        snapshot,
+    Ran {
+        started_at,
+        secs: start.elapsed().as_secs_f64(),
+        recorder,
         checks,
-        stages: schedule,
+        schedule,
         applied,
         held,
-        notes,
-        drain,
-        bench_cpu_secs: cpu_secs,
-    })
+    }
 }
 
 /// The teardown, as the profile's script: right after the run, the summaries over
@@ -367,12 +349,15 @@ async fn run_against(args: &Args, t: &Targets) -> anyhow::Result<Report> {
 async fn teardown(
     profile: &Profile,
     duration: Duration,
-    backend: &mut Backend,
-    default: &mut Processor,
-    fallback: &mut Processor,
+    parties: &mut Parties,
     recorder: &Recorder,
     notes: &mut Vec<String>,
 ) -> report::Teardown {
+    let Parties {
+        backend,
+        default,
+        fallback,
+    } = parties;
     let back = profile.teardown.back(duration);
     let window = Window::before(chrono::Utc::now(), back, Duration::ZERO);
     let mut zero_on_error = |who: &str, error: Option<client::ClientError>| {

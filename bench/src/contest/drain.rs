@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::calls::{cents, Backend, BackendSummary, Processor, ProcessorSummary, Window};
+use super::calls::{cents, BackendSummary, Parties, ProcessorSummary, Window};
 use super::recorder::PostCounts;
 
 /// The all-time summaries read after `--drain` seconds, and what disagrees.
@@ -19,13 +19,12 @@ pub struct Drain {
 /// Waits `secs`, then reads every summary over all time and lists what disagrees: the backend
 /// against each processor, and the backend's total against the POSTs (fewer than succeeded =
 /// missing; more than were sent = counted twice).
-pub async fn drain(
-    secs: u64,
-    backend: &mut Backend,
-    default: &mut Processor,
-    fallback: &mut Processor,
-    posts: PostCounts,
-) -> Drain {
+pub async fn drain(secs: u64, parties: &mut Parties, posts: PostCounts) -> Drain {
+    let Parties {
+        backend,
+        default,
+        fallback,
+    } = parties;
     tokio::time::sleep(Duration::from_secs(secs)).await;
     let (b, d, f) = tokio::join!(
         backend.summary(Window::ALL, None),
@@ -94,7 +93,7 @@ pub fn drain_problems(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rinha::calls::Side;
+    use crate::contest::calls::Side;
 
     fn summary(n: u64) -> ProcessorSummary {
         ProcessorSummary {

@@ -7,7 +7,9 @@
 use std::fmt::Write as _;
 
 use super::progress::stored_per_tick;
-use super::report::{Percentiles, Report};
+use super::report::Report;
+use crate::measure::stats::Percentiles;
+use crate::measure::svg;
 
 const WIDTH: f64 = 960.0;
 const HEIGHT: f64 = 420.0;
@@ -35,8 +37,44 @@ type PickSide = fn(&Stored) -> Option<u64>;
 
 /// Renders the chart.
 pub fn svg(report: &Report) -> String {
+    let n = report
+        .snapshot
+        .seconds
+        .len()
+        .max(report.duration_secs as usize)
+        .max(1) as f64;
+    let mut out = String::new();
+    let w = &mut out;
+    let total_height = if report.held.is_empty() {
+        HEIGHT
+    } else {
+        HEIGHT + PANEL_HEIGHT
+    };
+    svg::open(w, WIDTH, total_height);
+    let s = &report.score;
+    let title = format!(
+        "{} users / {} s against {}: p99 {:.2} ms, profit {:.2}, lag {}, inconsistencies {}",
+        report.max_requests,
+        report.duration_secs,
+        report.target,
+        s.p99_ms,
+        s.profit,
+        s.lag,
+        s.inconsistencies
+    );
+    svg::title(w, LEFT, &title);
+    latency_panel(w, report, n);
+    if !report.held.is_empty() {
+        processors_panel(w, report, n);
+    }
+    svg::close(w);
+    out
+}
+
+/// The first panel: per second, the POST latency lines over the request-rate bars, with the
+/// stage changes marked.
+fn latency_panel(w: &mut String, report: &Report, n: f64) {
     let seconds = &report.snapshot.seconds;
-    let n = seconds.len().max(report.duration_secs as usize).max(1) as f64;
     let plot_w = WIDTH - LEFT - RIGHT;
     let plot_h = HEIGHT - TOP - BOTTOM;
     let x = |second: f64| LEFT + plot_w * second / n;
@@ -46,31 +84,6 @@ pub fn svg(report: &Report) -> String {
     };
     let max_rate = seconds.iter().map(|s| s.requests).max().unwrap_or(1).max(1) as f64;
     let y_rate = |r: f64| TOP + plot_h * (1.0 - r / max_rate);
-
-    let mut out = String::new();
-    let w = &mut out;
-    let total_height = if report.held.is_empty() {
-        HEIGHT
-    } else {
-        HEIGHT + PANEL_HEIGHT
-    };
-    let _ = writeln!(
-        w,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{total_height}" font-family="sans-serif" font-size="11">"#
-    );
-    let _ = writeln!(w, r#"<rect width="100%" height="100%" fill="white"/>"#);
-    let s = &report.score;
-    let _ = writeln!(
-        w,
-        r#"<text x="{LEFT}" y="20" font-size="13">{} users / {} s against {}: p99 {:.2} ms, profit {:.2}, lag {}, inconsistencies {}</text>"#,
-        report.max_requests,
-        report.duration_secs,
-        escape(&report.target),
-        s.p99_ms,
-        s.profit,
-        s.lag,
-        s.inconsistencies
-    );
     // Request-rate bars first, so the latency lines draw over them.
     let bar_w = (plot_w / n * 0.8).max(1.0);
     for (i, sec) in seconds.iter().enumerate() {
@@ -82,19 +95,7 @@ pub fn svg(report: &Report) -> String {
             TOP + plot_h - top
         );
     }
-    // Latency grid (decades) and axes.
-    let mut decade = LAT_MIN;
-    while decade <= LAT_MAX {
-        let y = y_lat(decade);
-        let _ = writeln!(
-            w,
-            r##"<line x1="{LEFT}" x2="{:.1}" y1="{y:.1}" y2="{y:.1}" stroke="#eee"/><text x="{:.1}" y="{:.1}" text-anchor="end">{decade} ms</text>"##,
-            LEFT + plot_w,
-            LEFT - 4.0,
-            y + 4.0
-        );
-        decade *= 10.0;
-    }
+    latency_grid(w, plot_w, y_lat);
     let _ = writeln!(
         w,
         r##"<text x="{:.1}" y="{:.1}" text-anchor="start" fill="#6b87a8">{max_rate} req/s</text>"##,
@@ -105,32 +106,8 @@ pub fn svg(report: &Report) -> String {
         w,
         r##"<rect x="{LEFT}" y="{TOP}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#888"/>"##
     );
-    let mut tick = 0usize;
-    while (tick as f64) <= n {
-        let _ = writeln!(
-            w,
-            r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{tick}s</text>"#,
-            x(tick as f64),
-            TOP + plot_h + 14.0
-        );
-        tick += (n as usize / 12).max(1);
-    }
-    // Stage changes.
-    for (i, stage) in report.stages.iter().enumerate() {
-        let sx = x(stage.at.as_secs_f64());
-        let _ = writeln!(
-            w,
-            r##"<line x1="{sx:.1}" x2="{sx:.1}" y1="{TOP}" y2="{:.1}" stroke="#c60" stroke-dasharray="4,3"/><text x="{:.1}" y="{:.1}" fill="#c60">{} d{}{} f{}{}</text>"##,
-            TOP + plot_h,
-            sx + 2.0,
-            TOP + 12.0 + 12.0 * (i % 2) as f64,
-            i + 1,
-            stage.default_delay_ms,
-            if stage.default_failing { "!" } else { "" },
-            stage.fallback_delay_ms,
-            if stage.fallback_failing { "!" } else { "" },
-        );
-    }
+    seconds_axis(w, n, x, TOP + plot_h + 14.0);
+    stage_labels(w, report, x, TOP + plot_h);
     // Latency lines.
     let lines: [(&str, &str, Pick); 3] = [
         ("p50", "#2a7", |p| p.p50),
@@ -150,21 +127,8 @@ pub fn svg(report: &Report) -> String {
                 )
             })
             .collect();
-        let _ = writeln!(
-            w,
-            r#"<polyline fill="none" stroke="{color}" stroke-width="1.5" points="{}"/>"#,
-            points.join(" ")
-        );
-        let lx = LEFT + 10.0 + 90.0 * k as f64;
-        let ly = HEIGHT - 8.0;
-        let _ = writeln!(
-            w,
-            r#"<line x1="{lx}" x2="{:.1}" y1="{:.1}" y2="{:.1}" stroke="{color}" stroke-width="2"/><text x="{:.1}" y="{ly}">POST {name}</text>"#,
-            lx + 14.0,
-            ly - 4.0,
-            ly - 4.0,
-            lx + 18.0
-        );
+        let legend = (LEFT + 10.0 + 90.0 * k as f64, HEIGHT - 8.0);
+        series(w, color, &points, legend, &format!("POST {name}"));
     }
     let _ = writeln!(
         w,
@@ -174,11 +138,41 @@ pub fn svg(report: &Report) -> String {
         LEFT + 308.0,
         HEIGHT - 8.0
     );
-    if !report.held.is_empty() {
-        processors_panel(w, report, n);
+}
+
+/// The latency axis: a grid line and a label at every decade of milliseconds.
+fn latency_grid(w: &mut String, plot_w: f64, y_lat: impl Fn(f64) -> f64) {
+    let mut decade = LAT_MIN;
+    while decade <= LAT_MAX {
+        let y = y_lat(decade);
+        let _ = writeln!(
+            w,
+            r##"<line x1="{LEFT}" x2="{:.1}" y1="{y:.1}" y2="{y:.1}" stroke="#eee"/><text x="{:.1}" y="{:.1}" text-anchor="end">{decade} ms</text>"##,
+            LEFT + plot_w,
+            LEFT - 4.0,
+            y + 4.0
+        );
+        decade *= 10.0;
     }
-    let _ = writeln!(w, "</svg>");
-    out
+}
+
+/// The stage changes as dashed lines down to `bottom`, each labelled with its number and
+/// both processors' delay (`!` when failing).
+fn stage_labels(w: &mut String, report: &Report, x: impl Fn(f64) -> f64, bottom: f64) {
+    for (i, stage) in report.stages.iter().enumerate() {
+        let sx = x(stage.at.as_secs_f64());
+        let _ = writeln!(
+            w,
+            r##"<line x1="{sx:.1}" x2="{sx:.1}" y1="{TOP}" y2="{bottom:.1}" stroke="#c60" stroke-dasharray="4,3"/><text x="{:.1}" y="{:.1}" fill="#c60">{} d{}{} f{}{}</text>"##,
+            sx + 2.0,
+            TOP + 12.0 + 12.0 * (i % 2) as f64,
+            i + 1,
+            stage.default_delay_ms,
+            if stage.default_failing { "!" } else { "" },
+            stage.fallback_delay_ms,
+            if stage.fallback_failing { "!" } else { "" },
+        );
+    }
 }
 
 /// The second panel: payments stored per second by each processor (lines, left axis) and the
@@ -243,16 +237,7 @@ fn processors_panel(w: &mut String, report: &Report, n: f64) {
         LEFT + plot_w + 4.0,
         top + 16.0
     );
-    let mut tick = 0usize;
-    while (tick as f64) <= n {
-        let _ = writeln!(
-            w,
-            r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{tick}s</text>"#,
-            x(tick as f64),
-            bottom + 14.0
-        );
-        tick += (n as usize / 12).max(1);
-    }
+    seconds_axis(w, n, x, bottom + 14.0);
     for stage in &report.stages {
         let sx = x(stage.at.as_secs_f64());
         let _ = writeln!(
@@ -276,21 +261,8 @@ fn processors_panel(w: &mut String, report: &Report, n: f64) {
                 ))
             })
             .collect();
-        let _ = writeln!(
-            w,
-            r#"<polyline fill="none" stroke="{color}" stroke-width="1.5" points="{}"/>"#,
-            points.join(" ")
-        );
-        let lx = LEFT + 10.0 + 150.0 * k as f64;
-        let ly = bottom + 36.0;
-        let _ = writeln!(
-            w,
-            r#"<line x1="{lx}" x2="{:.1}" y1="{:.1}" y2="{:.1}" stroke="{color}" stroke-width="2"/><text x="{:.1}" y="{ly}">{name} stored/s</text>"#,
-            lx + 14.0,
-            ly - 4.0,
-            ly - 4.0,
-            lx + 18.0
-        );
+        let legend = (LEFT + 10.0 + 150.0 * k as f64, bottom + 36.0);
+        series(w, color, &points, legend, &format!("{name} stored/s"));
     }
     let _ = writeln!(
         w,
@@ -302,8 +274,33 @@ fn processors_panel(w: &mut String, report: &Report, n: f64) {
     );
 }
 
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
+/// The time axis both panels share: a label every twelfth of the `n` seconds at height `y`.
+fn seconds_axis(w: &mut String, n: f64, x: impl Fn(f64) -> f64, y: f64) {
+    let mut tick = 0usize;
+    while (tick as f64) <= n {
+        let _ = writeln!(
+            w,
+            r#"<text x="{:.1}" y="{y:.1}" text-anchor="middle">{tick}s</text>"#,
+            x(tick as f64),
+        );
+        tick += (n as usize / 12).max(1);
+    }
+}
+
+/// One line of a panel through `points`, and its legend entry (a short stroke and `label`) at
+/// `(lx, ly)`.
+fn series(w: &mut String, color: &str, points: &[String], (lx, ly): (f64, f64), label: &str) {
+    let _ = writeln!(
+        w,
+        r#"<polyline fill="none" stroke="{color}" stroke-width="1.5" points="{}"/>"#,
+        points.join(" ")
+    );
+    let _ = writeln!(
+        w,
+        r#"<line x1="{lx}" x2="{:.1}" y1="{:.1}" y2="{:.1}" stroke="{color}" stroke-width="2"/><text x="{:.1}" y="{ly}">{label}</text>"#,
+        lx + 14.0,
+        ly - 4.0,
+        ly - 4.0,
+        lx + 18.0
+    );
 }

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
-use crate::rinha::calls::{Backend, Window};
-use crate::rinha::client::{Endpoint, HostClient};
+use crate::contest::calls::{Backend, Window};
+use crate::contest::client::{Endpoint, HostClient};
 
 /// How often the summary is read while waiting.
 const POLL: Duration = Duration::from_millis(100);

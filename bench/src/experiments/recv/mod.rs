@@ -18,10 +18,15 @@
 //! message: the server thread's CPU, the whole process's CPU (the clients' threads are the
 //! same for every path, and the sender's side of a wakeup, epoll's callback or io_uring's
 //! task-work queueing, runs in them), and the latency.
+//!
+//! What it found (docs/benchmarks.md, "The receive paths alone"): at the contest's rates
+//! nothing beats epoll and multishot does not help: most of a message's cost is the thread
+//! falling asleep and waking, which every path pays alike. Once messages queue (closed loop)
+//! io_uring wins, multishot a little more. So the contest-rate CPU is not a receive-path
+//! lever, and no runtime work was built on it.
 
 pub mod echo;
 
-use std::fmt::Write as _;
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -30,9 +35,10 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use rinha_sys::uring::Taskrun;
 
-use crate::drivers::summary::{cell_with_spread, median, ratio, Spread};
 use crate::load::{self, post_payment_request, LoadSpec, Pace, Target};
-use crate::rinha::report::cpu_seconds;
+use crate::measure::process::own_cpu_seconds;
+use crate::measure::stats::{median, ratio, Spread};
+use crate::measure::table::{cell_with_spread, ratio_cell, Table};
 use echo::{Mode, Send, Setup};
 
 /// Command-line arguments of `rinha-bench recv`.
@@ -120,7 +126,7 @@ pub fn measure(
         },
         None => Pace::Closed { connections },
     };
-    let cpu = cpu_seconds();
+    let cpu = own_cpu_seconds();
     let load = load::run(&LoadSpec {
         target: Target::Tcp(addr),
         request: request.into(),
@@ -137,7 +143,7 @@ pub fn measure(
         .join()
         .expect("the echo thread panicked")
         .with_context(|| format!("the {:?} echo", setup.mode))?;
-    let process_secs = cpu_seconds() - cpu;
+    let process_secs = own_cpu_seconds() - cpu;
     let load = load.context("the clients")?;
     if load.non_2xx + load.errors > 0 || served.messages != load.ok {
         bail!(
@@ -240,21 +246,20 @@ const FIGURES: [(&str, Pick); 5] = [
 /// Medians per path (lowest-highest run in parentheses) and each path's ratio to the first.
 fn table(args: &Args, samples: &[Sample]) -> String {
     let base = args.modes[0];
-    let mut out = format!(
+    let head = format!(
         "rinha-bench recv: {} connections, {} s per run, medians over {} run(s) (lowest-highest \
-         in parentheses); io_uring sends: {:?}, task work: {:?}\n\n| load | figure |",
+         in parentheses); io_uring sends: {:?}, task work: {:?}\n\n",
         args.connections, args.duration, args.rounds, args.send, args.taskrun
     );
     let name = |mode: Mode| format!("{mode:?}").to_lowercase();
-    for &mode in &args.modes {
-        let _ = write!(out, " {} |", name(mode));
-    }
-    for &mode in &args.modes[1..] {
-        let _ = write!(out, " {}/{} |", name(mode), name(base));
-    }
-    out.push_str("\n|---|---|");
-    out.push_str(&"---:|".repeat(2 * args.modes.len() - 1));
-    out.push('\n');
+    let mut columns = vec!["load".to_owned(), "figure".to_owned()];
+    columns.extend(args.modes.iter().map(|&mode| name(mode)));
+    columns.extend(
+        args.modes[1..]
+            .iter()
+            .map(|&mode| format!("{}/{}", name(mode), name(base))),
+    );
+    let mut table = Table::new(&columns, |i| i >= 2);
     for &rate in &args.rates {
         let rate = (rate > 0).then_some(rate);
         for (figure, pick) in FIGURES {
@@ -265,25 +270,19 @@ fn table(args: &Args, samples: &[Sample]) -> String {
                     .map(pick)
                     .collect()
             };
-            let _ = write!(out, "| {} | {figure} |", load_name(rate));
+            let mut cells = vec![load_name(rate), figure.to_owned()];
             for &mode in &args.modes {
                 let values = values(mode);
-                let cell = cell_with_spread(median(&values), Spread::of(&values));
-                let _ = write!(out, " {cell} |");
+                cells.push(cell_with_spread(median(&values), Spread::of(&values)));
             }
             let base_median = median(&values(base));
             for &mode in &args.modes[1..] {
-                let ratio = ratio(median(&values(mode)), base_median);
-                let _ = write!(
-                    out,
-                    " {} |",
-                    ratio.map_or("-".into(), |r| format!("{r:.3}"))
-                );
+                cells.push(ratio_cell(ratio(median(&values(mode)), base_median)));
             }
-            out.push('\n');
+            table.row(&cells);
         }
     }
-    out
+    head + &table.render()
 }
 
 #[cfg(test)]

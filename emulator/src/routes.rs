@@ -1,5 +1,5 @@
 //! The HTTP surface: dispatch by path and method (unknown path 404, wrong method 405), the
-//! public payment endpoints, and the small response helpers the admin module shares.
+//! public payment endpoints.
 //!
 //! `POST /payments` runs as the official one does: the concurrency limiter admits it, its
 //! body is read, then (in a task of its own, so a caller that hangs up cancels nothing) the
@@ -9,27 +9,20 @@ use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE, RETRY_AFTER};
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::header::{HeaderValue, ALLOW, RETRY_AFTER};
+use hyper::{Method, Request, StatusCode};
 use uuid::Uuid;
 
 use super::admin;
 use super::body::JsonObject;
 use super::health::Claim;
 use super::money::{self, Cents};
+use super::reply::{empty, json, message, read_body, HttpResponse};
 use super::state::Shared;
 use super::state::Traffic;
 use super::store::Payment;
 use super::timestamp;
-
-/// The largest request body read; a payment is ~120 bytes.
-const MAX_BODY: usize = 64 * 1024;
-
-/// The response type of every handler.
-pub type HttpResponse = Response<Full<Bytes>>;
 
 /// Ends the connection without an answer (hyper closes it when the service fails).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -211,39 +204,6 @@ async fn service_health(shared: &Shared) -> HttpResponse {
             shared.delay_ms()
         ),
     )
-}
-
-/// The whole body, or `None` when it cannot be read or is too large.
-pub async fn read_body(request: Request<Incoming>) -> Option<Bytes> {
-    Limited::new(request.into_body(), MAX_BODY)
-        .collect()
-        .await
-        .ok()
-        .map(|collected| collected.to_bytes())
-}
-
-/// A JSON response.
-pub fn json(status: StatusCode, body: String) -> HttpResponse {
-    let mut response = Response::new(Full::new(Bytes::from(body)));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("application/json; charset=utf-8"),
-    );
-    response
-}
-
-/// `{"message":"..."}` (the official processor's shape).
-pub fn message(status: StatusCode, text: impl AsRef<str>) -> HttpResponse {
-    let text = serde_json::to_string(text.as_ref()).unwrap_or_else(|_| String::from("\"\""));
-    json(status, format!(r#"{{"message":{text}}}"#))
-}
-
-/// A response without a body.
-pub fn empty(status: StatusCode) -> HttpResponse {
-    let mut response = Response::new(Full::new(Bytes::new()));
-    *response.status_mut() = status;
-    response
 }
 
 fn not_allowed(allow: &'static str) -> HttpResponse {

@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use super::calls::{Backend, Processor, Window};
+use super::calls::{Parties, Window};
 use super::recorder::Recorder;
 use crate::profile::{Inconsistency, Profile};
 
@@ -54,11 +54,14 @@ pub struct Check {
 pub async fn run_checker(
     profile: &Profile,
     duration: Duration,
-    backend: &mut Backend,
-    default: &mut Processor,
-    fallback: &mut Processor,
+    parties: &mut Parties,
     recorder: &Recorder,
 ) -> Vec<Check> {
+    let Parties {
+        backend,
+        default,
+        fallback,
+    } = parties;
     let start = recorder.start();
     let period = period(profile, duration);
     let plan = profile.check;

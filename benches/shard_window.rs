@@ -6,7 +6,8 @@
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use rinha::processor::Processor;
-use rinha::store::{Shard, Window};
+use rinha::store::Shard;
+use rinha::summary::Window;
 
 fn bench(c: &mut Criterion) {
     let shard = Shard::new();

@@ -1,12 +1,14 @@
 //! Everything one core owns: its queue, its store shard, its view of the two processors,
-//! and the channel to the summary router. Built inside the core's runtime and shared by
+//! and the channel to the summary aggregator. Built inside the core's runtime and shared by
 //! that runtime's tasks through `Rc`; nothing here crosses threads except the channels.
 //! With `DATA_DIR` set it also owns the core's journal ([`Durable`]).
 
 use std::cell::Cell;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::config::Config;
 use crate::durable::Durable;
@@ -15,8 +17,8 @@ use crate::processor::client::ProcessorClient;
 use crate::processor::Processor;
 use crate::queue::Queue;
 use crate::route::Outlook;
-use crate::router::RouterHandle;
 use crate::store::Shard;
+use crate::summary::{AggregatorHandle, AsOf, ShardHost, Totals, Window};
 
 /// The fee each processor is taken to charge until it has told us (its admin summary's
 /// `feePerTransaction`): the contract's preview fees, default 5 % and fallback 15 %.
@@ -41,9 +43,9 @@ pub struct Core {
     pub queue: Queue,
     pub shard: Shard,
     upstreams: [Upstream; 2],
-    pub router: RouterHandle,
+    pub aggregator: AggregatorHandle,
     /// The journal (`DATA_DIR` set), or `None` when memory only.
-    pub durable: Option<Durable>,
+    pub durable: Option<Rc<Durable>>,
     shutting_down: Cell<bool>,
     /// Payments a sender holds right now (taken from the queue, not yet settled).
     busy: Cell<usize>,
@@ -54,7 +56,7 @@ impl Core {
         id: usize,
         config: Arc<Config>,
         resolved: [Option<SocketAddr>; 2],
-        router: RouterHandle,
+        aggregator: AggregatorHandle,
         durable: Option<Durable>,
     ) -> Self {
         let upstream = |p: Processor, url: &crate::config::ProcessorUrl| Upstream {
@@ -72,8 +74,8 @@ impl Core {
             queue: Queue::new(config.queue_capacity),
             shard: Shard::new(),
             upstreams,
-            router,
-            durable,
+            aggregator,
+            durable: durable.map(Rc::new),
             config,
             shutting_down: Cell::new(false),
             busy: Cell::new(0),
@@ -143,6 +145,21 @@ impl Core {
     }
 }
 
+impl ShardHost for Core {
+    fn summary(
+        &self,
+        window: Window,
+        as_of: AsOf,
+        bound: Duration,
+    ) -> impl Future<Output = Totals> {
+        self.shard.summary(window, as_of, bound)
+    }
+
+    fn purge(&self) -> impl Future<Output = bool> {
+        Core::purge(self)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use clap::Parser;
@@ -159,7 +176,7 @@ mod tests {
             0,
             config,
             [None, None],
-            RouterHandle::detached(),
+            AggregatorHandle::detached(),
             Some(durable),
         )
     }

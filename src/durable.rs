@@ -33,11 +33,11 @@ use std::time::Duration;
 
 use uuid::Uuid;
 
-use crate::core::Core;
 use crate::journal::state::{Live, LiveState};
 use crate::journal::{self, Journal, JournalError, SyncMode};
 use crate::processor::Processor;
-use crate::queue::Queued;
+use crate::queue::{Queue, Queued};
+use crate::store::Shard;
 
 /// How many failed commit generations are remembered (a waiter looks its own up on the turn
 /// after the commit, so a handful would do).
@@ -254,20 +254,12 @@ impl Durable {
     }
 }
 
-/// The commit task of one core (see the module doc), and its idle ticker.
-pub async fn committer(core: Rc<Core>) {
-    if core.durable.is_none() {
-        return;
-    }
-    let c = core.clone();
-    monoio::spawn(async move {
-        if let Some(d) = c.durable.as_ref() {
-            idle_ticker(d, || c.pending() == 0).await;
-        }
-    });
-    if let Some(d) = core.durable.as_ref() {
-        commit_loop(d).await;
-    }
+/// The commit task of one core (see the module doc), and its idle ticker, which compacts
+/// when `quiet()` (nothing queued or in flight).
+pub async fn committer(durable: Rc<Durable>, quiet: impl Fn() -> bool + 'static) {
+    let d = durable.clone();
+    monoio::spawn(async move { idle_ticker(&d, quiet).await });
+    commit_loop(&durable).await;
 }
 
 /// Commits once per turn of the event loop that appended a waited-on record.
@@ -302,24 +294,23 @@ async fn idle_ticker(durable: &Durable, quiet: impl Fn() -> bool) {
 /// shard, unsettled ones into the queue (a pinned one first resolved at its processor, never
 /// re-sent blindly), every id into the shard's accepted ids. The fold's table is freed
 /// before the first payment is put back ([`LiveState::into_ordered`]).
-pub fn restore(core: &Core, state: LiveState) {
+pub fn restore(core: usize, shard: &Shard, queue: &Queue, state: LiveState) {
     let (mut confirmed, mut unsettled, mut pinned) = (0usize, 0usize, 0usize);
     for live in state.into_ordered() {
         match live {
             Live::Confirmed(c) => {
                 confirmed += 1;
-                core.shard.ids.insert(c.id, c.cents);
-                core.shard
-                    .restore(c.requested_at_us, c.cents, from_journal(c.processor));
+                shard.ids.insert(c.id, c.cents);
+                shard.restore(c.requested_at_us, c.cents, from_journal(c.processor));
             }
             Live::Unsettled(u) => {
                 unsettled += 1;
-                core.shard.ids.insert(u.id, u.cents);
-                core.queue.admit(match u.pinned {
+                shard.ids.insert(u.id, u.cents);
+                queue.admit(match u.pinned {
                     Some((p, requested_at_us)) => {
                         pinned += 1;
                         let p = from_journal(p);
-                        let attempt = core.shard.begin_attempt(requested_at_us, p);
+                        let attempt = shard.begin_attempt(requested_at_us, p);
                         Queued::replayed_pinned(u.id, u.cents, p, attempt, requested_at_us)
                     }
                     None => Queued::new(u.id, u.cents),
@@ -327,13 +318,7 @@ pub fn restore(core: &Core, state: LiveState) {
             }
         }
     }
-    tracing::info!(
-        core = core.id,
-        confirmed,
-        unsettled,
-        pinned,
-        "journal replayed"
-    );
+    tracing::info!(core, confirmed, unsettled, pinned, "journal replayed");
 }
 
 pub fn to_journal(p: Processor) -> journal::Processor {

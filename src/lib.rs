@@ -2,7 +2,8 @@
 //!
 //! # Layout
 //! - [`config`]: the one configuration struct (env vars and flags), validated at start.
-//! - [`runtime`]: one monoio runtime per core (io_uring or epoll) plus the router thread.
+//! - [`runtime`]: one monoio runtime per core (io_uring or epoll) plus the summary
+//!   aggregator's thread.
 //! - [`listener`]: where connections are accepted (TCP with SO_REUSEPORT, or a unix socket).
 //! - [`conn`]: one connection: read, answer every pipelined request, write.
 //! - [`handoff`]: connections `rinha-lb` hands over (`HANDOFF_LISTEN`), dealt to the cores.
@@ -17,7 +18,8 @@
 //! - [`route`]: the routing policy: which processor costs less, fee against waiting.
 //! - [`processor`]: the processors as a core sees them: client and circuit breaker.
 //! - [`store`]: the per-core shard of processed payments and the in-flight rule.
-//! - [`router`]: summaries and purges across shards and peers.
+//! - [`summary`]: summaries and purges across shards and peers: windows, JSON, the
+//!   aggregator thread and the peers.
 //! - [`time`]: timestamps; [`shutdown`]: signals.
 //! - [`journal`]: the per-core append-only journal (durability, replay, compaction);
 //!   [`durable`]: how a core uses it (when a record is on file; group commit in batch mode).
@@ -41,10 +43,10 @@ pub mod payment;
 pub mod processor;
 pub mod queue;
 pub mod route;
-pub mod router;
 pub mod runtime;
 pub mod service;
 pub mod shutdown;
 pub mod store;
+pub mod summary;
 pub mod time;
 pub mod worker;

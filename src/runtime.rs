@@ -1,6 +1,7 @@
 //! Threads and io drivers: one monoio runtime per core (`WORKERS` of them), each serving
 //! its share of connections, draining its own queue and owning its own shard, plus the
-//! router thread. This is where the driver is chosen and the start log line is written.
+//! summary aggregator's thread. This is where the driver is chosen and the start log line
+//! is written.
 //!
 //! Driver choice (`IO_DRIVER`): `uring` requires io_uring; `epoll` uses monoio's legacy
 //! driver; `auto` tries to build an io_uring runtime and falls back to epoll when that
@@ -25,14 +26,15 @@ use crate::journal::Journal;
 use crate::limits::ConnectionCap;
 use crate::listener::{Accepted, Prepared};
 use crate::processor::resolve::Resolver;
-use crate::router::{self, RouterHandle, ShardCmd};
+use crate::summary::aggregator::serve_shard;
+use crate::summary::{Aggregator, AggregatorHandle, ShardCmd};
 use crate::{conn, shutdown, worker};
 
 /// io_uring submission queue size per runtime: the most operations pushed between two
 /// `io_uring_enter` calls before monoio submits early (a full queue is flushed, never an
 /// error). Each entry is 64 bytes of ring memory mapped into the process and touched as
 /// the ring turns, so it is resident: 4,096 entries cost each backend ~1.2 MiB more RSS than
-/// epoll (three rings: two cores and the router), 256 (monoio's minimum) cost ~0.1 MiB.
+/// epoll (three rings: two cores and the summary aggregator), 256 (monoio's minimum) cost ~0.1 MiB.
 const RING_ENTRIES: u32 = 256;
 /// io_uring completion queue size per runtime (16 bytes each). Completions past it wait in
 /// the kernel's overflow list until the next reap (slower, never lost: `IORING_FEAT_NODROP`,
@@ -145,15 +147,7 @@ pub fn run(config: Config) -> Result<usize, StartError> {
     let (shard_txs, shard_rxs): (Vec<_>, Vec<_>) = (0..config.workers)
         .map(|_| flume::unbounded::<ShardCmd>())
         .unzip();
-    let router = router::spawn(
-        shard_txs,
-        config.peers.clone(),
-        config.peer_timeout,
-        config.io_driver,
-        config.uring_taskrun,
-        config.purge_token.clone(),
-    )
-    .map_err(StartError::Thread)?;
+    let aggregator = spawn_aggregator(&config, shard_txs).map_err(StartError::Thread)?;
 
     let cap = ConnectionCap::new(config.max_connections);
     let mut stops = Vec::new();
@@ -162,7 +156,7 @@ pub fn run(config: Config) -> Result<usize, StartError> {
     for (id, shard_rx) in shard_rxs.into_iter().enumerate() {
         let (stop_tx, stop_rx) = flume::bounded::<()>(1);
         let (ready_tx, ready_rx) = flume::bounded::<Result<Ready, String>>(1);
-        let (config, router, source) = (config.clone(), router.clone(), prepared.clone());
+        let (config, aggregator, source) = (config.clone(), aggregator.clone(), prepared.clone());
         let cap = cap.clone();
         let handoff = handoffs.next();
         let handle = std::thread::Builder::new()
@@ -172,7 +166,7 @@ pub fn run(config: Config) -> Result<usize, StartError> {
                 let ready_err = ready_tx.clone();
                 let run = move || {
                     core_main(
-                        id, config, resolved, source, router, shard_rx, stop_rx, ready_tx, cap,
+                        id, config, resolved, source, aggregator, shard_rx, stop_rx, ready_tx, cap,
                         handoff,
                     )
                 };
@@ -234,12 +228,35 @@ pub fn run(config: Config) -> Result<usize, StartError> {
     Ok(left)
 }
 
+/// Starts the summary aggregator's thread (its own runtime, on the cores' driver); returns
+/// the handle the cores clone.
+fn spawn_aggregator(
+    config: &Config,
+    shards: Vec<flume::Sender<ShardCmd>>,
+) -> io::Result<AggregatorHandle> {
+    let (aggregator, handle) = Aggregator::new(
+        shards,
+        config.peers.clone(),
+        config.peer_timeout,
+        config.purge_token.as_deref(),
+    );
+    let (driver, taskrun) = (config.io_driver, config.uring_taskrun);
+    std::thread::Builder::new()
+        .name("rinha-router".into())
+        .spawn(move || {
+            if let Err(e) = block_on(driver, taskrun, || aggregator.serve()) {
+                tracing::error!(error = %e, "summary aggregator runtime failed");
+            }
+        })?;
+    Ok(handle)
+}
+
 /// Raises the open-files limit and grows the descriptor table to what this configuration
 /// can open, while this is the only thread (see `rinha_sys::fds`: growing it later stalls every
 /// core for an RCU grace period). Failure only costs those stalls: logged, not fatal.
 fn reserve_descriptors(config: &Config) {
     // Each connection one; each sender at most one processor connection; the rest (rings,
-    // eventfds, journal files, peer and router connections) fits in the margin.
+    // eventfds, journal files, peer and aggregator connections) fits in the margin.
     let needed = (config.max_connections + config.workers * config.senders + 256) as u64;
     match rinha_sys::fds::prepare(needed) {
         Ok(limit) if limit < needed => tracing::warn!(
@@ -273,7 +290,7 @@ async fn core_main(
     config: Arc<Config>,
     resolved: [Option<SocketAddr>; 2],
     source: Prepared,
-    router: RouterHandle,
+    aggregator: AggregatorHandle,
     shard_rx: flume::Receiver<ShardCmd>,
     stop_rx: flume::Receiver<()>,
     ready_tx: flume::Sender<Result<Ready, String>>,
@@ -297,9 +314,9 @@ async fn core_main(
             }
         },
     };
-    let core = Rc::new(Core::new(id, config.clone(), resolved, router, durable));
+    let core = Rc::new(Core::new(id, config.clone(), resolved, aggregator, durable));
     if let Some(replay) = replay {
-        durable::restore(&core, replay);
+        durable::restore(id, &core.shard, &core.queue, replay);
     }
     let handoff = match handoff.map(|h| h.start(&core, &cap)).transpose() {
         Ok(running) => running,
@@ -312,8 +329,11 @@ async fn core_main(
         tcp_addr: listener.tcp_addr(),
         legacy: monoio::utils::is_legacy(),
     }));
-    monoio::spawn(router::serve_shard(core.clone(), shard_rx));
-    monoio::spawn(durable::committer(core.clone()));
+    monoio::spawn(serve_shard(core.clone(), shard_rx));
+    if let Some(d) = &core.durable {
+        let c = core.clone();
+        monoio::spawn(durable::committer(d.clone(), move || c.pending() == 0));
+    }
     for _ in 0..config.senders {
         monoio::spawn(worker::sender(core.clone()));
     }

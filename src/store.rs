@@ -1,6 +1,6 @@
 //! One core's shard of the store: the append-only list of payments the processors accepted
 //! (requestedAt in µs, cents, processor), the attempts still in flight, and the window sums
-//! the summary router asks for. Owned by its runtime: no locks.
+//! the summary aggregator asks for. Owned by its runtime: no locks.
 //!
 //! # In-flight payments and the summary
 //! The checker asks the processors and us, at the same moment T, for `[T-15 s, T-1.5 s]`.
@@ -32,7 +32,7 @@
 //! # As of when
 //! "At T" is the moment the summary request reached us ([`AsOf`], read when the core parsed
 //! it and passed on to the shards and, as wall-clock µs, to the peers), not the moment a
-//! shard gets to it: behind the router, a peer, or a core busy draining a backlog (second 40
+//! shard gets to it: behind the aggregator, a peer, or a core busy draining a backlog (second 40
 //! of the official test) that can be milliseconds later, and a payment the processor stored
 //! in between would be counted by us but not by the processors, asked at T. So every record
 //! remembers when its attempt was sent and when it was recorded; a record made after T
@@ -65,6 +65,7 @@ use std::time::{Duration, Instant};
 
 use crate::ids::AcceptedIds;
 use crate::processor::Processor;
+use crate::summary::{AsOf, Totals, Window};
 
 /// Identifies one attempt (one `POST /payments` to a processor) within a shard.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -81,72 +82,11 @@ struct Record {
     recorded_at: Instant,
 }
 
-/// The moment a summary is taken at: when its request reached this instance.
-#[derive(Debug, Clone, Copy)]
-pub struct AsOf(pub Instant);
-
-impl AsOf {
-    pub fn now() -> Self {
-        Self(Instant::now())
-    }
-
-    /// The instant of a wall-clock time (µs since the epoch) sent by a peer on this or
-    /// another host; a time in the future (clock skew) means now.
-    pub fn from_wall_us(wall_us: i64) -> Self {
-        let now = Instant::now();
-        let behind = crate::time::now_us().saturating_sub(wall_us).max(0);
-        Self(
-            now.checked_sub(Duration::from_micros(behind as u64))
-                .unwrap_or(now),
-        )
-    }
-
-    /// This moment as wall-clock µs since the epoch, for a peer.
-    pub fn to_wall_us(self) -> i64 {
-        let ago = Instant::now().saturating_duration_since(self.0);
-        crate::time::now_us() - ago.as_micros().min(i64::MAX as u128) as i64
-    }
-}
-
 #[derive(Debug, Clone, Copy)]
 struct InFlight {
     requested_at_us: i64,
     processor: Processor,
     sent_at: Instant,
-}
-
-/// An inclusive window in µs since the epoch (`None` = unbounded).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Window {
-    pub from_us: Option<i64>,
-    pub to_us: Option<i64>,
-}
-
-impl Window {
-    pub fn contains(&self, t: i64) -> bool {
-        self.from_us.is_none_or(|f| t >= f) && self.to_us.is_none_or(|e| t <= e)
-    }
-}
-
-/// Counts and sums per processor (index: [`Processor::index`]).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Totals {
-    pub requests: [u64; 2],
-    pub cents: [u128; 2],
-}
-
-impl Totals {
-    pub fn add(&mut self, other: &Totals) {
-        for i in 0..2 {
-            self.requests[i] += other.requests[i];
-            self.cents[i] += other.cents[i];
-        }
-    }
-
-    fn count(&mut self, processor: Processor, cents: u64) {
-        self.requests[processor.index()] += 1;
-        self.cents[processor.index()] += u128::from(cents);
-    }
 }
 
 /// How much younger than the response-time estimate an attempt may be and still be
@@ -589,7 +529,7 @@ mod tests {
             let old = s.begin_attempt(1_000, P);
             monoio::time::sleep(Duration::from_millis(60)).await;
             let young = s.begin_attempt(2_000, P);
-            // Asked now; both answers come in only afterwards (a busy core, a slow router).
+            // Asked now; both answers come in only afterwards (a busy core, a slow aggregator).
             let as_of = AsOf::now();
             monoio::time::sleep(Duration::from_millis(5)).await;
             s.record(old, 1_000, 100, P);
@@ -622,21 +562,5 @@ mod tests {
                 .await;
             assert_eq!((t.requests, t.cents), ([2, 0], [300, 0]));
         });
-    }
-
-    #[test]
-    fn as_of_survives_the_trip_through_wall_clock_time() {
-        let t0 = Instant::now();
-        std::thread::sleep(Duration::from_millis(20));
-        let back = AsOf::from_wall_us(AsOf(t0).to_wall_us());
-        let err = if back.0 > t0 {
-            back.0 - t0
-        } else {
-            t0 - back.0
-        };
-        assert!(err < Duration::from_millis(5), "{err:?}");
-        // A moment in the future (a skewed peer clock) is taken as now.
-        let future = AsOf::from_wall_us(crate::time::now_us() + 10_000_000);
-        assert!(future.0 <= Instant::now());
     }
 }

@@ -241,7 +241,7 @@ fn fallback_after(core: &Core, p: &Queued, now: Instant) -> Option<Permit> {
     }
 }
 
-/// Reads each processor's `feePerTransaction` for the router: until known every
+/// Reads each processor's `feePerTransaction` for the routing policy: until known every
 /// `FEE_RETRY` (1 s), then every `FEE_REFRESH` (30 s) (fees do not change during a run; the refresh
 /// follows processors replaced between runs). Until read, [`crate::core::FEE_PRIOR`] holds.
 pub async fn fee_reader(core: Rc<Core>) {

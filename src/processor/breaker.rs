@@ -50,7 +50,7 @@ pub const RAMP_START: u32 = 8;
 pub const RAMP_DOUBLING: Duration = Duration::from_millis(500);
 /// ...until it reaches the breaker's cap, or this many times at most.
 pub const RAMP_STEPS: u32 = 8;
-/// At most one scout (a call to a processor the router does not choose, to learn whether it
+/// At most one scout (a call to a processor the policy does not choose, to learn whether it
 /// should) starts per interval, and only while no other call to it is in flight.
 pub const SCOUT_INTERVAL: Duration = Duration::from_millis(200);
 /// Parked wakers kept before they are all woken at once (see `park`).
@@ -212,7 +212,7 @@ impl Breaker {
         None
     }
 
-    /// A permit for a scout: a call to a processor the router does not choose now, to learn
+    /// A permit for a scout: a call to a processor the policy does not choose now, to learn
     /// whether it should (its delay may have fallen, its outage ended); at most once per
     /// [`SCOUT_INTERVAL`]. Open: a probe, as [`Breaker::try_admit`] gives. Closed: only
     /// while no call to it is in flight on this core (one in flight already tells its delay

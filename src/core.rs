@@ -92,7 +92,7 @@ impl Core {
         let (in_flight, cap, waiting) = up.breaker.load();
         Outlook {
             fee: up.fee.get(),
-            response: self.shard.response_estimate(p),
+            response: self.shard.timing.response_estimate(p),
             oldest_in_flight: up.breaker.oldest_in_flight(now),
             failing_for: up.breaker.failing_for(now),
             in_flight,

@@ -85,9 +85,13 @@ async fn process(core: &Rc<Core>, mut p: Queued) {
         None => place(core, &p).await,
     };
     let up = core.upstream(proc);
-    // Stamped with when the processor should store it, not now (store.rs, "Stamped when
-    // it will be stored"), on this core's own milliseconds.
-    let requested_at_us = on_lane(core.shard.stamp_us(proc), core.id, core.config.workers);
+    // Stamped with when the processor should store it, not now (src/store/timing.rs), on
+    // this core's own milliseconds.
+    let requested_at_us = on_lane(
+        core.shard.timing.stamp_us(proc),
+        core.id,
+        core.config.workers,
+    );
     p.note_attempt(proc, requested_at_us);
     let attempt = core.shard.begin_attempt(requested_at_us, proc);
     if let Some(d) = &core.durable {
@@ -125,7 +129,9 @@ async fn process(core: &Rc<Core>, mut p: Queued) {
     if result.is_ok() {
         // Any answer came after the processor's delay: it tells the summary how long an
         // attempt sent at this moment takes to be stored.
-        core.shard.observe_response(proc, sent, sent.elapsed());
+        core.shard
+            .timing
+            .observe_response(proc, sent, sent.elapsed());
     }
     match result {
         Ok(status) if status < 500 && status != 429 && !core.queue.is_current(&p) => {
@@ -136,7 +142,7 @@ async fn process(core: &Rc<Core>, mut p: Queued) {
         }
         Ok(200..=299) => {
             up.breaker.success(permit);
-            core.shard.observe_latency(proc, sent.elapsed());
+            core.shard.timing.observe_latency(proc, sent.elapsed());
             core.shard.record(attempt, requested_at_us, p.cents, proc);
             if let Some(d) = &core.durable {
                 d.confirmed(p.id, proc, requested_at_us, p.cents);

@@ -30,7 +30,8 @@
 //! one inconsistency at 40 s in a full run). Seeing the recovery up to one delay later costs
 //! nothing: the backlog still drains within seconds, long before the end of the test. Even
 //! the single probe could land at the check (its chain is phased by the stage change at
-//! 30 s); store.rs, "Stamped when it will be stored", takes it out of the checked window.
+//! 30 s); stamping it with when it will be stored (src/store/, docs/architecture.md) takes it
+//! out of the checked window.
 
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;

@@ -26,7 +26,7 @@ use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 use rinha_sys::send::send_now;
 
 use crate::config::ResponseSend;
-use crate::core::Core;
+use crate::core_state::CoreState;
 use crate::http::request::{self, Parsed, Reject, MAX_BODY, MAX_HEADER_BYTES};
 use crate::http::response::{self, status, Connection};
 use crate::limits::Slot;
@@ -42,7 +42,7 @@ const CLOSING: Connection = Connection {
 
 /// Serves a connection until the peer closes it, it errs, times out, or the core stops.
 /// `_slot` is its place under the connection cap, given back when this returns.
-pub async fn serve<S>(mut stream: S, core: Rc<Core>, _slot: Slot)
+pub async fn serve<S>(mut stream: S, core: Rc<CoreState>, _slot: Slot)
 where
     S: AsyncReadRent + AsyncWriteRent + AsRawFd,
 {

@@ -3,7 +3,7 @@
 //! before, queued once); with another amount it is refused.
 //!
 //! Per core and per instance only: a copy that reaches another core or the other instance is
-//! not seen here, and is kept from being counted twice by the lookup rule instead (worker.rs:
+//! not seen here, and is kept from being counted twice by the lookup rule instead (senders.rs:
 //! a processor's stored payment is ours only if it carries one of our own attempts' stamps).
 //! docs/reliability.md, "One correlationId, one payment", says what each covers.
 //!

@@ -1,7 +1,8 @@
 //! `rinha`: the Rinha de Backend 2025 payment intermediary, thread-per-core on monoio.
 //!
 //! # Layout
-//! - [`config`]: the one configuration struct (env vars and flags), validated at start.
+//! - [`config`]: the one configuration struct (env vars and flags), validated at start;
+//!   [`cgroup`]: the CPUs and memory the container allows, for its defaults.
 //! - [`runtime`]: one monoio runtime per core (io_uring or epoll) plus the summary
 //!   aggregator's thread.
 //! - [`listener`]: where connections are accepted (TCP with SO_REUSEPORT, or a unix socket).
@@ -13,7 +14,9 @@
 //! - [`payment`]: the payment body and exact decimal -> cents.
 //! - [`ids`]: the correlation ids each core accepted (idempotent intake).
 //! - [`queue`]: the per-core payment queue.
-//! - [`worker`]: the per-core senders: placing, retries, unknown outcomes, recording.
+//! - [`core_state`]: everything one core owns ([`core_state::CoreState`]), shared by its
+//!   tasks.
+//! - [`senders`]: the per-core senders: placing, retries, unknown outcomes, recording.
 //! - [`lookup`]: unknown outcomes resolved by lookup; pinned payments set aside with back-off.
 //! - [`route`]: the routing policy: which processor costs less, fee against waiting.
 //! - [`processor`]: the processors as a core sees them: client and circuit breaker.
@@ -21,17 +24,17 @@
 //! - [`summary`]: summaries and purges across shards and peers: windows, JSON, the
 //!   aggregator thread and the peers.
 //! - [`time`]: timestamps; [`shutdown`]: signals.
-//! - [`journal`]: the per-core append-only journal (durability, replay, compaction);
-//!   [`durable`]: how a core uses it (when a record is on file; group commit in batch mode).
+//! - [`journal`]: the per-core append-only journal (durability, replay, compaction), and
+//!   how a core uses it ([`journal::commit`]: when a record is on file; group commit).
 //!
 //! A payment's life: [`conn`] reads it, [`service`] validates it and calls
-//! [`queue::Queue::accept`] (the intake seam) and answers 202; a [`worker`] sender sends it
+//! [`queue::Queue::accept`] (the intake seam) and answers 202; a sender ([`senders`]) sends it
 //! and calls [`store::Shard::record`] (the outcome seam) once a processor holds it.
 
+pub mod cgroup;
 pub mod config;
 pub mod conn;
-pub mod core;
-pub mod durable;
+pub mod core_state;
 pub mod handoff;
 pub mod http;
 pub mod ids;
@@ -44,9 +47,9 @@ pub mod processor;
 pub mod queue;
 pub mod route;
 pub mod runtime;
+pub mod senders;
 pub mod service;
 pub mod shutdown;
 pub mod store;
 pub mod summary;
 pub mod time;
-pub mod worker;

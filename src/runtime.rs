@@ -19,16 +19,16 @@ use monoio::{IoUringDriver, LegacyDriver, RuntimeBuilder};
 use rinha_sys::uring::Taskrun;
 
 use crate::config::{Config, Endpoint, IoDriver};
-use crate::core::Core;
-use crate::durable::{self, Durable};
+use crate::core_state::CoreState;
 use crate::handoff::CoreHandoff;
+use crate::journal::commit::{self, GroupCommit};
 use crate::journal::Journal;
 use crate::limits::ConnectionCap;
 use crate::listener::{Accepted, Prepared};
 use crate::processor::resolve::Resolver;
 use crate::summary::aggregator::serve_shard;
 use crate::summary::{Aggregator, AggregatorHandle, ShardCmd};
-use crate::{conn, shutdown, worker};
+use crate::{conn, senders, shutdown};
 
 /// io_uring submission queue size per runtime: the most operations pushed between two
 /// `io_uring_enter` calls before monoio submits early (a full queue is flushed, never an
@@ -304,19 +304,25 @@ async fn core_main(
             return 0;
         }
     };
-    let (durable, replay) = match &config.data_dir {
+    let (journal, replay) = match &config.data_dir {
         None => (None, None),
         Some(dir) => match Journal::open_state(dir, id, config.journal_sync) {
-            Ok((j, replay)) => (Some(Durable::new(j)), Some(replay)),
+            Ok((j, replay)) => (Some(GroupCommit::new(j)), Some(replay)),
             Err(e) => {
                 let _ = ready_tx.send(Err(e.to_string()));
                 return 0;
             }
         },
     };
-    let core = Rc::new(Core::new(id, config.clone(), resolved, aggregator, durable));
+    let core = Rc::new(CoreState::new(
+        id,
+        config.clone(),
+        resolved,
+        aggregator,
+        journal,
+    ));
     if let Some(replay) = replay {
-        durable::restore(id, &core.shard, &core.queue, replay);
+        commit::restore(id, &core.shard, &core.queue, replay);
     }
     let handoff = match handoff.map(|h| h.start(&core, &cap)).transpose() {
         Ok(running) => running,
@@ -330,14 +336,14 @@ async fn core_main(
         legacy: monoio::utils::is_legacy(),
     }));
     monoio::spawn(serve_shard(core.clone(), shard_rx));
-    if let Some(d) = &core.durable {
+    if let Some(d) = &core.journal {
         let c = core.clone();
-        monoio::spawn(durable::committer(d.clone(), move || c.pending() == 0));
+        monoio::spawn(commit::committer(d.clone(), move || c.pending() == 0));
     }
     for _ in 0..config.senders {
-        monoio::spawn(worker::sender(core.clone()));
+        monoio::spawn(senders::sender(core.clone()));
     }
-    monoio::spawn(worker::fee_reader(core.clone()));
+    monoio::spawn(senders::fee_reader(core.clone()));
     loop {
         monoio::select! {
             _ = stop_rx.recv_async() => break,
@@ -365,7 +371,7 @@ async fn core_main(
     while core.pending() > 0 && Instant::now() < deadline {
         monoio::time::sleep(Duration::from_millis(5)).await;
     }
-    if let Some(d) = &core.durable {
+    if let Some(d) = &core.journal {
         // Confirmations of the last turn; what is still unsettled replays at the next start.
         d.commit_now();
         if core.pending() == 0 {

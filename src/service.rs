@@ -9,7 +9,7 @@
 
 use std::time::Instant;
 
-use crate::core::Core;
+use crate::core_state::CoreState;
 use crate::http::request::{query_param, Method, Request};
 use crate::http::response::{self, status, Connection};
 use crate::ids::Seen;
@@ -20,7 +20,7 @@ use crate::summary::codec::write_summary;
 use crate::summary::{parse_window, AsOf, SummaryError};
 
 /// Answers `req` into `out`.
-pub async fn handle(core: &Core, req: &Request<'_>, out: &mut Vec<u8>) {
+pub async fn handle(core: &CoreState, req: &Request<'_>, out: &mut Vec<u8>) {
     let conn = Connection {
         keep_alive: req.keep_alive,
         http10: req.http10,
@@ -63,7 +63,7 @@ pub async fn handle(core: &Core, req: &Request<'_>, out: &mut Vec<u8>) {
 /// journal, the 202 waits for the commit that holds the payment's `accepted` record (made at
 /// once with `JOURNAL_SYNC=none`), and the payment is queued only then: a failed commit
 /// answers 503 and leaves nothing behind.
-async fn accept_payment(core: &Core, body: &[u8], conn: Connection, out: &mut Vec<u8>) {
+async fn accept_payment(core: &CoreState, body: &[u8], conn: Connection, out: &mut Vec<u8>) {
     let p = match payment::parse(body) {
         Ok(p) => p,
         Err(e) => return response::json(out, status::BAD_REQUEST, conn, e.json()),
@@ -74,7 +74,7 @@ async fn accept_payment(core: &Core, body: &[u8], conn: Connection, out: &mut Ve
         Seen::Same { pending: None } => return response::empty(out, status::ACCEPTED, conn),
         Seen::Same { pending: Some(gen) } => {
             // The first copy still waits for its commit: this one gets the same answer.
-            let committed = match &core.durable {
+            let committed = match &core.journal {
                 Some(d) => d.committed(gen).await.is_ok(),
                 None => true,
             };
@@ -94,7 +94,7 @@ async fn accept_payment(core: &Core, body: &[u8], conn: Connection, out: &mut Ve
         }
     }
     // The id is taken from here on: every refusal below gives it back.
-    let Some(durable) = &core.durable else {
+    let Some(durable) = &core.journal else {
         return match core.queue.accept(p) {
             Ok(()) => response::empty(out, status::ACCEPTED, conn),
             Err(_) => {
@@ -116,7 +116,7 @@ async fn accept_payment(core: &Core, body: &[u8], conn: Connection, out: &mut Ve
     let accepted_at = Instant::now();
     let gen = durable.accepted(p.id, p.cents);
     // A copy can arrive while this one waits for its commit only if it waits at all: with
-    // `JOURNAL_SYNC=none` the record is committed as it is appended (durable.rs).
+    // `JOURNAL_SYNC=none` the record is committed as it is appended (journal/commit.rs).
     let waits = core.config.journal_sync == SyncMode::Batch;
     if waits {
         ids.pending(p.id, gen);
@@ -149,7 +149,7 @@ fn journal_unavailable(out: &mut Vec<u8>, conn: Connection) {
 }
 
 async fn summary(
-    core: &Core,
+    core: &CoreState,
     query: &[u8],
     include_peers: bool,
     conn: Connection,
@@ -191,7 +191,7 @@ async fn summary(
     }
 }
 
-async fn purge(core: &Core, include_peers: bool, conn: Connection, out: &mut Vec<u8>) {
+async fn purge(core: &CoreState, include_peers: bool, conn: Connection, out: &mut Vec<u8>) {
     match core.aggregator.purge(include_peers).await {
         Ok(()) => response::json(
             out,

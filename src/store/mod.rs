@@ -7,8 +7,8 @@
 //! the summary waits. How long a payment takes to be stored is the response time of the
 //! answered attempt sent last before it, and a sender stamps `requestedAt` with that moment
 //! rather than its own, which keeps payments stored late out of the checker's windows. The
-//! reasoning, and why a linear scan is enough: docs/architecture.md, "The store and the
-//! summary".
+//! reasoning, and why a linear scan is enough: docs/architecture.md, "The store's as-of
+//! rule".
 
 pub mod shard;
 pub mod timing;

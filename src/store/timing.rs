@@ -88,7 +88,7 @@ impl Timing {
 /// `stamp_us` (whole milliseconds) moved forward to the first millisecond of core `lane` of
 /// `lanes`: one whose number is `lane` modulo `lanes`. Two cores of one instance then never
 /// stamp two attempts alike, so when copies of one correlationId reached both, a lookup tells
-/// whose payment the processor holds (worker.rs). At most `lanes - 1` ms later than the
+/// whose payment the processor holds (src/senders.rs). At most `lanes - 1` ms later than the
 /// estimate: nothing next to the estimate's own error; with one core, unchanged.
 pub fn on_lane(stamp_us: i64, lane: usize, lanes: usize) -> i64 {
     let lanes = lanes.max(1) as i64;

@@ -22,7 +22,7 @@
 //!   record, dropped.
 //!
 //! With a journal, each send is preceded by a committed `attempt` record and each outcome
-//! followed by a `confirmed` or `dropped` one (see [`crate::durable`]).
+//! followed by a `confirmed` or `dropped` one (see [`crate::journal::commit`]).
 //!
 //! A payment a purge forgot while a sender held it ([`crate::queue::Queue::is_current`]) is
 //! not sent, its outcome is not recorded, and it is not put back.
@@ -36,7 +36,7 @@
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use crate::core::Core;
+use crate::core_state::CoreState;
 use crate::lookup;
 use crate::processor::breaker::Permit;
 use crate::processor::client::CallError;
@@ -60,7 +60,7 @@ const FEE_REFRESH: Duration = Duration::from_secs(30);
 const FEE_RETRY: Duration = Duration::from_secs(1);
 
 /// Runs one sender for as long as its runtime runs.
-pub async fn sender(core: Rc<Core>) {
+pub async fn sender(core: Rc<CoreState>) {
     loop {
         let payment = core.queue.pop().await;
         core.set_busy(true);
@@ -70,7 +70,7 @@ pub async fn sender(core: Rc<Core>) {
 }
 
 /// Takes one payment one step further.
-async fn process(core: &Rc<Core>, mut p: Queued) {
+async fn process(core: &Rc<CoreState>, mut p: Queued) {
     if p.unresolved().is_some() {
         return lookup::resolve(core, p).await;
     }
@@ -94,7 +94,7 @@ async fn process(core: &Rc<Core>, mut p: Queued) {
     );
     p.note_attempt(proc, requested_at_us);
     let attempt = core.shard.begin_attempt(requested_at_us, proc);
-    if let Some(d) = &core.durable {
+    if let Some(d) = &core.journal {
         // The attempt must be on file before the send: a payment replayed without it
         // would be sent blindly and, if this send stored it, refused as a duplicate (422)
         // and never recorded.
@@ -144,7 +144,7 @@ async fn process(core: &Rc<Core>, mut p: Queued) {
             up.breaker.success(permit);
             core.shard.timing.observe_latency(proc, sent.elapsed());
             core.shard.record(attempt, requested_at_us, p.cents, proc);
-            if let Some(d) = &core.durable {
+            if let Some(d) = &core.journal {
                 d.confirmed(p.id, proc, requested_at_us, p.cents);
             }
         }
@@ -158,7 +158,7 @@ async fn process(core: &Rc<Core>, mut p: Queued) {
         Ok(422) => {
             up.breaker.success(permit);
             core.shard.end_attempt(attempt);
-            if let Some(d) = &core.durable {
+            if let Some(d) = &core.journal {
                 d.dropped(p.id);
             }
             tracing::debug!(id = %p.id, "correlationId already used by another payment; dropped");
@@ -172,7 +172,7 @@ async fn process(core: &Rc<Core>, mut p: Queued) {
             // repeating it cannot succeed.
             up.breaker.success(permit);
             core.shard.end_attempt(attempt);
-            if let Some(d) = &core.durable {
+            if let Some(d) = &core.journal {
                 d.dropped(p.id);
             }
             tracing::warn!(id = %p.id, status, "processor refused the payment; dropped");
@@ -191,7 +191,7 @@ async fn process(core: &Rc<Core>, mut p: Queued) {
     }
 }
 
-async fn failed(core: &Core, proc: Processor, permit: Permit, p: Queued) {
+async fn failed(core: &CoreState, proc: Processor, permit: Permit, p: Queued) {
     let breaker = &core.upstream(proc).breaker;
     breaker.failure(permit);
     core.queue.retry_later(p);
@@ -203,7 +203,7 @@ async fn failed(core: &Core, proc: Processor, permit: Permit, p: Queued) {
 /// Where an unpinned payment goes, with the permit to send it there: the cheaper processor
 /// ([`crate::route::choose`]), or the other one as a scout; decided again whenever the
 /// choice has no room.
-async fn place(core: &Core, p: &Queued) -> (Processor, Permit) {
+async fn place(core: &CoreState, p: &Queued) -> (Processor, Permit) {
     loop {
         let now = Instant::now();
         if let Some(permit) = fallback_after(core, p, now) {
@@ -234,7 +234,7 @@ async fn place(core: &Core, p: &Queued) -> (Processor, Permit) {
 
 /// `FALLBACK_AFTER_MS`: a payment that waited that long goes to a working fallback while the
 /// default's breaker is open.
-fn fallback_after(core: &Core, p: &Queued, now: Instant) -> Option<Permit> {
+fn fallback_after(core: &CoreState, p: &Queued, now: Instant) -> Option<Permit> {
     let after = core.config.fallback_after?;
     let fallback = &core.upstream(Processor::Fallback).breaker;
     if now.saturating_duration_since(p.accepted_at) >= after
@@ -249,8 +249,8 @@ fn fallback_after(core: &Core, p: &Queued, now: Instant) -> Option<Permit> {
 
 /// Reads each processor's `feePerTransaction` for the routing policy: until known every
 /// `FEE_RETRY` (1 s), then every `FEE_REFRESH` (30 s) (fees do not change during a run; the refresh
-/// follows processors replaced between runs). Until read, [`crate::core::FEE_PRIOR`] holds.
-pub async fn fee_reader(core: Rc<Core>) {
+/// follows processors replaced between runs). Until read, [`crate::core_state::FEE_PRIOR`] holds.
+pub async fn fee_reader(core: Rc<CoreState>) {
     loop {
         for proc in [Processor::Default, Processor::Fallback] {
             let up = core.upstream(proc);

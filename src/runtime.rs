@@ -20,11 +20,11 @@ use rinha_sys::uring::Taskrun;
 
 use crate::config::{Config, Endpoint, IoDriver};
 use crate::core_state::CoreState;
-use crate::handoff::CoreHandoff;
+use crate::handoff::{self, CoreHandoff};
 use crate::journal::commit::{self, GroupCommit};
 use crate::journal::Journal;
 use crate::limits::ConnectionCap;
-use crate::listener::{Accepted, Prepared};
+use crate::listener::{Accepted, CoreListener, Prepared};
 use crate::processor::resolve::Resolver;
 use crate::summary::aggregator::serve_shard;
 use crate::summary::{Aggregator, AggregatorHandle, ShardCmd};
@@ -112,6 +112,63 @@ pub fn run(config: Config) -> Result<usize, StartError> {
         resolve_logged(&config.resolver, "default", &config.default_url),
         resolve_logged(&config.resolver, "fallback", &config.fallback_url),
     ];
+    prepare_storage(&config)?;
+    let (mut prepared, handoff_socket) = prepare_listeners(&config)?;
+    let mut handoffs = match &handoff_socket {
+        Some(socket) => handoff::per_core(socket.clone(), config.workers),
+        None => Vec::new(),
+    }
+    .into_iter();
+
+    let (shard_txs, shard_rxs): (Vec<_>, Vec<_>) = (0..config.workers)
+        .map(|_| flume::unbounded::<ShardCmd>())
+        .unzip();
+    let aggregator = spawn_aggregator(&config, shard_txs).map_err(StartError::Thread)?;
+
+    let cap = ConnectionCap::new(config.max_connections);
+    let mut cores = Vec::new();
+    let mut legacy = false;
+    for (id, shard_rx) in shard_rxs.into_iter().enumerate() {
+        let start = CoreStart {
+            id,
+            config: config.clone(),
+            resolved,
+            source: prepared.clone(),
+            aggregator: aggregator.clone(),
+            shard_rx,
+            cap: cap.clone(),
+            handoff: handoffs.next(),
+        };
+        let (core, ready) = spawn_core(start)?;
+        // Port 0: every later core binds the port the first one got (SO_REUSEPORT).
+        if let Some(addr) = ready.tcp_addr {
+            prepared.set_tcp_addr(addr);
+        }
+        legacy |= ready.legacy;
+        cores.push(core);
+    }
+    log_started(&config, &prepared, handoff_socket.as_ref(), legacy);
+
+    let signal = signals.wait();
+    tracing::info!(signal, "shutting down");
+    for core in &cores {
+        let _ = core.stop.send(());
+    }
+    // A hand-over offered from now on finds no socket and goes to the other backend at once.
+    if let Some(socket) = &handoff_socket {
+        socket.cleanup();
+    }
+    let left = cores
+        .into_iter()
+        .map(|core| core.thread.join().unwrap_or(0))
+        .sum();
+    prepared.cleanup();
+    Ok(left)
+}
+
+/// With `DATA_DIR`, the journal files dealt to this run's core count (before any core opens
+/// its own); the start log of where payments are kept and how many each core may queue.
+fn prepare_storage(config: &Config) -> Result<(), StartError> {
     match &config.data_dir {
         // Before any core opens its file: the core count may differ from the last run.
         Some(dir) => {
@@ -127,7 +184,12 @@ pub fn run(config: Config) -> Result<usize, StartError> {
         basis = %config.queue_basis,
         "queue capacity"
     );
-    let mut prepared = Prepared::new(&config.listen)
+    Ok(())
+}
+
+/// The client listener (`LISTEN`) and the hand-over socket (`HANDOFF_LISTEN`), if any.
+fn prepare_listeners(config: &Config) -> Result<(Prepared, Option<Prepared>), StartError> {
+    let prepared = Prepared::new(&config.listen)
         .map_err(|e| StartError::Listen(config.listen.to_string(), e))?;
     let handoff_socket = match &config.handoff_listen {
         Some(path) => {
@@ -138,60 +200,56 @@ pub fn run(config: Config) -> Result<usize, StartError> {
         }
         None => None,
     };
-    let mut handoffs = match &handoff_socket {
-        Some(socket) => crate::handoff::per_core(socket.clone(), config.workers),
-        None => Vec::new(),
-    }
-    .into_iter();
+    Ok((prepared, handoff_socket))
+}
 
-    let (shard_txs, shard_rxs): (Vec<_>, Vec<_>) = (0..config.workers)
-        .map(|_| flume::unbounded::<ShardCmd>())
-        .unzip();
-    let aggregator = spawn_aggregator(&config, shard_txs).map_err(StartError::Thread)?;
+/// What one core's thread is started with.
+struct CoreStart {
+    id: usize,
+    config: Arc<Config>,
+    resolved: [Option<SocketAddr>; 2],
+    source: Prepared,
+    aggregator: AggregatorHandle,
+    shard_rx: flume::Receiver<ShardCmd>,
+    cap: Arc<ConnectionCap>,
+    handoff: Option<CoreHandoff>,
+}
 
-    let cap = ConnectionCap::new(config.max_connections);
-    let mut stops = Vec::new();
-    let mut threads = Vec::new();
-    let mut legacy = false;
-    for (id, shard_rx) in shard_rxs.into_iter().enumerate() {
-        let (stop_tx, stop_rx) = flume::bounded::<()>(1);
-        let (ready_tx, ready_rx) = flume::bounded::<Result<Ready, String>>(1);
-        let (config, aggregator, source) = (config.clone(), aggregator.clone(), prepared.clone());
-        let cap = cap.clone();
-        let handoff = handoffs.next();
-        let handle = std::thread::Builder::new()
-            .name(format!("rinha-core-{id}"))
-            .spawn(move || {
-                let (driver, taskrun) = (config.io_driver, config.uring_taskrun);
-                let ready_err = ready_tx.clone();
-                let run = move || {
-                    core_main(
-                        id, config, resolved, source, aggregator, shard_rx, stop_rx, ready_tx, cap,
-                        handoff,
-                    )
-                };
-                match block_on(driver, taskrun, run) {
-                    Ok(left) => left,
-                    Err(e) => {
-                        let _ = ready_err.send(Err(e.to_string()));
-                        0
-                    }
+/// A running core's thread, and how to stop it.
+struct CoreThread {
+    stop: flume::Sender<()>,
+    /// Returns the payments it left unprocessed.
+    thread: std::thread::JoinHandle<usize>,
+}
+
+/// Starts one core's thread and waits until it listens.
+fn spawn_core(start: CoreStart) -> Result<(CoreThread, Ready), StartError> {
+    let id = start.id;
+    let (stop, stop_rx) = flume::bounded::<()>(1);
+    let (ready_tx, ready_rx) = flume::bounded::<Result<Ready, String>>(1);
+    let thread = std::thread::Builder::new()
+        .name(format!("rinha-core-{id}"))
+        .spawn(move || {
+            let (driver, taskrun) = (start.config.io_driver, start.config.uring_taskrun);
+            let ready_err = ready_tx.clone();
+            match block_on(driver, taskrun, move || core_main(start, stop_rx, ready_tx)) {
+                Ok(left) => left,
+                Err(e) => {
+                    let _ = ready_err.send(Err(e.to_string()));
+                    0
                 }
-            })
-            .map_err(StartError::Thread)?;
-        let ready = ready_rx
-            .recv()
-            .map_err(|_| StartError::Core(id, "exited".into()))?
-            .map_err(|e| StartError::Core(id, e))?;
-        // Port 0: every later core binds the port the first one got (SO_REUSEPORT).
-        if let Some(addr) = ready.tcp_addr {
-            prepared.set_tcp_addr(addr);
-        }
-        legacy |= ready.legacy;
-        stops.push(stop_tx);
-        threads.push(handle);
-    }
+            }
+        })
+        .map_err(StartError::Thread)?;
+    let ready = ready_rx
+        .recv()
+        .map_err(|_| StartError::Core(id, "exited".into()))?
+        .map_err(|e| StartError::Core(id, e))?;
+    Ok((CoreThread { stop, thread }, ready))
+}
 
+/// The start log line (docs/architecture.md).
+fn log_started(config: &Config, prepared: &Prepared, handoff: Option<&Prepared>, legacy: bool) {
     tracing::info!(
         "rinha started version={} driver={} workers={} listen={} default={} fallback={} peers={} handoff={}",
         env!("CARGO_PKG_VERSION"),
@@ -206,26 +264,8 @@ pub fn run(config: Config) -> Result<usize, StartError> {
             .map(|p| p.to_string())
             .collect::<Vec<_>>()
             .join(","),
-        handoff_socket
-            .as_ref()
-            .map_or_else(|| "off".to_owned(), Prepared::describe),
+        handoff.map_or_else(|| "off".to_owned(), Prepared::describe),
     );
-
-    let signal = signals.wait();
-    tracing::info!(signal, "shutting down");
-    for stop in &stops {
-        let _ = stop.send(());
-    }
-    // A hand-over offered from now on finds no socket and goes to the other backend at once.
-    if let Some(socket) = &handoff_socket {
-        socket.cleanup();
-    }
-    let mut left = 0;
-    for t in threads {
-        left += t.join().unwrap_or(0);
-    }
-    prepared.cleanup();
-    Ok(left)
 }
 
 /// Starts the summary aggregator's thread (its own runtime, on the cores' driver); returns
@@ -284,50 +324,18 @@ fn resolve_logged(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// One core's life on its runtime: open its listener and journal, build its state, report
+/// ready, serve until told to stop, drain; returns the payments left unprocessed.
 async fn core_main(
-    id: usize,
-    config: Arc<Config>,
-    resolved: [Option<SocketAddr>; 2],
-    source: Prepared,
-    aggregator: AggregatorHandle,
-    shard_rx: flume::Receiver<ShardCmd>,
+    start: CoreStart,
     stop_rx: flume::Receiver<()>,
     ready_tx: flume::Sender<Result<Ready, String>>,
-    cap: Arc<ConnectionCap>,
-    handoff: Option<CoreHandoff>,
 ) -> usize {
-    let listener = match source.for_core() {
-        Ok(l) => l,
+    let (shard_rx, cap) = (start.shard_rx.clone(), start.cap.clone());
+    let (listener, core, handoff) = match open_core(start) {
+        Ok(opened) => opened,
         Err(e) => {
-            let _ = ready_tx.send(Err(e.to_string()));
-            return 0;
-        }
-    };
-    let (journal, replay) = match &config.data_dir {
-        None => (None, None),
-        Some(dir) => match Journal::open_state(dir, id, config.journal_sync) {
-            Ok((j, replay)) => (Some(GroupCommit::new(j)), Some(replay)),
-            Err(e) => {
-                let _ = ready_tx.send(Err(e.to_string()));
-                return 0;
-            }
-        },
-    };
-    let core = Rc::new(CoreState::new(
-        id,
-        config.clone(),
-        resolved,
-        aggregator,
-        journal,
-    ));
-    if let Some(replay) = replay {
-        commit::restore(id, &core.shard, &core.queue, replay);
-    }
-    let handoff = match handoff.map(|h| h.start(&core, &cap)).transpose() {
-        Ok(running) => running,
-        Err(e) => {
-            let _ = ready_tx.send(Err(format!("hand-over socket: {e}")));
+            let _ = ready_tx.send(Err(e));
             return 0;
         }
     };
@@ -335,15 +343,69 @@ async fn core_main(
         tcp_addr: listener.tcp_addr(),
         legacy: monoio::utils::is_legacy(),
     }));
+    spawn_tasks(&core, shard_rx);
+    accept_until_stopped(&listener, &core, &cap, &stop_rx).await;
+    drop(listener);
+    drop(handoff);
+    drain(&core).await
+}
+
+/// The core's listener, its state (the replayed journal put back) and its hand-over inbox.
+fn open_core(
+    start: CoreStart,
+) -> Result<(CoreListener, Rc<CoreState>, Option<handoff::Running>), String> {
+    let CoreStart {
+        id,
+        config,
+        resolved,
+        source,
+        aggregator,
+        cap,
+        handoff,
+        ..
+    } = start;
+    let listener = source.for_core().map_err(|e| e.to_string())?;
+    let (journal, replay) = match &config.data_dir {
+        None => (None, None),
+        Some(dir) => {
+            let (j, replay) =
+                Journal::open_state(dir, id, config.journal_sync).map_err(|e| e.to_string())?;
+            (Some(GroupCommit::new(j)), Some(replay))
+        }
+    };
+    let core = Rc::new(CoreState::new(id, config, resolved, aggregator, journal));
+    if let Some(replay) = replay {
+        commit::restore(id, &core.shard, &core.queue, replay);
+    }
+    let handoff = handoff
+        .map(|h| h.start(&core, &cap))
+        .transpose()
+        .map_err(|e| format!("hand-over socket: {e}"))?;
+    Ok((listener, core, handoff))
+}
+
+/// The core's own tasks: its shard's server, the journal's committer, the senders and the
+/// fee reader.
+fn spawn_tasks(core: &Rc<CoreState>, shard_rx: flume::Receiver<ShardCmd>) {
     monoio::spawn(serve_shard(core.clone(), shard_rx));
     if let Some(d) = &core.journal {
         let c = core.clone();
         monoio::spawn(commit::committer(d.clone(), move || c.pending() == 0));
     }
-    for _ in 0..config.senders {
+    for _ in 0..core.config.senders {
         monoio::spawn(senders::sender(core.clone()));
     }
     monoio::spawn(senders::fee_reader(core.clone()));
+}
+
+/// Accepts connections, each served in a task of its own under the connection cap, until
+/// the stop signal.
+async fn accept_until_stopped(
+    listener: &CoreListener,
+    core: &Rc<CoreState>,
+    cap: &Arc<ConnectionCap>,
+    stop_rx: &flume::Receiver<()>,
+) {
     loop {
         monoio::select! {
             _ = stop_rx.recv_async() => break,
@@ -364,10 +426,13 @@ async fn core_main(
             },
         }
     }
-    drop(listener);
-    drop(handoff);
+}
+
+/// Lets the queue drain for at most `SHUTDOWN_GRACE_MS`, then writes the journal's last
+/// records; returns the payments left unprocessed.
+async fn drain(core: &CoreState) -> usize {
     core.begin_shutdown();
-    let deadline = Instant::now() + config.shutdown_grace;
+    let deadline = Instant::now() + core.config.shutdown_grace;
     while core.pending() > 0 && Instant::now() < deadline {
         monoio::time::sleep(Duration::from_millis(5)).await;
     }

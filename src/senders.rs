@@ -42,7 +42,7 @@ use crate::processor::breaker::Permit;
 use crate::processor::client::CallError;
 use crate::processor::Processor;
 use crate::queue::Queued;
-use crate::store::on_lane;
+use crate::store::{on_lane, AttemptId};
 
 /// Pause of a sender whose `attempt` record could not be committed.
 const COMMIT_RETRY: Duration = Duration::from_millis(50);
@@ -69,21 +69,75 @@ pub async fn sender(core: Rc<CoreState>) {
     }
 }
 
-/// Takes one payment one step further.
-async fn process(core: &Rc<CoreState>, mut p: Queued) {
+/// Takes one payment one step further: a lookup for an unknown outcome, else a send to the
+/// processor that admits it, and its outcome settled.
+async fn process(core: &Rc<CoreState>, p: Queued) {
     if p.unresolved().is_some() {
         return lookup::resolve(core, p).await;
     }
-    let timeout = core.config.processor_timeout;
+    let Some((p, proc, permit)) = admit(core, p).await else {
+        return;
+    };
+    let Some((p, attempt)) = begin(core, p, proc, permit).await else {
+        return;
+    };
+    let sent = Instant::now();
+    let result = core
+        .upstream(proc)
+        .client
+        .post_payment(
+            &p.id,
+            p.cents,
+            attempt.requested_at_us,
+            core.config.processor_timeout,
+        )
+        .await;
+    if result.is_ok() {
+        // Any answer came after the processor's delay: it tells the summary how long an
+        // attempt sent at this moment takes to be stored.
+        core.shard
+            .timing
+            .observe_response(proc, sent, sent.elapsed());
+    }
+    settle(core, p, attempt, sent, result).await;
+}
+
+/// One attempt under way: where, with which permit, and the `requestedAt` it carries.
+struct Attempt {
+    proc: Processor,
+    permit: Permit,
+    id: AttemptId,
+    requested_at_us: i64,
+}
+
+/// The processor a payment goes to, with the permit to send it there: its pinned processor
+/// (if it admits no call now, the payment steps aside: `None`), else the one [`place`]
+/// picks.
+async fn admit(core: &Rc<CoreState>, p: Queued) -> Option<(Queued, Processor, Permit)> {
     let (proc, permit) = match p.pinned() {
         // A pinned payment can go nowhere else: rather than hold a sender while its
         // processor admits nothing, it steps aside (lookup.rs).
         Some(proc) => match core.upstream(proc).breaker.try_admit(Instant::now()) {
             Some(permit) => (proc, permit),
-            None => return lookup::back_off(core, p, "the processor admits no call now"),
+            None => {
+                lookup::back_off(core, p, "the processor admits no call now");
+                return None;
+            }
         },
         None => place(core, &p).await,
     };
+    Some((p, proc, permit))
+}
+
+/// Stamps the attempt, marks it in flight and, with a journal, puts it on file; `None` (the
+/// permit given back) when it must not be sent: the commit failed (the payment is queued
+/// again) or a purge forgot the payment meanwhile.
+async fn begin(
+    core: &CoreState,
+    mut p: Queued,
+    proc: Processor,
+    permit: Permit,
+) -> Option<(Queued, Attempt)> {
     let up = core.upstream(proc);
     // Stamped with when the processor should store it, not now (src/store/timing.rs), on
     // this core's own milliseconds.
@@ -112,27 +166,40 @@ async fn process(core: &Rc<CoreState>, mut p: Queued) {
                 COMMIT_RETRY
             };
             monoio::time::sleep(pause).await;
-            return;
+            return None;
         }
     }
     if !core.queue.is_current(&p) {
         // Purged while it waited for room or for its attempt's commit: never sent.
         core.shard.end_attempt(attempt);
         up.breaker.cancel(permit);
-        return;
+        return None;
     }
-    let sent = Instant::now();
-    let result = up
-        .client
-        .post_payment(&p.id, p.cents, requested_at_us, timeout)
-        .await;
-    if result.is_ok() {
-        // Any answer came after the processor's delay: it tells the summary how long an
-        // attempt sent at this moment takes to be stored.
-        core.shard
-            .timing
-            .observe_response(proc, sent, sent.elapsed());
-    }
+    let attempt = Attempt {
+        proc,
+        permit,
+        id: attempt,
+        requested_at_us,
+    };
+    Some((p, attempt))
+}
+
+/// What the answer to an attempt sent at `sent` means for the payment (the rules of the
+/// module doc): recorded, dropped, pinned for a lookup, or queued again.
+async fn settle(
+    core: &CoreState,
+    mut p: Queued,
+    attempt: Attempt,
+    sent: Instant,
+    result: Result<u16, CallError>,
+) {
+    let Attempt {
+        proc,
+        permit,
+        id: attempt,
+        requested_at_us,
+    } = attempt;
+    let up = core.upstream(proc);
     match result {
         Ok(status) if status < 500 && status != 429 && !core.queue.is_current(&p) => {
             // Purged while it was out: the answer tells the breaker about the processor,

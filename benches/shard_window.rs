@@ -2,7 +2,7 @@
 //! ~16,750 payments over all shards of both instances), window over the middle; and of the
 //! `requestedAt` stamp every attempt takes, with the shard's memory of answers full.
 //!
-//! Run: `cargo bench -p rinha --bench shard_window`. Results: docs/benchmarks.md.
+//! Run: `cargo bench -p rinha --bench shard_window`. Results: docs/benchmarks.md, "Micro-benchmarks".
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use rinha::processor::Processor;

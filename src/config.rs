@@ -66,10 +66,9 @@ pub enum IoDriver {
 ///
 /// `direct` is the default: through the runtime an answer waits in the submission queue until
 /// every other ready task of the core has run (the senders' processor calls, in a backlog
-/// drain), then costs a completion and a wakeup of its own. In two pairs of interleaved
-/// `rinha-bench drivers` invocations the io_uring p99.9 at 5,000 req/s went from 1.15-1.30x
-/// epoll's (runtime) to 0.97-0.99x (direct), with no more CPU per request
-/// (docs/benchmarks.md, "Answers sent at once").
+/// drain), then costs a completion and a wakeup of its own. Sent at once, the io_uring
+/// p99.9 came down to epoll's, with no more CPU per request (docs/benchmarks.md, "Findings
+/// that shaped the design", answers sent at once).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ResponseSend {
     /// One non-blocking `send(2)` as soon as a read's answers are ready; the runtime writes
@@ -392,9 +391,9 @@ impl Config {
     }
 }
 
-/// Memory one queued payment takes at most, a restart's replay of it included (measured,
-/// release build: 376 bytes for one pinned to a processor, with its attempt in flight and
-/// its pin; 141 otherwise; docs/reliability.md, "Memory").
+/// Memory one queued payment takes at most, a restart's replay of it included, with a
+/// margin over what one pinned to a processor was measured to take (docs/reliability.md,
+/// "Memory").
 pub const QUEUED_BYTES: u64 = 400;
 
 /// Payments each of `workers` cores may hold queued in `memory` bytes: half of it for the

@@ -9,9 +9,9 @@
 //!
 //! Cost on the hot path: one hash of 16 bytes and one insert per payment ([`AcceptedIds::take`];
 //! the map is reserved for a contest run's share up front, so it does not grow during one),
-//! about 40 ns: a new id taken and given back measured 79 ns in a map of 40,000 (`cargo bench
-//! -p rinha --profile test-release --bench payment_body -- intake`, the shared 2-core dev VM,
-//! load ~2, 2026-11-30). ~25 bytes per id, more while the map doubles.
+//! tens of nanoseconds (`cargo bench -p rinha --profile test-release --bench payment_body --
+//! intake`; figures: docs/benchmarks.md, "Micro-benchmarks"). ~25 bytes per id, more while
+//! the map doubles.
 
 use std::cell::RefCell;
 use std::collections::hash_map::Entry;

@@ -33,8 +33,9 @@ use crate::{conn, senders, shutdown};
 /// io_uring submission queue size per runtime: the most operations pushed between two
 /// `io_uring_enter` calls before monoio submits early (a full queue is flushed, never an
 /// error). Each entry is 64 bytes of ring memory mapped into the process and touched as
-/// the ring turns, so it is resident: 4,096 entries cost each backend ~1.2 MiB more RSS than
-/// epoll (three rings: two cores and the summary aggregator), 256 (monoio's minimum) cost ~0.1 MiB.
+/// the ring turns, so it is resident, once per ring (each core and the summary aggregator):
+/// monoio's minimum, 256, keeps the rings' RSS close to epoll's (docs/benchmarks.md,
+/// "Findings that shaped the design", answers sent at once).
 const RING_ENTRIES: u32 = 256;
 /// io_uring completion queue size per runtime (16 bytes each). Completions past it wait in
 /// the kernel's overflow list until the next reap (slower, never lost: `IORING_FEAT_NODROP`,

@@ -179,15 +179,13 @@ async fn summary(
             write_summary(&mut body, &totals);
             response::json(out, status::OK, conn, &body);
         }
-        Err(e) => {
-            tracing::warn!(error = %e, "summary failed");
-            response::json(
-                out,
-                failure_status(&e),
-                conn,
-                br#"{"error":"summary incomplete"}"#,
-            );
-        }
+        Err(e) => incomplete(
+            out,
+            conn,
+            "summary",
+            &e,
+            br#"{"error":"summary incomplete"}"#,
+        ),
     }
 }
 
@@ -199,24 +197,19 @@ async fn purge(core: &CoreState, include_peers: bool, conn: Connection, out: &mu
             conn,
             br#"{"message":"All payments purged."}"#,
         ),
-        Err(e) => {
-            tracing::warn!(error = %e, "purge failed");
-            response::json(
-                out,
-                failure_status(&e),
-                conn,
-                br#"{"error":"purge incomplete"}"#,
-            );
-        }
+        Err(e) => incomplete(out, conn, "purge", &e, br#"{"error":"purge incomplete"}"#),
     }
 }
 
-/// A peer that did not answer is a gateway's failure; ours (a shard that did not answer, a
-/// journal that cannot record a purge) is this service being unavailable: both are safe to
-/// retry.
-fn failure_status(e: &SummaryError) -> &'static [u8] {
-    match e {
+/// Answers a summary or purge (`what`) that could not be made whole with `body`, and logs
+/// why. A peer that did not answer is a gateway's failure; ours (a shard that did not
+/// answer, a journal that cannot record a purge) is this service being unavailable: both are
+/// safe to retry.
+fn incomplete(out: &mut Vec<u8>, conn: Connection, what: &str, e: &SummaryError, body: &[u8]) {
+    tracing::warn!(error = %e, "{what} failed");
+    let code = match e {
         SummaryError::Peer { .. } => status::BAD_GATEWAY,
         SummaryError::Shard | SummaryError::Aggregator => status::UNAVAILABLE,
-    }
+    };
+    response::json(out, code, conn, body);
 }

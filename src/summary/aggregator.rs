@@ -98,27 +98,31 @@ impl AggregatorHandle {
         include_peers: bool,
     ) -> Result<Totals, SummaryError> {
         let (reply, rx) = flume::bounded(1);
-        self.tx
-            .send(AggregatorCmd::Summary {
-                window,
-                as_of,
-                include_peers,
-                reply,
-            })
-            .map_err(|_| SummaryError::Aggregator)?;
-        rx.recv_async()
-            .await
-            .map_err(|_| SummaryError::Aggregator)?
+        let cmd = AggregatorCmd::Summary {
+            window,
+            as_of,
+            include_peers,
+            reply,
+        };
+        self.ask(cmd, rx).await
     }
 
     pub async fn purge(&self, include_peers: bool) -> Result<(), SummaryError> {
         let (reply, rx) = flume::bounded(1);
-        self.tx
-            .send(AggregatorCmd::Purge {
-                include_peers,
-                reply,
-            })
-            .map_err(|_| SummaryError::Aggregator)?;
+        let cmd = AggregatorCmd::Purge {
+            include_peers,
+            reply,
+        };
+        self.ask(cmd, rx).await
+    }
+
+    /// Sends `cmd` and waits for its answer on `rx`.
+    async fn ask<T>(
+        &self,
+        cmd: AggregatorCmd,
+        rx: flume::Receiver<Result<T, SummaryError>>,
+    ) -> Result<T, SummaryError> {
+        self.tx.send(cmd).map_err(|_| SummaryError::Aggregator)?;
         rx.recv_async()
             .await
             .map_err(|_| SummaryError::Aggregator)?

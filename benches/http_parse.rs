@@ -1,7 +1,7 @@
 //! Our httparse-based framing on the exact requests the contest sends: one
 //! `POST /payments` as k6 sends it, and ten pipelined in one buffer.
 //!
-//! Run: `cargo bench -p rinha --bench http_parse`. Results: in `src/http/request.rs`.
+//! Run: `cargo bench -p rinha --bench http_parse`. Results: docs/benchmarks.md, "Micro-benchmarks".
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use rinha::http::request::{parse, Parsed};

@@ -6,7 +6,8 @@
 //!
 //! Run: `cargo bench -p rinha --bench payment_body`
 //! (sonic-rs uses SIMD only when built with `RUSTFLAGS="-C target-feature=+avx2,+pclmulqdq"`;
-//! the figures below say which build they are from). Results: in `src/payment.rs`.
+//! the figures say which build they are from). Results: docs/benchmarks.md,
+//! "Micro-benchmarks".
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use serde::Deserialize;

@@ -2,11 +2,12 @@
 //! ~16,750 payments over all shards of both instances), window over the middle; and of the
 //! `requestedAt` stamp every attempt takes, with the shard's memory of answers full.
 //!
-//! Run: `cargo bench -p rinha --bench shard_window`. Results: in `src/store.rs`.
+//! Run: `cargo bench -p rinha --bench shard_window`. Results: docs/benchmarks.md, "Micro-benchmarks".
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use rinha::processor::Processor;
-use rinha::store::{Shard, Window};
+use rinha::store::Shard;
+use rinha::summary::Window;
 
 fn bench(c: &mut Criterion) {
     let shard = Shard::new();
@@ -35,14 +36,14 @@ fn stamp(c: &mut Criterion) {
     let start = std::time::Instant::now();
     for i in 0..4096u64 {
         let sent = start + std::time::Duration::from_micros(i * 3_600);
-        shard.observe_response(
+        shard.timing.observe_response(
             Processor::Default,
             sent,
             std::time::Duration::from_millis(2),
         );
     }
     c.bench_function("attempt stamp, answers remembered in full", |b| {
-        b.iter(|| shard.stamp_us(black_box(Processor::Default)))
+        b.iter(|| shard.timing.stamp_us(black_box(Processor::Default)))
     });
 }
 

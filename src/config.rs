@@ -9,6 +9,7 @@ use clap::Parser;
 use rinha_sys::driver::IoDriver;
 use rinha_sys::uring::Taskrun;
 
+use crate::cgroup::{available_cpus, memory_limit};
 use crate::journal::SyncMode;
 use crate::processor::resolve::Resolver;
 use crate::route::Policy;
@@ -55,10 +56,9 @@ impl std::fmt::Display for Endpoint {
 ///
 /// `direct` is the default: through the runtime an answer waits in the submission queue until
 /// every other ready task of the core has run (the senders' processor calls, in a backlog
-/// drain), then costs a completion and a wakeup of its own. In two pairs of interleaved
-/// `rinha-bench drivers` invocations the io_uring p99.9 at 5,000 req/s went from 1.15-1.30x
-/// epoll's (runtime) to 0.97-0.99x (direct), with no more CPU per request
-/// (docs/benchmarks.md, "Answers sent at once").
+/// drain), then costs a completion and a wakeup of its own. Sent at once, the io_uring
+/// p99.9 came down to epoll's, with no more CPU per request (docs/benchmarks.md, "Findings
+/// that shaped the design", answers sent at once).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ResponseSend {
     /// One non-blocking `send(2)` as soon as a read's answers are ready; the runtime writes
@@ -381,9 +381,9 @@ impl Config {
     }
 }
 
-/// Memory one queued payment takes at most, a restart's replay of it included (measured,
-/// release build: 376 bytes for one pinned to a processor, with its attempt in flight and
-/// its pin; 141 otherwise; docs/reliability.md, "Memory").
+/// Memory one queued payment takes at most, a restart's replay of it included, with a
+/// margin over what one pinned to a processor was measured to take (docs/reliability.md,
+/// "Memory").
 pub const QUEUED_BYTES: u64 = 400;
 
 /// Payments each of `workers` cores may hold queued in `memory` bytes: half of it for the
@@ -392,53 +392,6 @@ pub const QUEUED_BYTES: u64 = 400;
 pub fn queue_capacity_for(memory: u64, workers: usize) -> usize {
     let per_core = memory / 2 / QUEUED_BYTES / workers.max(1) as u64;
     usize::try_from(per_core).unwrap_or(usize::MAX).max(1)
-}
-
-/// The memory this process may use and where that was read: `MEMORY_LIMIT_MB`, else the
-/// cgroup v2 limit, else the machine's memory (`None` if nothing says).
-fn memory_limit(explicit_mb: Option<u64>) -> Option<(u64, &'static str)> {
-    if let Some(mb) = explicit_mb {
-        return Some((mb.saturating_mul(1 << 20), "MEMORY_LIMIT_MB"));
-    }
-    let cgroup = std::fs::read_to_string("/sys/fs/cgroup/memory.max").ok();
-    if let Some(bytes) = cgroup.as_deref().and_then(cgroup_memory) {
-        return Some((bytes, "cgroup memory.max"));
-    }
-    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
-    Some((mem_total(&meminfo)?, "machine memory"))
-}
-
-/// Parses cgroup v2 `memory.max` ("max" or bytes).
-fn cgroup_memory(text: &str) -> Option<u64> {
-    text.trim().parse().ok()
-}
-
-/// `MemTotal` of `/proc/meminfo`, in bytes.
-fn mem_total(meminfo: &str) -> Option<u64> {
-    let kib = meminfo.lines().find_map(|l| l.strip_prefix("MemTotal:"))?;
-    let kib: u64 = kib.trim().trim_end_matches("kB").trim().parse().ok()?;
-    Some(kib * 1024)
-}
-
-/// CPUs this process may use: the affinity mask, capped by a cgroup v2 CPU quota (rounded up),
-/// so a container limited to 0.75 CPU runs one runtime, not one per host core.
-pub fn available_cpus() -> usize {
-    let affinity = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let quota = std::fs::read_to_string("/sys/fs/cgroup/cpu.max")
-        .ok()
-        .and_then(|s| cgroup_quota(&s));
-    quota.map_or(affinity, |q| q.min(affinity)).max(1)
-}
-
-/// Parses cgroup v2 `cpu.max` ("max 100000" or "150000 100000") into whole CPUs, rounded up.
-fn cgroup_quota(text: &str) -> Option<usize> {
-    let mut it = text.split_whitespace();
-    let quota: u64 = it.next()?.parse().ok()?;
-    let period: u64 = it.next()?.parse().ok()?;
-    if period == 0 {
-        return None;
-    }
-    Some(quota.div_ceil(period) as usize)
 }
 
 #[cfg(test)]
@@ -472,19 +425,7 @@ mod tests {
     }
 
     #[test]
-    fn quota() {
-        assert_eq!(cgroup_quota("max 100000"), None);
-        assert_eq!(cgroup_quota("150000 100000\n"), Some(2));
-        assert_eq!(cgroup_quota("50000 100000"), Some(1));
-    }
-
-    #[test]
     fn memory_limits_and_the_queue_they_hold() {
-        assert_eq!(cgroup_memory("max\n"), None);
-        assert_eq!(cgroup_memory("157286400\n"), Some(150 << 20));
-        let meminfo = "MemTotal:       24684544 kB\nMemFree:        22483944 kB\n";
-        assert_eq!(mem_total(meminfo), Some(24_684_544 * 1024));
-        assert_eq!(memory_limit(Some(64)), Some((64 << 20, "MEMORY_LIMIT_MB")));
         // The compose file's backend: 150 MB, one core: ~197,000 payments queued.
         assert_eq!(queue_capacity_for(150 << 20, 1), 196_608);
         assert_eq!(queue_capacity_for(150 << 20, 2), 98_304);

@@ -27,7 +27,7 @@ use rinha_sys::cap::Slot;
 use rinha_sys::send::send_now;
 
 use crate::config::ResponseSend;
-use crate::core::Core;
+use crate::core_state::CoreState;
 use crate::http::request::{self, Parsed, Reject, MAX_BODY, MAX_HEADER_BYTES};
 use crate::http::response::{self, status, Connection};
 use crate::service;
@@ -42,7 +42,7 @@ const CLOSING: Connection = Connection {
 
 /// Serves a connection until the peer closes it, it errs, times out, or the core stops.
 /// `_slot` is its place under the connection cap, given back when this returns.
-pub async fn serve<S>(mut stream: S, core: Rc<Core>, _slot: Slot)
+pub async fn serve<S>(mut stream: S, core: Rc<CoreState>, _slot: Slot)
 where
     S: AsyncReadRent + AsyncWriteRent + AsRawFd,
 {
@@ -55,32 +55,7 @@ where
     // When the first byte of the request now partly buffered was seen.
     let mut partial_since: Option<Instant> = None;
     loop {
-        let mut used = 0;
-        let mut close = false;
-        loop {
-            match request::parse(&buf[used..]) {
-                Parsed::Complete(req, n) => {
-                    used += n;
-                    service::handle(&core, &req, &mut out).await;
-                    if !req.keep_alive {
-                        close = true;
-                        break;
-                    }
-                }
-                Parsed::Partial => break,
-                Parsed::Error(reject) => {
-                    let code = match reject {
-                        Reject::BadRequest => status::BAD_REQUEST,
-                        Reject::LengthRequired => status::LENGTH_REQUIRED,
-                        Reject::PayloadTooLarge => status::PAYLOAD_TOO_LARGE,
-                        Reject::HeadersTooLarge => status::HEADERS_TOO_LARGE,
-                    };
-                    response::empty(&mut out, code, CLOSING);
-                    close = true;
-                    break;
-                }
-            }
-        }
+        let (used, close) = answer_buffered(&buf, &core, &mut out).await;
         if used > 0 {
             buf.copy_within(used.., 0);
             buf.truncate(buf.len() - used);
@@ -88,25 +63,10 @@ where
             partial_since = None;
         }
         if !out.is_empty() {
-            let sent = if direct {
-                match send_now(stream.as_raw_fd(), &out) {
-                    Ok(n) => n,
-                    Err(_) => return,
-                }
-            } else {
-                0
-            };
-            if sent < out.len() {
-                let write = stream.write_all(out.slice(sent..));
-                let Ok((res, o)) = monoio::time::timeout(write_timeout, write).await else {
-                    return;
-                };
-                out = o.into_inner();
-                if res.is_err() {
-                    return;
-                }
+            match write_answers(&mut stream, out, direct, write_timeout).await {
+                Some(emptied) => out = emptied,
+                None => return,
             }
-            out.clear();
         }
         if close || core.shutting_down() {
             return;
@@ -144,6 +104,62 @@ where
             Ok(_) => {}
         }
     }
+}
+
+/// Answers every whole request at the start of `buf` into `out`, in order; returns the bytes
+/// they took and whether the connection closes after them (`Connection: close`, or a
+/// malformed request, answered and last).
+async fn answer_buffered(buf: &[u8], core: &CoreState, out: &mut Vec<u8>) -> (usize, bool) {
+    let mut used = 0;
+    loop {
+        match request::parse(&buf[used..]) {
+            Parsed::Complete(req, n) => {
+                used += n;
+                service::handle(core, &req, out).await;
+                if !req.keep_alive {
+                    return (used, true);
+                }
+            }
+            Parsed::Partial => return (used, false),
+            Parsed::Error(reject) => {
+                let code = match reject {
+                    Reject::BadRequest => status::BAD_REQUEST,
+                    Reject::LengthRequired => status::LENGTH_REQUIRED,
+                    Reject::PayloadTooLarge => status::PAYLOAD_TOO_LARGE,
+                    Reject::HeadersTooLarge => status::HEADERS_TOO_LARGE,
+                };
+                response::empty(out, code, CLOSING);
+                return (used, true);
+            }
+        }
+    }
+}
+
+/// Writes the answers in `out` (`direct`: a non-blocking `send(2)` first, the runtime's
+/// write for the rest), within `within`; the emptied buffer back, or `None` when the
+/// connection must close (a send error, or the client did not take them in time).
+async fn write_answers<S>(
+    stream: &mut S,
+    mut out: Vec<u8>,
+    direct: bool,
+    within: Duration,
+) -> Option<Vec<u8>>
+where
+    S: AsyncWriteRent + AsRawFd,
+{
+    let sent = if direct {
+        send_now(stream.as_raw_fd(), &out).ok()?
+    } else {
+        0
+    };
+    if sent < out.len() {
+        let write = stream.write_all(out.slice(sent..));
+        let (res, o) = monoio::time::timeout(within, write).await.ok()?;
+        out = o.into_inner();
+        res.ok()?;
+    }
+    out.clear();
+    Some(out)
 }
 
 /// Answers 408 to a request that did not arrive whole in time (the connection closes next).

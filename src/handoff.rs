@@ -25,7 +25,7 @@ use rinha_sys::handoff::{self, Received, StreamKind, ACCEPTED, REFUSED};
 use rinha_sys::send::send_now;
 
 use crate::conn;
-use crate::core::Core;
+use crate::core_state::CoreState;
 use crate::listener::{Accepted, CoreListener, Prepared};
 
 /// How long a hand-over connection may take to deliver its descriptor (the lb sends it at
@@ -81,7 +81,7 @@ pub struct Running {
 
 impl CoreHandoff {
     /// Starts this core's adopter and, on core 0, the acceptor. Call inside the core's runtime.
-    pub fn start(self, core: &Rc<Core>, cap: &Arc<ConnectionCap>) -> io::Result<Running> {
+    pub fn start(self, core: &Rc<CoreState>, cap: &Arc<ConnectionCap>) -> io::Result<Running> {
         let stop = match self.acceptor {
             Some(acceptor) => {
                 let listener = acceptor.socket.for_core()?;
@@ -104,14 +104,14 @@ impl CoreHandoff {
 }
 
 /// Serves every connection another core deals to this one.
-async fn adopt_all(core: Rc<Core>, inbox: flume::Receiver<Adoption>) {
+async fn adopt_all(core: Rc<CoreState>, inbox: flume::Receiver<Adoption>) {
     while let Ok(adoption) = inbox.recv_async().await {
         adopt(&core, adoption);
     }
 }
 
 /// Serves a handed-over connection on this core, as [`crate::runtime`] serves an accepted one.
-fn adopt(core: &Rc<Core>, Adoption { fd, kind, slot }: Adoption) {
+fn adopt(core: &Rc<CoreState>, Adoption { fd, kind, slot }: Adoption) {
     let served = match kind {
         StreamKind::Tcp => {
             let stream = std::net::TcpStream::from(fd);
@@ -139,7 +139,7 @@ fn adopt(core: &Rc<Core>, Adoption { fd, kind, slot }: Adoption) {
 
 /// Core 0's state for dealing hand-overs out.
 struct Dealer {
-    core: Rc<Core>,
+    core: Rc<CoreState>,
     cap: Arc<ConnectionCap>,
     cores: Vec<flume::Sender<Adoption>>,
     /// The core the next connection goes to.

@@ -3,15 +3,15 @@
 //! before, queued once); with another amount it is refused.
 //!
 //! Per core and per instance only: a copy that reaches another core or the other instance is
-//! not seen here, and is kept from being counted twice by the lookup rule instead (worker.rs:
+//! not seen here, and is kept from being counted twice by the lookup rule instead (senders.rs:
 //! a processor's stored payment is ours only if it carries one of our own attempts' stamps).
 //! docs/reliability.md, "One correlationId, one payment", says what each covers.
 //!
 //! Cost on the hot path: one hash of 16 bytes and one insert per payment ([`AcceptedIds::take`];
 //! the map is reserved for a contest run's share up front, so it does not grow during one),
-//! about 40 ns: a new id taken and given back measured 79 ns in a map of 40,000 (`cargo bench
-//! -p rinha --profile test-release --bench payment_body -- intake`, the shared 2-core dev VM,
-//! load ~2, 2026-11-30). ~25 bytes per id, more while the map doubles.
+//! tens of nanoseconds (`cargo bench -p rinha --profile test-release --bench payment_body --
+//! intake`; figures: docs/benchmarks.md, "Micro-benchmarks"). ~25 bytes per id, more while
+//! the map doubles.
 
 use std::cell::RefCell;
 use std::collections::hash_map::Entry;

@@ -13,7 +13,7 @@ use std::cell::Cell;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use crate::core::Core;
+use crate::core_state::CoreState;
 use crate::processor::client::{CallError, Lookup};
 use crate::queue::Queued;
 
@@ -41,7 +41,7 @@ pub fn backoff(setbacks: u32) -> Duration {
 }
 
 /// Resolves a pinned payment's unknown attempt by looking it up at its processor.
-pub async fn resolve(core: &Rc<Core>, mut p: Queued) {
+pub async fn resolve(core: &Rc<CoreState>, mut p: Queued) {
     let (Some(attempt), Some(proc)) = (p.unresolved(), p.pinned()) else {
         return core.queue.retry_first(p);
     };
@@ -67,7 +67,7 @@ pub async fn resolve(core: &Rc<Core>, mut p: Queued) {
             up.breaker.cancel(permit);
             unstick(&mut p);
             core.shard.record(attempt, requested_at_us, p.cents, proc);
-            if let Some(d) = &core.durable {
+            if let Some(d) = &core.journal {
                 d.confirmed(p.id, proc, requested_at_us, p.cents);
             }
             tracing::debug!(id = %p.id, processor = proc.name(), "unknown outcome resolved: stored");
@@ -79,7 +79,7 @@ pub async fn resolve(core: &Rc<Core>, mut p: Queued) {
             up.breaker.cancel(permit);
             unstick(&mut p);
             core.shard.end_attempt(attempt);
-            if let Some(d) = &core.durable {
+            if let Some(d) = &core.journal {
                 d.dropped(p.id);
             }
             tracing::debug!(id = %p.id, processor = proc.name(), "correlationId stored by another copy; dropped");
@@ -115,7 +115,7 @@ pub async fn resolve(core: &Rc<Core>, mut p: Queued) {
 
 /// A pinned payment (or its lookup) could not go now, or failed: set it aside for its
 /// back-off, counting and logging it once it is stuck.
-pub fn back_off(core: &Rc<Core>, mut p: Queued, reason: &str) {
+pub fn back_off(core: &Rc<CoreState>, mut p: Queued, reason: &str) {
     let Some(pin) = p.pin.as_mut() else {
         return set_aside(core, p, BACKOFF_MIN);
     };
@@ -158,7 +158,7 @@ fn unstick(p: &mut Queued) {
 }
 
 /// Takes `p` out of the line for `delay`, then back at its head: it holds no sender meanwhile.
-pub fn set_aside(core: &Rc<Core>, p: Queued, delay: Duration) {
+pub fn set_aside(core: &Rc<CoreState>, p: Queued, delay: Duration) {
     if core.queue.set_aside(p, Instant::now() + delay) {
         let core = core.clone();
         monoio::spawn(async move { core.queue.return_aside().await });

@@ -11,12 +11,9 @@
 //!
 //! serde_json vs sonic-rs on this exact body, both zero-copy with the raw number text, then
 //! the same UUID and cents conversion (`cargo bench -p rinha --profile test-release --bench
-//! payment_body`, the shared 2-core dev VM under load ~2-3, 2026-11-30, at the commit that
-//! made names case-insensitive): serde_json `RawValue` with derived, case-sensitive names
-//! 118 ns, sonic-rs `LazyValue` 189 ns (built without `avx2,pclmulqdq`; a SIMD build would
-//! need RUSTFLAGS for the whole image and was not measured), this module's `parse` (UTF-8
-//! check, names in any case) 130 ns. serde_json is kept: not slower on a 70-byte body and no
-//! special build flags.
+//! payment_body`; figures: docs/benchmarks.md, "Micro-benchmarks"): serde_json is kept, not
+//! slower on a 70-byte body (sonic-rs built without SIMD target features; a SIMD build would
+//! need RUSTFLAGS for the whole image) and no special build flags.
 
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;

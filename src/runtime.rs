@@ -1,6 +1,7 @@
 //! Threads and io drivers: one monoio runtime per core (`WORKERS` of them), each serving
 //! its share of connections, draining its own queue and owning its own shard, plus the
-//! router thread. This is where the driver is chosen and the start log line is written.
+//! summary aggregator's thread. This is where the driver is chosen and the start log line
+//! is written.
 //!
 //! Driver choice (`IO_DRIVER`, `rinha_sys::driver`): made once on the main thread, before any
 //! runtime starts; `auto` builds an io_uring ring and falls back to epoll when that fails for
@@ -17,22 +18,25 @@ use rinha_sys::driver::{Driver, DriverError, RingSize};
 use rinha_sys::signals::Signals;
 
 use crate::config::{Config, Endpoint};
-use crate::core::Core;
-use crate::durable::{self, Durable};
-use crate::handoff::CoreHandoff;
+use crate::core_state::CoreState;
+use crate::handoff::{self, CoreHandoff};
+use crate::journal::commit::{self, GroupCommit};
 use crate::journal::Journal;
-use crate::listener::{Accepted, Prepared};
+use crate::listener::{Accepted, CoreListener, Prepared};
 use crate::processor::resolve::Resolver;
-use crate::router::{self, RouterHandle, ShardCmd};
-use crate::{conn, worker};
+use crate::summary::aggregator::serve_shard;
+use crate::summary::{Aggregator, AggregatorHandle, ShardCmd};
+use crate::{conn, senders};
 
-/// The io_uring rings of the cores and the router thread. Submission queue: each entry is
-/// 64 bytes of ring memory mapped into the process and touched as the ring turns, so it is
-/// resident: 4,096 entries cost each backend ~1.2 MiB more RSS than epoll (three rings: two
-/// cores and the router), 256 (monoio's minimum) cost ~0.1 MiB. Completion queue (16 bytes
-/// each): completions past it wait in the kernel's overflow list until the next reap (slower,
-/// never lost: `IORING_FEAT_NODROP`, Linux 5.5), so it is sized for a burst of the senders and
-/// a few hundred connections completing in one wait.
+/// The io_uring rings of the cores and the summary aggregator. Submission queue: the most
+/// operations pushed between two `io_uring_enter` calls before monoio submits early (a full
+/// queue is flushed, never an error); each entry is 64 bytes of ring memory mapped into the
+/// process and touched as the ring turns, so it is resident, once per ring: monoio's minimum,
+/// 256, keeps the rings' RSS close to epoll's (docs/benchmarks.md, "Findings that shaped the
+/// design", answers sent at once). Completion queue (16 bytes each): completions past it wait
+/// in the kernel's overflow list until the next reap (slower, never lost:
+/// `IORING_FEAT_NODROP`, Linux 5.5), so it is sized for a burst of the senders and a few
+/// hundred connections completing in one wait.
 const RING: RingSize = RingSize {
     entries: 256,
     completions: Some(1024),
@@ -72,6 +76,63 @@ pub fn run(config: Config) -> Result<usize, StartError> {
         resolve_logged(&config.resolver, "default", &config.default_url),
         resolve_logged(&config.resolver, "fallback", &config.fallback_url),
     ];
+    prepare_storage(&config)?;
+    let (mut prepared, handoff_socket) = prepare_listeners(&config)?;
+    let mut handoffs = match &handoff_socket {
+        Some(socket) => handoff::per_core(socket.clone(), config.workers),
+        None => Vec::new(),
+    }
+    .into_iter();
+
+    let (shard_txs, shard_rxs): (Vec<_>, Vec<_>) = (0..config.workers)
+        .map(|_| flume::unbounded::<ShardCmd>())
+        .unzip();
+    let aggregator = spawn_aggregator(&config, driver, shard_txs).map_err(StartError::Thread)?;
+
+    let cap = ConnectionCap::new(config.max_connections);
+    let mut cores = Vec::new();
+    let mut legacy = false;
+    for (id, shard_rx) in shard_rxs.into_iter().enumerate() {
+        let start = CoreStart {
+            id,
+            config: config.clone(),
+            resolved,
+            source: prepared.clone(),
+            aggregator: aggregator.clone(),
+            shard_rx,
+            cap: cap.clone(),
+            handoff: handoffs.next(),
+        };
+        let (core, ready) = spawn_core(start, driver)?;
+        // Port 0: every later core binds the port the first one got (SO_REUSEPORT).
+        if let Some(addr) = ready.tcp_addr {
+            prepared.set_tcp_addr(addr);
+        }
+        legacy |= ready.legacy;
+        cores.push(core);
+    }
+    log_started(&config, &prepared, handoff_socket.as_ref(), legacy);
+
+    let signal = signals.wait();
+    tracing::info!(signal, "shutting down");
+    for core in &cores {
+        let _ = core.stop.send(());
+    }
+    // A hand-over offered from now on finds no socket and goes to the other backend at once.
+    if let Some(socket) = &handoff_socket {
+        socket.cleanup();
+    }
+    let left = cores
+        .into_iter()
+        .map(|core| core.thread.join().unwrap_or(0))
+        .sum();
+    prepared.cleanup();
+    Ok(left)
+}
+
+/// With `DATA_DIR`, the journal files dealt to this run's core count (before any core opens
+/// its own); the start log of where payments are kept and how many each core may queue.
+fn prepare_storage(config: &Config) -> Result<(), StartError> {
     match &config.data_dir {
         // Before any core opens its file: the core count may differ from the last run.
         Some(dir) => {
@@ -87,7 +148,12 @@ pub fn run(config: Config) -> Result<usize, StartError> {
         basis = %config.queue_basis,
         "queue capacity"
     );
-    let mut prepared = Prepared::new(&config.listen)
+    Ok(())
+}
+
+/// The client listener (`LISTEN`) and the hand-over socket (`HANDOFF_LISTEN`), if any.
+fn prepare_listeners(config: &Config) -> Result<(Prepared, Option<Prepared>), StartError> {
+    let prepared = Prepared::new(&config.listen)
         .map_err(|e| StartError::Listen(config.listen.to_string(), e))?;
     let handoff_socket = match &config.handoff_listen {
         Some(path) => {
@@ -98,63 +164,55 @@ pub fn run(config: Config) -> Result<usize, StartError> {
         }
         None => None,
     };
-    let mut handoffs = match &handoff_socket {
-        Some(socket) => crate::handoff::per_core(socket.clone(), config.workers),
-        None => Vec::new(),
-    }
-    .into_iter();
+    Ok((prepared, handoff_socket))
+}
 
-    let (shard_txs, shard_rxs): (Vec<_>, Vec<_>) = (0..config.workers)
-        .map(|_| flume::unbounded::<ShardCmd>())
-        .unzip();
-    let router = router::spawn(
-        shard_txs,
-        config.peers.clone(),
-        config.peer_timeout,
-        driver,
-        config.purge_token.clone(),
-    )
-    .map_err(StartError::Thread)?;
+/// What one core's thread is started with.
+struct CoreStart {
+    id: usize,
+    config: Arc<Config>,
+    resolved: [Option<SocketAddr>; 2],
+    source: Prepared,
+    aggregator: AggregatorHandle,
+    shard_rx: flume::Receiver<ShardCmd>,
+    cap: Arc<ConnectionCap>,
+    handoff: Option<CoreHandoff>,
+}
 
-    let cap = ConnectionCap::new(config.max_connections);
-    let mut stops = Vec::new();
-    let mut threads = Vec::new();
-    let mut legacy = false;
-    for (id, shard_rx) in shard_rxs.into_iter().enumerate() {
-        let (stop_tx, stop_rx) = flume::bounded::<()>(1);
-        let (ready_tx, ready_rx) = flume::bounded::<Result<Ready, String>>(1);
-        let (config, router, source) = (config.clone(), router.clone(), prepared.clone());
-        let cap = cap.clone();
-        let handoff = handoffs.next();
-        let handle = std::thread::Builder::new()
-            .name(format!("rinha-core-{id}"))
-            .spawn(move || {
-                let ready_err = ready_tx.clone();
-                let run = core_main(
-                    id, config, resolved, source, router, shard_rx, stop_rx, ready_tx, cap, handoff,
-                );
-                match driver.block_on(run) {
-                    Ok(left) => left,
-                    Err(e) => {
-                        let _ = ready_err.send(Err(e.to_string()));
-                        0
-                    }
+/// A running core's thread, and how to stop it.
+struct CoreThread {
+    stop: flume::Sender<()>,
+    /// Returns the payments it left unprocessed.
+    thread: std::thread::JoinHandle<usize>,
+}
+
+/// Starts one core's thread and waits until it listens.
+fn spawn_core(start: CoreStart, driver: Driver) -> Result<(CoreThread, Ready), StartError> {
+    let id = start.id;
+    let (stop, stop_rx) = flume::bounded::<()>(1);
+    let (ready_tx, ready_rx) = flume::bounded::<Result<Ready, String>>(1);
+    let thread = std::thread::Builder::new()
+        .name(format!("rinha-core-{id}"))
+        .spawn(move || {
+            let ready_err = ready_tx.clone();
+            match driver.block_on(core_main(start, stop_rx, ready_tx)) {
+                Ok(left) => left,
+                Err(e) => {
+                    let _ = ready_err.send(Err(e.to_string()));
+                    0
                 }
-            })
-            .map_err(StartError::Thread)?;
-        let ready = ready_rx
-            .recv()
-            .map_err(|_| StartError::Core(id, "exited".into()))?
-            .map_err(|e| StartError::Core(id, e))?;
-        // Port 0: every later core binds the port the first one got (SO_REUSEPORT).
-        if let Some(addr) = ready.tcp_addr {
-            prepared.set_tcp_addr(addr);
-        }
-        legacy |= ready.legacy;
-        stops.push(stop_tx);
-        threads.push(handle);
-    }
+            }
+        })
+        .map_err(StartError::Thread)?;
+    let ready = ready_rx
+        .recv()
+        .map_err(|_| StartError::Core(id, "exited".into()))?
+        .map_err(|e| StartError::Core(id, e))?;
+    Ok((CoreThread { stop, thread }, ready))
+}
 
+/// The start log line (docs/architecture.md).
+fn log_started(config: &Config, prepared: &Prepared, handoff: Option<&Prepared>, legacy: bool) {
     tracing::info!(
         "rinha started version={} driver={} workers={} listen={} default={} fallback={} peers={} handoff={}",
         env!("CARGO_PKG_VERSION"),
@@ -169,26 +227,31 @@ pub fn run(config: Config) -> Result<usize, StartError> {
             .map(|p| p.to_string())
             .collect::<Vec<_>>()
             .join(","),
-        handoff_socket
-            .as_ref()
-            .map_or_else(|| "off".to_owned(), Prepared::describe),
+        handoff.map_or_else(|| "off".to_owned(), Prepared::describe),
     );
+}
 
-    let signal = signals.wait();
-    tracing::info!(signal, "shutting down");
-    for stop in &stops {
-        let _ = stop.send(());
-    }
-    // A hand-over offered from now on finds no socket and goes to the other backend at once.
-    if let Some(socket) = &handoff_socket {
-        socket.cleanup();
-    }
-    let mut left = 0;
-    for t in threads {
-        left += t.join().unwrap_or(0);
-    }
-    prepared.cleanup();
-    Ok(left)
+/// Starts the summary aggregator's thread (its own runtime, on the cores' driver); returns
+/// the handle the cores clone.
+fn spawn_aggregator(
+    config: &Config,
+    driver: Driver,
+    shards: Vec<flume::Sender<ShardCmd>>,
+) -> io::Result<AggregatorHandle> {
+    let (aggregator, handle) = Aggregator::new(
+        shards,
+        config.peers.clone(),
+        config.peer_timeout,
+        config.purge_token.as_deref(),
+    );
+    std::thread::Builder::new()
+        .name("rinha-router".into())
+        .spawn(move || {
+            if let Err(e) = driver.block_on(aggregator.serve()) {
+                tracing::error!(error = %e, "summary aggregator runtime failed");
+            }
+        })?;
+    Ok(handle)
 }
 
 /// Raises the open-files limit and grows the descriptor table to what this configuration
@@ -196,7 +259,7 @@ pub fn run(config: Config) -> Result<usize, StartError> {
 /// core for an RCU grace period). Failure only costs those stalls: logged, not fatal.
 fn reserve_descriptors(config: &Config) {
     // Each connection one; each sender at most one processor connection; the rest (rings,
-    // eventfds, journal files, peer and router connections) fits in the margin.
+    // eventfds, journal files, peer and aggregator connections) fits in the margin.
     let needed = (config.max_connections + config.workers * config.senders + 256) as u64;
     match rinha_sys::fds::prepare(needed) {
         Ok(limit) if limit < needed => tracing::warn!(
@@ -224,44 +287,18 @@ fn resolve_logged(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// One core's life on its runtime: open its listener and journal, build its state, report
+/// ready, serve until told to stop, drain; returns the payments left unprocessed.
 async fn core_main(
-    id: usize,
-    config: Arc<Config>,
-    resolved: [Option<SocketAddr>; 2],
-    source: Prepared,
-    router: RouterHandle,
-    shard_rx: flume::Receiver<ShardCmd>,
+    start: CoreStart,
     stop_rx: flume::Receiver<()>,
     ready_tx: flume::Sender<Result<Ready, String>>,
-    cap: Arc<ConnectionCap>,
-    handoff: Option<CoreHandoff>,
 ) -> usize {
-    let listener = match source.for_core() {
-        Ok(l) => l,
+    let (shard_rx, cap) = (start.shard_rx.clone(), start.cap.clone());
+    let (listener, core, handoff) = match open_core(start) {
+        Ok(opened) => opened,
         Err(e) => {
-            let _ = ready_tx.send(Err(e.to_string()));
-            return 0;
-        }
-    };
-    let (durable, replay) = match &config.data_dir {
-        None => (None, None),
-        Some(dir) => match Journal::open_state(dir, id, config.journal_sync) {
-            Ok((j, replay)) => (Some(Durable::new(j)), Some(replay)),
-            Err(e) => {
-                let _ = ready_tx.send(Err(e.to_string()));
-                return 0;
-            }
-        },
-    };
-    let core = Rc::new(Core::new(id, config.clone(), resolved, router, durable));
-    if let Some(replay) = replay {
-        durable::restore(&core, replay);
-    }
-    let handoff = match handoff.map(|h| h.start(&core, &cap)).transpose() {
-        Ok(running) => running,
-        Err(e) => {
-            let _ = ready_tx.send(Err(format!("hand-over socket: {e}")));
+            let _ = ready_tx.send(Err(e));
             return 0;
         }
     };
@@ -269,12 +306,69 @@ async fn core_main(
         tcp_addr: listener.tcp_addr(),
         legacy: monoio::utils::is_legacy(),
     }));
-    monoio::spawn(router::serve_shard(core.clone(), shard_rx));
-    monoio::spawn(durable::committer(core.clone()));
-    for _ in 0..config.senders {
-        monoio::spawn(worker::sender(core.clone()));
+    spawn_tasks(&core, shard_rx);
+    accept_until_stopped(&listener, &core, &cap, &stop_rx).await;
+    drop(listener);
+    drop(handoff);
+    drain(&core).await
+}
+
+/// The core's listener, its state (the replayed journal put back) and its hand-over inbox.
+fn open_core(
+    start: CoreStart,
+) -> Result<(CoreListener, Rc<CoreState>, Option<handoff::Running>), String> {
+    let CoreStart {
+        id,
+        config,
+        resolved,
+        source,
+        aggregator,
+        cap,
+        handoff,
+        ..
+    } = start;
+    let listener = source.for_core().map_err(|e| e.to_string())?;
+    let (journal, replay) = match &config.data_dir {
+        None => (None, None),
+        Some(dir) => {
+            let (j, replay) =
+                Journal::open_state(dir, id, config.journal_sync).map_err(|e| e.to_string())?;
+            (Some(GroupCommit::new(j)), Some(replay))
+        }
+    };
+    let core = Rc::new(CoreState::new(id, config, resolved, aggregator, journal));
+    if let Some(replay) = replay {
+        commit::restore(id, &core.shard, &core.queue, replay);
     }
-    monoio::spawn(worker::fee_reader(core.clone()));
+    let handoff = handoff
+        .map(|h| h.start(&core, &cap))
+        .transpose()
+        .map_err(|e| format!("hand-over socket: {e}"))?;
+    Ok((listener, core, handoff))
+}
+
+/// The core's own tasks: its shard's server, the journal's committer, the senders and the
+/// fee reader.
+fn spawn_tasks(core: &Rc<CoreState>, shard_rx: flume::Receiver<ShardCmd>) {
+    monoio::spawn(serve_shard(core.clone(), shard_rx));
+    if let Some(d) = &core.journal {
+        let c = core.clone();
+        monoio::spawn(commit::committer(d.clone(), move || c.pending() == 0));
+    }
+    for _ in 0..core.config.senders {
+        monoio::spawn(senders::sender(core.clone()));
+    }
+    monoio::spawn(senders::fee_reader(core.clone()));
+}
+
+/// Accepts connections, each served in a task of its own under the connection cap, until
+/// the stop signal.
+async fn accept_until_stopped(
+    listener: &CoreListener,
+    core: &Rc<CoreState>,
+    cap: &Arc<ConnectionCap>,
+    stop_rx: &flume::Receiver<()>,
+) {
     loop {
         monoio::select! {
             _ = stop_rx.recv_async() => break,
@@ -295,14 +389,17 @@ async fn core_main(
             },
         }
     }
-    drop(listener);
-    drop(handoff);
+}
+
+/// Lets the queue drain for at most `SHUTDOWN_GRACE_MS`, then writes the journal's last
+/// records; returns the payments left unprocessed.
+async fn drain(core: &CoreState) -> usize {
     core.begin_shutdown();
-    let deadline = Instant::now() + config.shutdown_grace;
+    let deadline = Instant::now() + core.config.shutdown_grace;
     while core.pending() > 0 && Instant::now() < deadline {
         monoio::time::sleep(Duration::from_millis(5)).await;
     }
-    if let Some(d) = &core.durable {
+    if let Some(d) = &core.journal {
         // Confirmations of the last turn; what is still unsettled replays at the next start.
         d.commit_now();
         if core.pending() == 0 {

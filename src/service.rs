@@ -5,23 +5,22 @@
 //! (with `DATA_DIR`, once the `accepted` record is in the journal). It must never allocate per
 //! request beyond the queue entry (and the id map's growth, reserved up front), take a lock,
 //! or log above debug. Everything else (summaries, purges) is rare and may take the slow road
-//! through the router thread.
+//! through the summary aggregator.
 
 use std::time::Instant;
 
-use crate::core::Core;
-use crate::http::request::{percent_decode, query_param, Method, Request};
+use crate::core_state::CoreState;
+use crate::http::request::{query_param, Method, Request};
 use crate::http::response::{self, status, Connection};
 use crate::ids::Seen;
 use crate::journal::SyncMode;
 use crate::payment;
 use crate::queue::Queued;
-use crate::router::{write_summary, SummaryError};
-use crate::store::{AsOf, Window};
-use crate::time::parse_iso;
+use crate::summary::codec::write_summary;
+use crate::summary::{parse_window, AsOf, SummaryError};
 
 /// Answers `req` into `out`.
-pub async fn handle(core: &Core, req: &Request<'_>, out: &mut Vec<u8>) {
+pub async fn handle(core: &CoreState, req: &Request<'_>, out: &mut Vec<u8>) {
     let conn = Connection {
         keep_alive: req.keep_alive,
         http10: req.http10,
@@ -64,7 +63,7 @@ pub async fn handle(core: &Core, req: &Request<'_>, out: &mut Vec<u8>) {
 /// journal, the 202 waits for the commit that holds the payment's `accepted` record (made at
 /// once with `JOURNAL_SYNC=none`), and the payment is queued only then: a failed commit
 /// answers 503 and leaves nothing behind.
-async fn accept_payment(core: &Core, body: &[u8], conn: Connection, out: &mut Vec<u8>) {
+async fn accept_payment(core: &CoreState, body: &[u8], conn: Connection, out: &mut Vec<u8>) {
     let p = match payment::parse(body) {
         Ok(p) => p,
         Err(e) => return response::json(out, status::BAD_REQUEST, conn, e.json()),
@@ -75,7 +74,7 @@ async fn accept_payment(core: &Core, body: &[u8], conn: Connection, out: &mut Ve
         Seen::Same { pending: None } => return response::empty(out, status::ACCEPTED, conn),
         Seen::Same { pending: Some(gen) } => {
             // The first copy still waits for its commit: this one gets the same answer.
-            let committed = match &core.durable {
+            let committed = match &core.journal {
                 Some(d) => d.committed(gen).await.is_ok(),
                 None => true,
             };
@@ -95,7 +94,7 @@ async fn accept_payment(core: &Core, body: &[u8], conn: Connection, out: &mut Ve
         }
     }
     // The id is taken from here on: every refusal below gives it back.
-    let Some(durable) = &core.durable else {
+    let Some(durable) = &core.journal else {
         return match core.queue.accept(p) {
             Ok(()) => response::empty(out, status::ACCEPTED, conn),
             Err(_) => {
@@ -117,7 +116,7 @@ async fn accept_payment(core: &Core, body: &[u8], conn: Connection, out: &mut Ve
     let accepted_at = Instant::now();
     let gen = durable.accepted(p.id, p.cents);
     // A copy can arrive while this one waits for its commit only if it waits at all: with
-    // `JOURNAL_SYNC=none` the record is committed as it is appended (durable.rs).
+    // `JOURNAL_SYNC=none` the record is committed as it is appended (journal/commit.rs).
     let waits = core.config.journal_sync == SyncMode::Batch;
     if waits {
         ids.pending(p.id, gen);
@@ -150,13 +149,13 @@ fn journal_unavailable(out: &mut Vec<u8>, conn: Connection) {
 }
 
 async fn summary(
-    core: &Core,
+    core: &CoreState,
     query: &[u8],
     include_peers: bool,
     conn: Connection,
     out: &mut Vec<u8>,
 ) {
-    // The moment this summary is taken at (store.rs, "As of when"): now, or for a peer's
+    // The moment this summary is taken at (src/store/, "As of when"): now, or for a peer's
     // internal query the moment the first instance received it.
     let as_of = if include_peers {
         AsOf::now()
@@ -174,97 +173,43 @@ async fn summary(
         );
         return;
     };
-    match core.router.summary(window, as_of, include_peers).await {
+    match core.aggregator.summary(window, as_of, include_peers).await {
         Ok(totals) => {
             let mut body = Vec::with_capacity(128);
             write_summary(&mut body, &totals);
             response::json(out, status::OK, conn, &body);
         }
-        Err(e) => {
-            tracing::warn!(error = %e, "summary failed");
-            let code = match e {
-                SummaryError::Peer(..) => status::BAD_GATEWAY,
-                SummaryError::Shard | SummaryError::Router => status::UNAVAILABLE,
-            };
-            response::json(out, code, conn, br#"{"error":"summary incomplete"}"#);
-        }
+        Err(e) => incomplete(
+            out,
+            conn,
+            "summary",
+            &e,
+            br#"{"error":"summary incomplete"}"#,
+        ),
     }
 }
 
-async fn purge(core: &Core, include_peers: bool, conn: Connection, out: &mut Vec<u8>) {
-    match core.router.purge(include_peers).await {
+async fn purge(core: &CoreState, include_peers: bool, conn: Connection, out: &mut Vec<u8>) {
+    match core.aggregator.purge(include_peers).await {
         Ok(()) => response::json(
             out,
             status::OK,
             conn,
             br#"{"message":"All payments purged."}"#,
         ),
-        Err(e) => {
-            tracing::warn!(error = %e, "purge failed");
-            // A peer that did not purge is a gateway's failure; ours (the journal cannot
-            // record it) is this service being unavailable: both are safe to retry.
-            let code = match e {
-                SummaryError::Peer(..) => status::BAD_GATEWAY,
-                SummaryError::Shard | SummaryError::Router => status::UNAVAILABLE,
-            };
-            response::json(out, code, conn, br#"{"error":"purge incomplete"}"#);
-        }
+        Err(e) => incomplete(out, conn, "purge", &e, br#"{"error":"purge incomplete"}"#),
     }
 }
 
-/// `from`/`to` of a summary query in UTC (a bound with an offset, `+03:00`, is converted),
-/// normalised to whole milliseconds (records are stamped in milliseconds, so an inclusive
-/// bound rounds inwards). `None` if a value is malformed.
-///
-/// Like the processors' admin summary (RINHA-2025.md section 3), if either bound is missing
-/// the window is unbounded on both sides: we must agree with them for the same query.
-pub fn parse_window(query: &[u8]) -> Option<Window> {
-    let bound = |key: &[u8]| -> Result<Option<i64>, ()> {
-        match query_param(query, key) {
-            None => Ok(None),
-            Some(b"") => Ok(None),
-            Some(raw) => {
-                let mut buf = [0u8; 64];
-                let text = percent_decode(raw, &mut buf).ok_or(())?;
-                parse_iso(text).map(Some).map_err(|_| ())
-            }
-        }
+/// Answers a summary or purge (`what`) that could not be made whole with `body`, and logs
+/// why. A peer that did not answer is a gateway's failure; ours (a shard that did not
+/// answer, a journal that cannot record a purge) is this service being unavailable: both are
+/// safe to retry.
+fn incomplete(out: &mut Vec<u8>, conn: Connection, what: &str, e: &SummaryError, body: &[u8]) {
+    tracing::warn!(error = %e, "{what} failed");
+    let code = match e {
+        SummaryError::Peer { .. } => status::BAD_GATEWAY,
+        SummaryError::Shard | SummaryError::Aggregator => status::UNAVAILABLE,
     };
-    let (from, to) = match (bound(b"from").ok()?, bound(b"to").ok()?) {
-        (Some(f), Some(t)) => (Some(f), Some(t)),
-        _ => (None, None),
-    };
-    Some(Window {
-        from_us: from.map(|f| f + (1000 - f.rem_euclid(1000)) % 1000),
-        to_us: to.map(|t| t - t.rem_euclid(1000)),
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn windows() {
-        assert_eq!(parse_window(b""), Some(Window::default()));
-        let w =
-            parse_window(b"from=2025-07-15T12:34:56.000Z&to=2025-07-15T12:34:57.5005Z").unwrap();
-        assert_eq!(w.from_us, Some(1_752_582_896_000_000));
-        assert_eq!(w.to_us, Some(1_752_582_897_500_000));
-        let w = parse_window(b"from=1970-01-01T00:00:00.0001Z&to=1970-01-01T00:00:01Z").unwrap();
-        assert_eq!(w.from_us, Some(1000));
-        assert_eq!(
-            parse_window(b"to=2025-07-15T12:34:56Z"),
-            Some(Window::default())
-        );
-        assert_eq!(parse_window(b"from=yesterday"), None);
-        assert!(parse_window(b"to=2025-07-15T12%3A34%3A56%2B00%3A00").is_some());
-        // An offset is converted to UTC.
-        let w = parse_window(
-            b"from=2025-07-15T15:34:56.000%2B03:00&to=2025-07-15T09%3A34%3A57.5-03%3A00",
-        )
-        .unwrap();
-        assert_eq!(w.from_us, Some(1_752_582_896_000_000));
-        assert_eq!(w.to_us, Some(1_752_582_897_500_000));
-    }
+    response::json(out, code, conn, body);
 }

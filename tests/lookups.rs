@@ -135,24 +135,36 @@ fn serve(
     }
 }
 
+/// One instance ("solo") whose default processor is `fake`, its calls timing out after
+/// 300 ms, and whose fallback is an emulated one, with `extra` settings besides; with the
+/// processors and the directory it runs in.
+fn in_front_of(
+    fake: &LosingProcessor,
+    driver: &str,
+    extra: &[(&str, &str)],
+) -> (Processors, TempDir, Instance) {
+    let procs = Processors::start();
+    let dir = TempDir::new();
+    let mut env = vec![
+        ("PROCESSOR_DEFAULT_URL", fake.url.as_str()),
+        ("PROCESSOR_TIMEOUT_MS", "300"),
+    ];
+    env.extend_from_slice(extra);
+    let inst = Instance::start(&dir.0, "solo", driver, &procs, &[], &env);
+    (procs, dir, inst)
+}
+
 /// The held-out run's failure: every lookup at the pinned processor fails, with more such
 /// payments than senders. Fresh payments still reach the fallback, the stuck ones are looked
 /// up with a back-off (not every 50 ms), and the stall is logged, at warn, rate-limited.
 fn stuck_lookups_never_starve_fresh_payments(driver: &str) {
     let fake = LosingProcessor::start(Lookups::Failing);
-    let procs = Processors::start();
-    let dir = TempDir::new();
-    let inst = Instance::start(
-        &dir.0,
-        "solo",
+    let (procs, _dir, inst) = in_front_of(
+        &fake,
         driver,
-        &procs,
-        &[],
         &[
-            ("PROCESSOR_DEFAULT_URL", fake.url.as_str()),
             ("WORKERS", "1"),
             ("SENDERS", "2"),
-            ("PROCESSOR_TIMEOUT_MS", "300"),
             ("FALLBACK_AFTER_MS", "200"),
         ],
     );
@@ -197,19 +209,7 @@ both_drivers!(stuck_lookups_never_starve_fresh_payments);
 /// payments are recorded once each, not looked up forever.
 fn numeric_lookup_timestamps_are_read(driver: &str) {
     let fake = LosingProcessor::start(Lookups::EpochMillis);
-    let procs = Processors::start();
-    let dir = TempDir::new();
-    let inst = Instance::start(
-        &dir.0,
-        "solo",
-        driver,
-        &procs,
-        &[],
-        &[
-            ("PROCESSOR_DEFAULT_URL", fake.url.as_str()),
-            ("PROCESSOR_TIMEOUT_MS", "300"),
-        ],
-    );
+    let (procs, _dir, inst) = in_front_of(&fake, driver, &[]);
     let n = 20;
     for _ in 0..n {
         assert_eq!(inst.pay(Uuid::new_v4(), "19.90"), 202);

@@ -146,7 +146,7 @@ fn lost_responses_are_resolved(driver: &str) {
         &dir.0,
         driver,
         &procs,
-        &[("RUST_LOG", "info,rinha::worker=debug,rinha::lookup=debug")],
+        &[("RUST_LOG", "info,rinha::senders=debug,rinha::lookup=debug")],
     );
     let start = now_us();
     send(&a, &b, 30);

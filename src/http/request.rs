@@ -5,13 +5,11 @@
 //! Limits: header section 8 KiB and 32 headers (431), body 4 KiB (413), bodies only by
 //! `Content-Length` (`Transfer-Encoding` -> 411). No allocation.
 //!
-//! Why httparse and not monoio-http's codec: `benches/http_parse.rs` measures both on the
+//! Why httparse and not monoio-http's codec: monoio-http's `RequestHeadDecoder` builds an
+//! `http::HeaderMap`, `Uri` and `Method` per request and took several times as long on the
 //! exact request k6 sends (`cargo bench -p rinha --features bench-monoio-http --bench
-//! http_parse`, the shared 2-core dev VM, 2026-11-25). In one run under load ~6: this
-//! framing 291 ns per request (2.4 µs for ten pipelined), monoio-http 0.3.12's
-//! `RequestHeadDecoder` plus its fixed-body split 1.01 µs (8.4 µs for ten): it builds an
-//! `http::HeaderMap`, `Uri` and `Method` per request. On a quieter machine this framing
-//! measured 112 ns (1.2 µs for ten). monoio-http is also thinly maintained; httparse stays.
+//! http_parse`; figures: docs/benchmarks.md, "Micro-benchmarks"); it is also thinly
+//! maintained. httparse stays.
 
 /// Largest header section accepted.
 pub const MAX_HEADER_BYTES: usize = 8 * 1024;

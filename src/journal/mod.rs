@@ -13,6 +13,8 @@
 //! - [`writer`]: [`Journal`], the append buffer and the mapped, preallocated file;
 //! - [`replay`]: reading a file back in chunks, skipping what does not verify;
 //! - [`compact`]: rewriting a file as its live state, crash-safely;
+//! - [`commit`]: the journal as one core uses it ([`commit::GroupCommit`]): when a record is
+//!   on file, one commit per turn of the event loop in batch mode, and the replay put back;
 //! - [`dir`]: the directory: file names, [`replay_dir`] and [`rebalance`] when the number of
 //!   cores changes between runs.
 //!
@@ -64,6 +66,7 @@
 //! crash left unwritten, a damaged disk) are logged as errors, and the file is rewritten
 //! without them at open.
 
+pub mod commit;
 pub mod compact;
 pub mod dir;
 pub mod record;
@@ -79,12 +82,9 @@ use std::path::PathBuf;
 pub use dir::{rebalance, replay_dir};
 pub use writer::{Journal, DEFAULT_COMPACT_THRESHOLD};
 
-/// The payment processor an attempt went to or a confirmation came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Processor {
-    Default,
-    Fallback,
-}
+/// The payment processor an attempt went to or a confirmation came from (on file as one
+/// byte, [`record`]).
+pub use crate::processor::Processor;
 
 /// Whether a commit waits for the disk.
 ///

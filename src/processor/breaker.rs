@@ -16,8 +16,8 @@
 //! longer binds. Without it every sender of the core leaves at once on the backlog that
 //! piled up during the outage: in the official test, 20 s of payments drained in under half a
 //! second, and that burst of processor calls took the CPU the intake needed, so the second
-//! the default processor recovered had the run's highest p99 (1.2-2.3 ms against 0.3-0.5
-//! elsewhere; docs/benchmarks.md, "The drain at second 40"). The ramp spreads the same drain
+//! the default processor recovered had the run's highest p99 (docs/benchmarks.md, "Findings
+//! that shaped the design", the drain at second 40). The ramp spreads the same drain
 //! over about two seconds, long before the test ends, and spares a processor that has just
 //! recovered from the whole backlog at once.
 //!
@@ -26,11 +26,12 @@
 //! if the failure is switched off before its delay ends (second 40 of the official test),
 //! and the consistency check runs at that very moment. Every such probe in flight is a
 //! payment whose storage instant may fall within a few milliseconds of the check, which no
-//! summary rule can place on the right side reliably (measured: with 50 probes in flight,
-//! one inconsistency at 40 s in a full run). Seeing the recovery up to one delay later costs
+//! summary rule can place on the right side reliably (many probes in flight cost an
+//! inconsistency at 40 s in full runs). Seeing the recovery up to one delay later costs
 //! nothing: the backlog still drains within seconds, long before the end of the test. Even
 //! the single probe could land at the check (its chain is phased by the stage change at
-//! 30 s); store.rs, "Stamped when it will be stored", takes it out of the checked window.
+//! 30 s); stamping it with when it will be stored (src/store/, docs/architecture.md) takes it
+//! out of the checked window.
 
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
@@ -50,7 +51,7 @@ pub const RAMP_START: u32 = 8;
 pub const RAMP_DOUBLING: Duration = Duration::from_millis(500);
 /// ...until it reaches the breaker's cap, or this many times at most.
 pub const RAMP_STEPS: u32 = 8;
-/// At most one scout (a call to a processor the router does not choose, to learn whether it
+/// At most one scout (a call to a processor the policy does not choose, to learn whether it
 /// should) starts per interval, and only while no other call to it is in flight.
 pub const SCOUT_INTERVAL: Duration = Duration::from_millis(200);
 /// Parked wakers kept before they are all woken at once (see `park`).
@@ -85,12 +86,12 @@ pub struct Breaker {
     failures: Cell<u32>,
     open: Cell<bool>,
     next_probe: Cell<Instant>,
+    /// Calls in flight on a probe permit.
     probes: Cell<u32>,
-    /// Calls in flight on a normal permit.
-    in_flight: Cell<u32>,
     /// The most calls in flight on normal permits.
     cap: u32,
-    /// When each call in flight (normal or probe) started, by permit serial.
+    /// When each call in flight (normal or probe) started, by permit serial: the calls on a
+    /// normal permit are the others than `probes`.
     started: RefCell<BTreeMap<u64, Instant>>,
     next_serial: Cell<u64>,
     /// When the breaker last opened, while it is open.
@@ -126,7 +127,6 @@ impl Breaker {
             open: Cell::new(false),
             next_probe: Cell::new(now),
             probes: Cell::new(0),
-            in_flight: Cell::new(0),
             cap: cap.max(1),
             started: RefCell::new(BTreeMap::new()),
             next_serial: Cell::new(0),
@@ -159,7 +159,13 @@ impl Breaker {
 
     /// Calls in flight on normal permits, the most allowed, and senders waiting for room.
     pub fn load(&self) -> (u32, u32, u32) {
-        (self.in_flight.get(), self.cap, self.waiting.get())
+        (self.in_flight(), self.cap, self.waiting.get())
+    }
+
+    /// Calls in flight on normal permits.
+    fn in_flight(&self) -> u32 {
+        let calls = self.started.borrow().len() as u32;
+        calls.saturating_sub(self.probes.get())
     }
 
     fn permit(&self, kind: Kind, now: Instant) -> Permit {
@@ -188,7 +194,7 @@ impl Breaker {
 
     /// Whether no more calls are allowed at `now` while closed.
     fn at_cap(&self, now: Instant) -> bool {
-        self.in_flight.get() >= self.cap_at(now)
+        self.in_flight() >= self.cap_at(now)
     }
 
     /// Takes a permit now if one is available.
@@ -197,12 +203,12 @@ impl Breaker {
             if self.at_cap(now) {
                 return None;
             }
-            self.in_flight.set(self.in_flight.get() + 1);
+            let permit = self.permit(Kind::Normal, now);
             // Room left under a cap that grew since the others parked: pass it on.
             if self.ramp_from.get().is_some() && !self.at_cap(now) {
                 self.wake_one();
             }
-            return Some(self.permit(Kind::Normal, now));
+            return Some(permit);
         }
         if self.probes.get() < MAX_PROBES && now >= self.next_probe.get() {
             self.next_probe.set(now + PROBE_INTERVAL);
@@ -212,7 +218,7 @@ impl Breaker {
         None
     }
 
-    /// A permit for a scout: a call to a processor the router does not choose now, to learn
+    /// A permit for a scout: a call to a processor the policy does not choose now, to learn
     /// whether it should (its delay may have fallen, its outage ended); at most once per
     /// [`SCOUT_INTERVAL`]. Open: a probe, as [`Breaker::try_admit`] gives. Closed: only
     /// while no call to it is in flight on this core (one in flight already tells its delay
@@ -348,7 +354,6 @@ impl Breaker {
                 self.wake_parked();
             }
             Kind::Normal => {
-                self.in_flight.set(self.in_flight.get().saturating_sub(1));
                 // One slot freed: one sender parked on the cap may take it.
                 self.wake_one();
             }
@@ -484,7 +489,7 @@ mod tests {
             assert_eq!(b.parked.borrow().len(), 1, "the ninth sender waits");
             b.success(permits.pop().unwrap());
             assert_eq!(waiter.await.kind(), Kind::Normal);
-            assert_eq!(b.in_flight.get(), RAMP_START);
+            assert_eq!(b.in_flight(), RAMP_START);
         });
     }
 

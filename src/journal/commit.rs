@@ -2,7 +2,7 @@
 //!
 //! Intake and the senders append records to the core's [`Journal`] and, when the record
 //! must be on file before they go on (an `accepted` before its 202, an `attempt` before its
-//! send, a `purged` before its 200), wait for [`Durable::committed`].
+//! send, a `purged` before its 200), wait for [`GroupCommit::committed`].
 //!
 //! With `JOURNAL_SYNC=none` a commit is a copy into the mapped file (journal/writer.rs), as
 //! durable against a crash of the process as it will ever be and costing no syscall, so
@@ -33,11 +33,12 @@ use std::time::Duration;
 
 use uuid::Uuid;
 
-use crate::core::Core;
-use crate::journal::state::{Live, LiveState};
-use crate::journal::{self, Journal, JournalError, SyncMode};
 use crate::processor::Processor;
-use crate::queue::Queued;
+use crate::queue::{Queue, Queued};
+use crate::store::Shard;
+
+use super::state::{Live, LiveState};
+use super::{Journal, JournalError, SyncMode};
 
 /// How many failed commit generations are remembered (a waiter looks its own up on the turn
 /// after the commit, so a handful would do).
@@ -53,7 +54,7 @@ pub struct NotDurable;
 
 /// One core's journal and its group-commit state.
 #[derive(Debug)]
-pub struct Durable {
+pub struct GroupCommit {
     journal: RefCell<Journal>,
     /// Commit every record as it is appended (`JOURNAL_SYNC=none`: a commit is a copy).
     inline: bool,
@@ -75,9 +76,9 @@ pub struct Durable {
     commits: Cell<u64>,
 }
 
-impl Durable {
+impl GroupCommit {
     pub fn new(journal: Journal) -> Self {
-        Durable {
+        GroupCommit {
             inline: journal.sync_mode() == SyncMode::None,
             journal: RefCell::new(journal),
             open_gen: Cell::new(1),
@@ -103,17 +104,17 @@ impl Durable {
         self.journal.borrow().is_poisoned()
     }
 
-    /// Appends an `accepted` record; wait for [`Durable::committed`] before answering.
+    /// Appends an `accepted` record; wait for [`GroupCommit::committed`] before answering.
     pub fn accepted(&self, id: Uuid, cents: u64) -> u64 {
         self.journal.borrow_mut().accepted(id, cents);
         self.mark()
     }
 
-    /// Appends an `attempt` record; wait for [`Durable::committed`] before sending.
+    /// Appends an `attempt` record; wait for [`GroupCommit::committed`] before sending.
     pub fn attempt(&self, id: Uuid, processor: Processor, requested_at_us: i64) -> u64 {
         self.journal
             .borrow_mut()
-            .attempt(id, to_journal(processor), requested_at_us);
+            .attempt(id, processor, requested_at_us);
         self.mark()
     }
 
@@ -122,7 +123,7 @@ impl Durable {
     pub fn confirmed(&self, id: Uuid, processor: Processor, requested_at_us: i64, cents: u64) {
         self.journal
             .borrow_mut()
-            .confirmed(id, to_journal(processor), requested_at_us, cents);
+            .confirmed(id, processor, requested_at_us, cents);
         self.mark_lazy();
     }
 
@@ -132,7 +133,7 @@ impl Durable {
         self.mark_lazy();
     }
 
-    /// Appends a `purged` record; wait for [`Durable::committed`] before answering.
+    /// Appends a `purged` record; wait for [`GroupCommit::committed`] before answering.
     pub fn purged(&self) -> u64 {
         self.journal.borrow_mut().purged();
         self.mark()
@@ -254,20 +255,12 @@ impl Durable {
     }
 }
 
-/// The commit task of one core (see the module doc), and its idle ticker.
-pub async fn committer(core: Rc<Core>) {
-    if core.durable.is_none() {
-        return;
-    }
-    let c = core.clone();
-    monoio::spawn(async move {
-        if let Some(d) = c.durable.as_ref() {
-            idle_ticker(d, || c.pending() == 0).await;
-        }
-    });
-    if let Some(d) = core.durable.as_ref() {
-        commit_loop(d).await;
-    }
+/// The commit task of one core (see the module doc), and its idle ticker, which compacts
+/// when `quiet()` (nothing queued or in flight).
+pub async fn committer(durable: Rc<GroupCommit>, quiet: impl Fn() -> bool + 'static) {
+    let d = durable.clone();
+    monoio::spawn(async move { idle_ticker(&d, quiet).await });
+    commit_loop(&durable).await;
 }
 
 /// Commits once per turn of the event loop that appended a waited-on record.
@@ -276,7 +269,7 @@ pub async fn committer(core: Rc<Core>) {
 /// the back of the run queue, behind every task the same driver poll woke, so those
 /// append their records first. No timer either: under load, arming one per commit costs
 /// more than the commit.
-async fn commit_loop(durable: &Durable) {
+async fn commit_loop(durable: &GroupCommit) {
     loop {
         durable.wait_dirty().await;
         durable.commit_now();
@@ -286,7 +279,7 @@ async fn commit_loop(durable: &Durable) {
 /// Every `IDLE_CHECK`: writes the records nobody waits for if no commit took them, and
 /// compacts when `quiet()` (nothing queued or in flight). Below the size threshold the
 /// compaction check is one comparison.
-async fn idle_ticker(durable: &Durable, quiet: impl Fn() -> bool) {
+async fn idle_ticker(durable: &GroupCommit, quiet: impl Fn() -> bool) {
     loop {
         monoio::time::sleep(IDLE_CHECK).await;
         if durable.lazy.get() && !durable.dirty.get() {
@@ -302,24 +295,22 @@ async fn idle_ticker(durable: &Durable, quiet: impl Fn() -> bool) {
 /// shard, unsettled ones into the queue (a pinned one first resolved at its processor, never
 /// re-sent blindly), every id into the shard's accepted ids. The fold's table is freed
 /// before the first payment is put back ([`LiveState::into_ordered`]).
-pub fn restore(core: &Core, state: LiveState) {
+pub fn restore(core: usize, shard: &Shard, queue: &Queue, state: LiveState) {
     let (mut confirmed, mut unsettled, mut pinned) = (0usize, 0usize, 0usize);
     for live in state.into_ordered() {
         match live {
             Live::Confirmed(c) => {
                 confirmed += 1;
-                core.shard.ids.insert(c.id, c.cents);
-                core.shard
-                    .restore(c.requested_at_us, c.cents, from_journal(c.processor));
+                shard.ids.insert(c.id, c.cents);
+                shard.restore(c.requested_at_us, c.cents, c.processor);
             }
             Live::Unsettled(u) => {
                 unsettled += 1;
-                core.shard.ids.insert(u.id, u.cents);
-                core.queue.admit(match u.pinned {
+                shard.ids.insert(u.id, u.cents);
+                queue.admit(match u.pinned {
                     Some((p, requested_at_us)) => {
                         pinned += 1;
-                        let p = from_journal(p);
-                        let attempt = core.shard.begin_attempt(requested_at_us, p);
+                        let attempt = shard.begin_attempt(requested_at_us, p);
                         Queued::replayed_pinned(u.id, u.cents, p, attempt, requested_at_us)
                     }
                     None => Queued::new(u.id, u.cents),
@@ -327,27 +318,7 @@ pub fn restore(core: &Core, state: LiveState) {
             }
         }
     }
-    tracing::info!(
-        core = core.id,
-        confirmed,
-        unsettled,
-        pinned,
-        "journal replayed"
-    );
-}
-
-pub fn to_journal(p: Processor) -> journal::Processor {
-    match p {
-        Processor::Default => journal::Processor::Default,
-        Processor::Fallback => journal::Processor::Fallback,
-    }
-}
-
-pub fn from_journal(p: journal::Processor) -> Processor {
-    match p {
-        journal::Processor::Default => Processor::Default,
-        journal::Processor::Fallback => Processor::Fallback,
-    }
+    tracing::info!(core, confirmed, unsettled, pinned, "journal replayed");
 }
 
 #[cfg(test)]
@@ -360,16 +331,16 @@ mod tests {
     }
 
     /// Runs the core's committer and idle ticker for `d`, as the runtime does.
-    fn start_committer(d: &Rc<Durable>) {
+    fn start_committer(d: &Rc<GroupCommit>) {
         let c = d.clone();
         monoio::spawn(async move { commit_loop(&c).await });
         let c = d.clone();
         monoio::spawn(async move { idle_ticker(&c, || false).await });
     }
 
-    fn durable(dir: &std::path::Path, sync: SyncMode) -> Rc<Durable> {
+    fn durable(dir: &std::path::Path, sync: SyncMode) -> Rc<GroupCommit> {
         let (j, _) = Journal::open(dir, 0, sync).unwrap();
-        Rc::new(Durable::new(j))
+        Rc::new(GroupCommit::new(j))
     }
 
     #[test]

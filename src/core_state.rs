@@ -1,22 +1,24 @@
 //! Everything one core owns: its queue, its store shard, its view of the two processors,
-//! and the channel to the summary router. Built inside the core's runtime and shared by
+//! and the channel to the summary aggregator. Built inside the core's runtime and shared by
 //! that runtime's tasks through `Rc`; nothing here crosses threads except the channels.
-//! With `DATA_DIR` set it also owns the core's journal ([`Durable`]).
+//! With `DATA_DIR` set it also owns the core's journal ([`GroupCommit`]).
 
 use std::cell::Cell;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::config::Config;
-use crate::durable::Durable;
+use crate::journal::commit::GroupCommit;
 use crate::processor::breaker::Breaker;
 use crate::processor::client::ProcessorClient;
 use crate::processor::Processor;
 use crate::queue::Queue;
 use crate::route::Outlook;
-use crate::router::RouterHandle;
 use crate::store::Shard;
+use crate::summary::{AggregatorHandle, AsOf, ShardHost, Totals, Window};
 
 /// The fee each processor is taken to charge until it has told us (its admin summary's
 /// `feePerTransaction`): the contract's preview fees, default 5 % and fallback 15 %.
@@ -35,27 +37,27 @@ pub struct Upstream {
 
 /// One core's state.
 #[derive(Debug)]
-pub struct Core {
+pub struct CoreState {
     pub id: usize,
     pub config: Arc<Config>,
     pub queue: Queue,
     pub shard: Shard,
     upstreams: [Upstream; 2],
-    pub router: RouterHandle,
+    pub aggregator: AggregatorHandle,
     /// The journal (`DATA_DIR` set), or `None` when memory only.
-    pub durable: Option<Durable>,
+    pub journal: Option<Rc<GroupCommit>>,
     shutting_down: Cell<bool>,
     /// Payments a sender holds right now (taken from the queue, not yet settled).
     busy: Cell<usize>,
 }
 
-impl Core {
+impl CoreState {
     pub fn new(
         id: usize,
         config: Arc<Config>,
         resolved: [Option<SocketAddr>; 2],
-        router: RouterHandle,
-        durable: Option<Durable>,
+        aggregator: AggregatorHandle,
+        journal: Option<GroupCommit>,
     ) -> Self {
         let upstream = |p: Processor, url: &crate::config::ProcessorUrl| Upstream {
             client: ProcessorClient::new(url.clone(), resolved[p.index()], config.resolver.clone()),
@@ -67,13 +69,13 @@ impl Core {
             upstream(Processor::Default, &config.default_url),
             upstream(Processor::Fallback, &config.fallback_url),
         ];
-        Core {
+        CoreState {
             id,
             queue: Queue::new(config.queue_capacity),
             shard: Shard::new(),
             upstreams,
-            router,
-            durable,
+            aggregator,
+            journal: journal.map(Rc::new),
             config,
             shutting_down: Cell::new(false),
             busy: Cell::new(0),
@@ -90,7 +92,7 @@ impl Core {
         let (in_flight, cap, waiting) = up.breaker.load();
         Outlook {
             fee: up.fee.get(),
-            response: self.shard.response_estimate(p),
+            response: self.shard.timing.response_estimate(p),
             oldest_in_flight: up.breaker.oldest_in_flight(now),
             failing_for: up.breaker.failing_for(now),
             in_flight,
@@ -126,13 +128,13 @@ impl Core {
     /// was purged), or its commit failed (then memory is purged and the file is not: the
     /// caller answers 503, and a retry completes it).
     pub async fn purge(&self) -> bool {
-        if self.durable.as_ref().is_some_and(|d| d.poisoned()) {
+        if self.journal.as_ref().is_some_and(|d| d.poisoned()) {
             return false;
         }
         let queued = self.queue.purge();
         let in_flight = self.shard.in_flight_len();
         self.shard.purge();
-        if let Some(d) = &self.durable {
+        if let Some(d) = &self.journal {
             if d.committed(d.purged()).await.is_err() {
                 return false;
             }
@@ -140,6 +142,21 @@ impl Core {
         }
         tracing::info!(core = self.id, queued, in_flight, "purged");
         true
+    }
+}
+
+impl ShardHost for CoreState {
+    fn summary(
+        &self,
+        window: Window,
+        as_of: AsOf,
+        bound: Duration,
+    ) -> impl Future<Output = Totals> {
+        self.shard.summary(window, as_of, bound)
+    }
+
+    fn purge(&self) -> impl Future<Output = bool> {
+        CoreState::purge(self)
     }
 }
 
@@ -152,15 +169,15 @@ mod tests {
     use crate::journal::{replay_dir, Journal, Replay, SyncMode};
     use crate::queue::Queued;
 
-    fn core(durable: Durable) -> Core {
+    fn core(journal: GroupCommit) -> CoreState {
         let args = crate::config::Args::parse_from(["rinha", "--workers", "1"]);
         let config = Arc::new(Config::from_args(args).unwrap());
-        Core::new(
+        CoreState::new(
             0,
             config,
             [None, None],
-            RouterHandle::detached(),
-            Some(durable),
+            AggregatorHandle::detached(),
+            Some(journal),
         )
     }
 
@@ -170,8 +187,8 @@ mod tests {
     fn a_purge_forgets_everything_or_is_refused_and_changes_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let (j, _) = Journal::open(dir.path(), 0, SyncMode::None).unwrap();
-        let core = core(Durable::new(j));
-        let d = core.durable.as_ref().unwrap();
+        let core = core(GroupCommit::new(j));
+        let d = core.journal.as_ref().unwrap();
         let accept = |n: u128| {
             let id = Uuid::from_u128(n);
             d.accepted(id, 1);

@@ -22,7 +22,7 @@
 //!   record, dropped.
 //!
 //! With a journal, each send is preceded by a committed `attempt` record and each outcome
-//! followed by a `confirmed` or `dropped` one (see [`crate::durable`]).
+//! followed by a `confirmed` or `dropped` one (see [`crate::journal::commit`]).
 //!
 //! A payment a purge forgot while a sender held it ([`crate::queue::Queue::is_current`]) is
 //! not sent, its outcome is not recorded, and it is not put back.
@@ -36,13 +36,13 @@
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use crate::core::Core;
+use crate::core_state::CoreState;
 use crate::lookup;
 use crate::processor::breaker::Permit;
 use crate::processor::client::CallError;
 use crate::processor::Processor;
 use crate::queue::Queued;
-use crate::store::on_lane;
+use crate::store::{on_lane, AttemptId};
 
 /// Pause of a sender whose `attempt` record could not be committed.
 const COMMIT_RETRY: Duration = Duration::from_millis(50);
@@ -60,7 +60,7 @@ const FEE_REFRESH: Duration = Duration::from_secs(30);
 const FEE_RETRY: Duration = Duration::from_secs(1);
 
 /// Runs one sender for as long as its runtime runs.
-pub async fn sender(core: Rc<Core>) {
+pub async fn sender(core: Rc<CoreState>) {
     loop {
         let payment = core.queue.pop().await;
         core.set_busy(true);
@@ -69,28 +69,86 @@ pub async fn sender(core: Rc<Core>) {
     }
 }
 
-/// Takes one payment one step further.
-async fn process(core: &Rc<Core>, mut p: Queued) {
+/// Takes one payment one step further: a lookup for an unknown outcome, else a send to the
+/// processor that admits it, and its outcome settled.
+async fn process(core: &Rc<CoreState>, p: Queued) {
     if p.unresolved().is_some() {
         return lookup::resolve(core, p).await;
     }
-    let timeout = core.config.processor_timeout;
+    let Some((p, proc, permit)) = admit(core, p).await else {
+        return;
+    };
+    let Some((p, attempt)) = begin(core, p, proc, permit).await else {
+        return;
+    };
+    let sent = Instant::now();
+    let result = core
+        .upstream(proc)
+        .client
+        .post_payment(
+            &p.id,
+            p.cents,
+            attempt.requested_at_us,
+            core.config.processor_timeout,
+        )
+        .await;
+    if result.is_ok() {
+        // Any answer came after the processor's delay: it tells the summary how long an
+        // attempt sent at this moment takes to be stored.
+        core.shard
+            .timing
+            .observe_response(proc, sent, sent.elapsed());
+    }
+    settle(core, p, attempt, sent, result).await;
+}
+
+/// One attempt under way: where, with which permit, and the `requestedAt` it carries.
+struct Attempt {
+    proc: Processor,
+    permit: Permit,
+    id: AttemptId,
+    requested_at_us: i64,
+}
+
+/// The processor a payment goes to, with the permit to send it there: its pinned processor
+/// (if it admits no call now, the payment steps aside: `None`), else the one [`place`]
+/// picks.
+async fn admit(core: &Rc<CoreState>, p: Queued) -> Option<(Queued, Processor, Permit)> {
     let (proc, permit) = match p.pinned() {
         // A pinned payment can go nowhere else: rather than hold a sender while its
         // processor admits nothing, it steps aside (lookup.rs).
         Some(proc) => match core.upstream(proc).breaker.try_admit(Instant::now()) {
             Some(permit) => (proc, permit),
-            None => return lookup::back_off(core, p, "the processor admits no call now"),
+            None => {
+                lookup::back_off(core, p, "the processor admits no call now");
+                return None;
+            }
         },
         None => place(core, &p).await,
     };
+    Some((p, proc, permit))
+}
+
+/// Stamps the attempt, marks it in flight and, with a journal, puts it on file; `None` (the
+/// permit given back) when it must not be sent: the commit failed (the payment is queued
+/// again) or a purge forgot the payment meanwhile.
+async fn begin(
+    core: &CoreState,
+    mut p: Queued,
+    proc: Processor,
+    permit: Permit,
+) -> Option<(Queued, Attempt)> {
     let up = core.upstream(proc);
-    // Stamped with when the processor should store it, not now (store.rs, "Stamped when
-    // it will be stored"), on this core's own milliseconds.
-    let requested_at_us = on_lane(core.shard.stamp_us(proc), core.id, core.config.workers);
+    // Stamped with when the processor should store it, not now (src/store/timing.rs), on
+    // this core's own milliseconds.
+    let requested_at_us = on_lane(
+        core.shard.timing.stamp_us(proc),
+        core.id,
+        core.config.workers,
+    );
     p.note_attempt(proc, requested_at_us);
     let attempt = core.shard.begin_attempt(requested_at_us, proc);
-    if let Some(d) = &core.durable {
+    if let Some(d) = &core.journal {
         // The attempt must be on file before the send: a payment replayed without it
         // would be sent blindly and, if this send stored it, refused as a duplicate (422)
         // and never recorded.
@@ -108,25 +166,40 @@ async fn process(core: &Rc<Core>, mut p: Queued) {
                 COMMIT_RETRY
             };
             monoio::time::sleep(pause).await;
-            return;
+            return None;
         }
     }
     if !core.queue.is_current(&p) {
         // Purged while it waited for room or for its attempt's commit: never sent.
         core.shard.end_attempt(attempt);
         up.breaker.cancel(permit);
-        return;
+        return None;
     }
-    let sent = Instant::now();
-    let result = up
-        .client
-        .post_payment(&p.id, p.cents, requested_at_us, timeout)
-        .await;
-    if result.is_ok() {
-        // Any answer came after the processor's delay: it tells the summary how long an
-        // attempt sent at this moment takes to be stored.
-        core.shard.observe_response(proc, sent, sent.elapsed());
-    }
+    let attempt = Attempt {
+        proc,
+        permit,
+        id: attempt,
+        requested_at_us,
+    };
+    Some((p, attempt))
+}
+
+/// What the answer to an attempt sent at `sent` means for the payment (the rules of the
+/// module doc): recorded, dropped, pinned for a lookup, or queued again.
+async fn settle(
+    core: &CoreState,
+    mut p: Queued,
+    attempt: Attempt,
+    sent: Instant,
+    result: Result<u16, CallError>,
+) {
+    let Attempt {
+        proc,
+        permit,
+        id: attempt,
+        requested_at_us,
+    } = attempt;
+    let up = core.upstream(proc);
     match result {
         Ok(status) if status < 500 && status != 429 && !core.queue.is_current(&p) => {
             // Purged while it was out: the answer tells the breaker about the processor,
@@ -136,9 +209,9 @@ async fn process(core: &Rc<Core>, mut p: Queued) {
         }
         Ok(200..=299) => {
             up.breaker.success(permit);
-            core.shard.observe_latency(proc, sent.elapsed());
+            core.shard.timing.observe_latency(proc, sent.elapsed());
             core.shard.record(attempt, requested_at_us, p.cents, proc);
-            if let Some(d) = &core.durable {
+            if let Some(d) = &core.journal {
                 d.confirmed(p.id, proc, requested_at_us, p.cents);
             }
         }
@@ -152,7 +225,7 @@ async fn process(core: &Rc<Core>, mut p: Queued) {
         Ok(422) => {
             up.breaker.success(permit);
             core.shard.end_attempt(attempt);
-            if let Some(d) = &core.durable {
+            if let Some(d) = &core.journal {
                 d.dropped(p.id);
             }
             tracing::debug!(id = %p.id, "correlationId already used by another payment; dropped");
@@ -166,7 +239,7 @@ async fn process(core: &Rc<Core>, mut p: Queued) {
             // repeating it cannot succeed.
             up.breaker.success(permit);
             core.shard.end_attempt(attempt);
-            if let Some(d) = &core.durable {
+            if let Some(d) = &core.journal {
                 d.dropped(p.id);
             }
             tracing::warn!(id = %p.id, status, "processor refused the payment; dropped");
@@ -185,7 +258,7 @@ async fn process(core: &Rc<Core>, mut p: Queued) {
     }
 }
 
-async fn failed(core: &Core, proc: Processor, permit: Permit, p: Queued) {
+async fn failed(core: &CoreState, proc: Processor, permit: Permit, p: Queued) {
     let breaker = &core.upstream(proc).breaker;
     breaker.failure(permit);
     core.queue.retry_later(p);
@@ -197,7 +270,7 @@ async fn failed(core: &Core, proc: Processor, permit: Permit, p: Queued) {
 /// Where an unpinned payment goes, with the permit to send it there: the cheaper processor
 /// ([`crate::route::choose`]), or the other one as a scout; decided again whenever the
 /// choice has no room.
-async fn place(core: &Core, p: &Queued) -> (Processor, Permit) {
+async fn place(core: &CoreState, p: &Queued) -> (Processor, Permit) {
     loop {
         let now = Instant::now();
         if let Some(permit) = fallback_after(core, p, now) {
@@ -228,7 +301,7 @@ async fn place(core: &Core, p: &Queued) -> (Processor, Permit) {
 
 /// `FALLBACK_AFTER_MS`: a payment that waited that long goes to a working fallback while the
 /// default's breaker is open.
-fn fallback_after(core: &Core, p: &Queued, now: Instant) -> Option<Permit> {
+fn fallback_after(core: &CoreState, p: &Queued, now: Instant) -> Option<Permit> {
     let after = core.config.fallback_after?;
     let fallback = &core.upstream(Processor::Fallback).breaker;
     if now.saturating_duration_since(p.accepted_at) >= after
@@ -241,10 +314,10 @@ fn fallback_after(core: &Core, p: &Queued, now: Instant) -> Option<Permit> {
     }
 }
 
-/// Reads each processor's `feePerTransaction` for the router: until known every
+/// Reads each processor's `feePerTransaction` for the routing policy: until known every
 /// `FEE_RETRY` (1 s), then every `FEE_REFRESH` (30 s) (fees do not change during a run; the refresh
-/// follows processors replaced between runs). Until read, [`crate::core::FEE_PRIOR`] holds.
-pub async fn fee_reader(core: Rc<Core>) {
+/// follows processors replaced between runs). Until read, [`crate::core_state::FEE_PRIOR`] holds.
+pub async fn fee_reader(core: Rc<CoreState>) {
     loop {
         for proc in [Processor::Default, Processor::Fallback] {
             let up = core.upstream(proc);

@@ -1,0 +1,389 @@
+//! One core's shard of the store: the payments the processors accepted, the attempts still
+//! in flight, and the window sums the summary aggregator asks for, by the in-flight and
+//! as-of rules of the module doc of [`crate::store`].
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use crate::ids::AcceptedIds;
+use crate::processor::Processor;
+use crate::summary::{AsOf, Totals, Window};
+
+use super::timing::Timing;
+
+/// Identifies one attempt (one `POST /payments` to a processor) within a shard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct AttemptId(u64);
+
+/// One stored payment.
+#[derive(Debug, Clone, Copy)]
+struct Record {
+    requested_at_us: i64,
+    cents: u64,
+    processor: Processor,
+    /// When the attempt the processor kept was sent, and when we learned of it.
+    sent_at: Instant,
+    recorded_at: Instant,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct InFlight {
+    requested_at_us: i64,
+    processor: Processor,
+    sent_at: Instant,
+}
+
+/// How much younger than the response-time estimate an attempt may be and still be
+/// awaited: the estimate includes the way back, so the processor stored it a little
+/// earlier. Small, because an attempt in this band that is not stored yet gets counted.
+const MARGIN: Duration = Duration::from_millis(3);
+/// How often a waiting summary looks again at its awaited attempts.
+const POLL: Duration = Duration::from_millis(2);
+/// Ids reserved in each core's set up front, so a contest run never waits for it to grow: the
+/// final's ~90,600 payments over two instances of one core each is ~45,000 per core (the map
+/// rounds this up to 57,344 before its first growth; 1.5 MiB, resident as it fills).
+const IDS_RESERVED: usize = 1 << 15;
+
+/// One core's shard.
+#[derive(Debug, Default)]
+pub struct Shard {
+    /// The correlation ids intake accepted on this core since the last purge.
+    pub ids: AcceptedIds,
+    records: RefCell<Vec<Record>>,
+    in_flight: RefCell<HashMap<AttemptId, InFlight>>,
+    next_attempt: Cell<u64>,
+    /// The response-time estimates of both processors, from the answers this core got.
+    pub timing: Timing,
+}
+
+impl Shard {
+    pub fn new() -> Self {
+        Self {
+            ids: AcceptedIds::with_capacity(IDS_RESERVED),
+            ..Self::default()
+        }
+    }
+
+    /// An attempt stamped `requested_at_us` is about to be sent to `processor`.
+    pub fn begin_attempt(&self, requested_at_us: i64, processor: Processor) -> AttemptId {
+        let id = AttemptId(self.next_attempt.get());
+        self.next_attempt.set(id.0 + 1);
+        self.in_flight.borrow_mut().insert(
+            id,
+            InFlight {
+                requested_at_us,
+                processor,
+                sent_at: Instant::now(),
+            },
+        );
+        id
+    }
+
+    /// The attempt is known to have stored nothing.
+    pub fn end_attempt(&self, attempt: AttemptId) {
+        self.in_flight.borrow_mut().remove(&attempt);
+    }
+
+    /// The outcome seam: `processor` holds this payment with this `requestedAt`. One call
+    /// per payment, ever.
+    pub fn record(
+        &self,
+        attempt: AttemptId,
+        requested_at_us: i64,
+        cents: u64,
+        processor: Processor,
+    ) {
+        let recorded_at = Instant::now();
+        let sent_at = self
+            .in_flight
+            .borrow_mut()
+            .remove(&attempt)
+            .map_or(recorded_at, |f| f.sent_at);
+        self.records.borrow_mut().push(Record {
+            requested_at_us,
+            cents,
+            processor,
+            sent_at,
+            recorded_at,
+        });
+    }
+
+    /// A payment `processor` stored before this process started (replayed from the journal).
+    /// When it was recorded is not on file: it counts as recorded at its `requestedAt`, the
+    /// moment the processor was expected to store it, so a summary taken at a moment before
+    /// the restart (a peer's, which waited through it) counts it as the processors would.
+    pub fn restore(&self, requested_at_us: i64, cents: u64, processor: Processor) {
+        let at = AsOf::from_wall_us(requested_at_us).0;
+        self.records.borrow_mut().push(Record {
+            requested_at_us,
+            cents,
+            processor,
+            sent_at: at,
+            recorded_at: at,
+        });
+    }
+
+    /// Attempts not finished yet.
+    pub fn in_flight_len(&self) -> usize {
+        self.in_flight.borrow().len()
+    }
+
+    /// Plain sums of the records in `window`.
+    pub fn window(&self, window: Window) -> Totals {
+        let mut totals = Totals::default();
+        for r in self.records.borrow().iter() {
+            if window.contains(r.requested_at_us) {
+                totals.count(r.processor, r.cents);
+            }
+        }
+        totals
+    }
+
+    /// The summary of `window` as the processors saw it at `as_of` (see the module doc):
+    /// the records made by then, plus the attempts in flight then that were old enough to be
+    /// stored already, awaited for at most `bound` if they are still in flight.
+    pub async fn summary(&self, window: Window, as_of: AsOf, bound: Duration) -> Totals {
+        let stored_by_then = |p: Processor, sent: Instant| {
+            as_of.0.saturating_duration_since(sent)
+                >= self.timing.expected_storage(p, sent).saturating_sub(MARGIN)
+        };
+        let mut pending: Vec<AttemptId> = self
+            .in_flight
+            .borrow()
+            .iter()
+            .filter(|(_, f)| f.sent_at <= as_of.0 && window.contains(f.requested_at_us))
+            .filter(|(_, f)| stored_by_then(f.processor, f.sent_at))
+            .map(|(id, _)| *id)
+            .collect();
+        let deadline = Instant::now() + bound;
+        loop {
+            pending.retain(|id| self.in_flight.borrow().contains_key(id));
+            if pending.is_empty() || Instant::now() >= deadline {
+                break;
+            }
+            monoio::time::sleep(POLL).await;
+        }
+        if !pending.is_empty() {
+            tracing::debug!(unresolved = pending.len(), "summary wait bound reached");
+        }
+        let mut totals = Totals::default();
+        for r in self.records.borrow().iter() {
+            if window.contains(r.requested_at_us)
+                && (r.recorded_at <= as_of.0
+                    || (r.sent_at <= as_of.0 && stored_by_then(r.processor, r.sent_at)))
+            {
+                totals.count(r.processor, r.cents);
+            }
+        }
+        totals
+    }
+
+    /// Forgets every record, accepted id and attempt in flight (the contest's setup purge).
+    pub fn purge(&self) {
+        self.records.borrow_mut().clear();
+        self.ids.clear();
+        // Their outcomes are not recorded (queue.rs: a purge forgets what a sender holds), so
+        // no summary may wait for them.
+        self.in_flight.borrow_mut().clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::rc::Rc;
+
+    fn rt<F: std::future::Future<Output = ()>>(f: F) {
+        monoio::start::<monoio::time::TimeDriver<monoio::LegacyDriver>, _>(f)
+    }
+
+    const P: Processor = Processor::Default;
+
+    #[test]
+    fn window_sums_are_inclusive() {
+        let s = Shard::new();
+        for (t, c) in [(1000, 100), (2000, 200), (3000, 300)] {
+            let a = s.begin_attempt(t, P);
+            s.record(a, t, c, P);
+        }
+        let a = s.begin_attempt(2000, Processor::Fallback);
+        s.record(a, 2000, 50, Processor::Fallback);
+        let w = Window {
+            from_us: Some(2000),
+            to_us: Some(3000),
+        };
+        assert_eq!(
+            s.window(w),
+            Totals {
+                requests: [2, 1],
+                cents: [500, 50]
+            }
+        );
+        assert_eq!(s.window(Window::default()).requests, [3, 1]);
+        s.purge();
+        assert_eq!(s.window(Window::default()), Totals::default());
+    }
+
+    #[test]
+    fn old_in_flight_attempts_are_awaited_and_counted() {
+        rt(async {
+            let s = Rc::new(Shard::new());
+            s.timing.observe_latency(P, Duration::from_millis(20));
+            let a = s.begin_attempt(5_000, P);
+            // Older than the estimate: the processor holds it already.
+            monoio::time::sleep(Duration::from_millis(30)).await;
+            let s2 = s.clone();
+            monoio::spawn(async move {
+                monoio::time::sleep(Duration::from_millis(40)).await;
+                s2.record(a, 5_000, 700, P);
+            });
+            let t = s
+                .summary(Window::default(), AsOf::now(), Duration::from_millis(500))
+                .await;
+            assert_eq!(t.requests[0], 1);
+            assert_eq!(t.cents[0], 700);
+        });
+    }
+
+    #[test]
+    fn young_in_flight_attempts_are_not_counted_even_if_they_land() {
+        rt(async {
+            let s = Rc::new(Shard::new());
+            s.timing.observe_latency(P, Duration::from_millis(3000));
+            // An old one that must be awaited keeps the summary waiting while the young lands.
+            s.timing
+                .observe_latency(Processor::Fallback, Duration::from_millis(1));
+            let old = s.begin_attempt(1_000, Processor::Fallback);
+            let young = s.begin_attempt(2_000, P);
+            monoio::time::sleep(Duration::from_millis(20)).await;
+            let s2 = s.clone();
+            monoio::spawn(async move {
+                monoio::time::sleep(Duration::from_millis(10)).await;
+                s2.record(young, 2_000, 100, P);
+                monoio::time::sleep(Duration::from_millis(20)).await;
+                s2.record(old, 1_000, 10, Processor::Fallback);
+            });
+            let t = s
+                .summary(Window::default(), AsOf::now(), Duration::from_millis(500))
+                .await;
+            assert_eq!(
+                t,
+                Totals {
+                    requests: [0, 1],
+                    cents: [0, 10]
+                }
+            );
+            // Asked again after it landed, it counts.
+            assert_eq!(
+                s.summary(Window::default(), AsOf::now(), Duration::ZERO)
+                    .await
+                    .requests,
+                [1, 1]
+            );
+        });
+    }
+
+    #[test]
+    fn the_delay_in_force_when_sent_decides_not_the_latest_one() {
+        rt(async {
+            let s = Rc::new(Shard::new());
+            let t0 = Instant::now();
+            // Sent under a 2 s delay (its neighbour answered after 2 s) ...
+            s.timing.observe_response(P, t0, Duration::from_secs(2));
+            monoio::time::sleep(Duration::from_millis(1)).await;
+            let slow = s.begin_attempt(1_000, P);
+            monoio::time::sleep(Duration::from_millis(30)).await;
+            // ... then the delay dropped: later attempts answer fast.
+            for _ in 0..10 {
+                s.timing.observe_latency(P, Duration::from_millis(5));
+                s.timing
+                    .observe_response(P, Instant::now(), Duration::from_millis(5));
+            }
+            let s2 = s.clone();
+            monoio::spawn(async move {
+                monoio::time::sleep(Duration::from_millis(10)).await;
+                s2.record(slow, 1_000, 100, P);
+            });
+            // 30 ms old, needs 2 s: not stored at the processor yet, not counted.
+            let t = s
+                .summary(Window::default(), AsOf::now(), Duration::from_millis(200))
+                .await;
+            assert_eq!(t.requests, [0, 0]);
+        });
+    }
+
+    #[test]
+    fn the_wait_is_bounded_and_unresolved_attempts_are_left_out() {
+        rt(async {
+            let s = Shard::new();
+            let _a = s.begin_attempt(1_000, P);
+            let t0 = Instant::now();
+            let t = s
+                .summary(Window::default(), AsOf::now(), Duration::from_millis(50))
+                .await;
+            assert!(t0.elapsed() < Duration::from_millis(200));
+            assert_eq!(t, Totals::default());
+            assert_eq!(s.in_flight_len(), 1);
+        });
+    }
+
+    #[test]
+    fn attempts_outside_the_window_are_not_awaited() {
+        rt(async {
+            let s = Shard::new();
+            let _a = s.begin_attempt(1_000, P);
+            let t0 = Instant::now();
+            let w = Window {
+                from_us: Some(2_000),
+                to_us: Some(3_000),
+            };
+            s.summary(w, AsOf::now(), Duration::from_millis(300)).await;
+            assert!(t0.elapsed() < Duration::from_millis(100));
+        });
+    }
+    #[test]
+    fn records_made_after_the_moment_asked_count_only_if_stored_by_then() {
+        rt(async {
+            let s = Shard::new();
+            // The processor answers in 50 ms: an attempt is stored ~50 ms after it was sent.
+            s.timing
+                .observe_response(P, Instant::now(), Duration::from_millis(50));
+            let old = s.begin_attempt(1_000, P);
+            monoio::time::sleep(Duration::from_millis(60)).await;
+            let young = s.begin_attempt(2_000, P);
+            // Asked now; both answers come in only afterwards (a busy core, a slow aggregator).
+            let as_of = AsOf::now();
+            monoio::time::sleep(Duration::from_millis(5)).await;
+            s.record(old, 1_000, 100, P);
+            s.record(young, 2_000, 200, P);
+            // The old one was stored when we were asked, the young one was not.
+            let t = s.summary(Window::default(), as_of, Duration::ZERO).await;
+            assert_eq!(t.requests, [1, 0]);
+            assert_eq!(t.cents, [100, 0]);
+            // Asked after both landed, both count.
+            let t = s
+                .summary(Window::default(), AsOf::now(), Duration::ZERO)
+                .await;
+            assert_eq!(t.requests, [2, 0]);
+        });
+    }
+
+    #[test]
+    fn restored_records_count_from_their_requested_at() {
+        rt(async {
+            let s = Shard::new();
+            let now = crate::time::now_us();
+            let as_of = AsOf::from_wall_us(now - 1_000_000);
+            // Replayed after the moment asked: stored before it counts, after it does not.
+            s.restore(now - 2_000_000, 100, P);
+            s.restore(now - 500_000, 200, P);
+            let t = s.summary(Window::default(), as_of, Duration::ZERO).await;
+            assert_eq!((t.requests, t.cents), ([1, 0], [100, 0]));
+            let t = s
+                .summary(Window::default(), AsOf::now(), Duration::ZERO)
+                .await;
+            assert_eq!((t.requests, t.cents), ([2, 0], [300, 0]));
+        });
+    }
+}

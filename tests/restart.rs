@@ -116,8 +116,8 @@ fn a_restart_with_a_full_queue_fits_the_memory_limit() {
     }
 }
 
-/// The figures of docs/reliability.md ("Restart"): `cargo test --release -p rinha --test
-/// restart -- --ignored --nocapture`.
+/// The figures of docs/benchmarks.md ("Restart time and memory"): `cargo test --release -p
+/// rinha --test restart -- --include-ignored --nocapture`.
 #[test]
 #[ignore = "a measurement: 1,000,000 records, run by hand in release"]
 fn a_million_journal_records_restart_time_and_peak_memory() {

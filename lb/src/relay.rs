@@ -23,8 +23,9 @@
 //! Writes go through the runtime ([`SendMode::Runtime`], the default): on io_uring the write
 //! joins the next read in one `io_uring_enter`. [`SendMode::Direct`] tries one non-blocking
 //! `send(2)` first and only hands the rest to the runtime; it saves the write completion but
-//! costs a syscall of its own, and measured 1-12 % more lb CPU per request on io_uring in
-//! three interleaved `rinha-bench lbs` runs (docs/benchmarks.md), so it is off by default.
+//! costs a syscall of its own, and measured more lb CPU per request on io_uring in
+//! interleaved `rinha-bench lbs` runs (docs/benchmarks.md, "Load balancers", relay
+//! defaults), so it is off by default.
 
 use std::cell::Cell;
 use std::io;

@@ -19,8 +19,8 @@ use crate::server;
 /// put ~4 % of the lb's samples in `get_signal`, the kernel interrupting the thread to run
 /// completion work; `defer` runs that work inside the wait the worker makes anyway, with no
 /// interruption. In interleaved `rinha-bench lbs` runs the three modes measured within noise
-/// of each other (4.4-4.6 CPU-s per 100k requests, docs/benchmarks.md), so the choice rests
-/// on the mechanism.
+/// of each other (docs/benchmarks.md, "Load balancers"), so the choice rests on the
+/// mechanism.
 const RING: RingSize = RingSize {
     entries: 1024,
     completions: None,

@@ -5,11 +5,11 @@
 //! and doubles the table whenever a new descriptor does not fit. In a process with more than
 //! one thread, each doubling waits for an RCU grace period (`expand_fdtable` calls
 //! `synchronize_rcu` when the table is shared), and every thread that opens a descriptor
-//! meanwhile (accept, connect, socket) waits with it. Measured on this machine: 7-16 ms per
-//! doubling at 256, 512, 1,024 and 2,048 descriptors with two threads, a few microseconds
-//! with one. In the contest's ramp the load balancer crosses those sizes at the 128th, 256th
-//! and 512th user (two descriptors per connection), and each crossing stalled POST /payments
-//! by 5-15 ms (docs/benchmarks.md, "Descriptor-table stalls"). Grown once before the
+//! meanwhile (accept, connect, socket) waits with it: milliseconds per doubling with two
+//! threads, microseconds with one. In the contest's ramp the load balancer crosses 256, 512
+//! and 1,024 descriptors at the 128th, 256th and 512th user (two descriptors per
+//! connection), and each crossing stalled POST /payments (figures: docs/benchmarks.md,
+//! "Findings that shaped the design", descriptor-table stalls). Grown once before the
 //! threads exist, the table never has to grow again (it never shrinks).
 
 use std::io;

@@ -19,7 +19,7 @@
 //! same for every path, and the sender's side of a wakeup, epoll's callback or io_uring's
 //! task-work queueing, runs in them), and the latency.
 //!
-//! What it found (docs/benchmarks.md, "The receive paths alone"): at the contest's rates
+//! What it found (docs/benchmarks.md, "io_uring vs epoll", the receive path alone): at the contest's rates
 //! nothing beats epoll and multishot does not help: most of a message's cost is the thread
 //! falling asleep and waking, which every path pays alike. Once messages queue (closed loop)
 //! io_uring wins, multishot a little more. So the contest-rate CPU is not a receive-path

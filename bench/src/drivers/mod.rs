@@ -7,8 +7,10 @@
 //! payments ([`payments`]), and the closed-loop saturation, with the CPU time and peak RSS of
 //! the lb and both backends, each window running on until the [`backlog`] of accepted payments
 //! is recorded. [`summary`] takes the medians per driver, their spread and their ratio;
-//! [`chart`] draws the percentiles. [`compare`] is the library entry point.
+//! [`chart`] draws the percentiles. [`compare`] is the library entry point. With
+//! `--backend-alone`, [`backend`] measures one backend without the lb instead.
 
+pub mod backend;
 pub mod backlog;
 pub mod chart;
 pub mod payments;
@@ -110,6 +112,8 @@ pub struct Args {
     pub quiet: bool,
     #[command(flatten)]
     pub stack: StackOpts,
+    #[command(flatten)]
+    pub backend: backend::BackendArgs,
 }
 
 impl Args {
@@ -151,6 +155,9 @@ impl Comparison {
 
 /// Runs `rinha-bench drivers`.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if args.backend.backend_alone {
+        return backend::run(&args);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -5,9 +5,11 @@
 //!   runtime's next batch;
 //! - [`handoff`]: passing an accepted connection to another process (`SCM_RIGHTS`), the
 //!   load balancer's hand-over mode;
-//! - [`uring`]: how an io_uring ring runs its completion work (`URING_TASKRUN`).
+//! - [`uring`]: how an io_uring ring runs its completion work (`URING_TASKRUN`);
+//! - [`sched`]: the threads' scheduler slice (`SCHED_SLICE_US`).
 
 pub mod fds;
 pub mod handoff;
+pub mod sched;
 pub mod send;
 pub mod uring;

@@ -17,6 +17,7 @@ pub mod payments;
 pub mod session;
 pub mod summary;
 pub mod verify;
+pub mod wrk;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -72,6 +72,13 @@ pub fn run(config: Config) -> Result<usize, StartError> {
     let signals = Signals::block();
     let driver = Driver::choose(config.io_driver, config.uring_taskrun, RING)?;
     reserve_descriptors(&config);
+    // Before any thread exists, so every thread inherits it.
+    if let Some(slice) = config.sched_slice {
+        match rinha_sys::sched::set_slice(slice) {
+            Ok(()) => tracing::info!(slice_us = slice.as_micros() as u64, "scheduler slice set"),
+            Err(e) => tracing::warn!(error = %e, "cannot set the scheduler slice (Linux 6.12+)"),
+        }
+    }
     let resolved = [
         resolve_logged(&config.resolver, "default", &config.default_url),
         resolve_logged(&config.resolver, "fallback", &config.fallback_url),

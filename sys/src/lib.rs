@@ -11,13 +11,15 @@
 //!   thread; [`both_drivers!`], the tests of either server under both;
 //! - [`listener`]: TCP listeners sharing a port (`SO_REUSEPORT`), one per runtime;
 //! - [`cap`]: the process-wide connection cap (`MAX_CONNECTIONS`);
-//! - [`signals`]: SIGTERM/SIGINT taken by `sigwait`, for graceful shutdown.
+//! - [`signals`]: SIGTERM/SIGINT taken by `sigwait`, for graceful shutdown;
+//! - [`sched`]: the threads' scheduler slice (`SCHED_SLICE_US`).
 
 pub mod cap;
 pub mod driver;
 pub mod fds;
 pub mod handoff;
 pub mod listener;
+pub mod sched;
 pub mod send;
 pub mod signals;
 pub mod uring;

@@ -8,12 +8,15 @@
 //! peak RSS of the lb and both backends, each window running on until the backlog of accepted
 //! payments is recorded ([`crate::contest::backlog`]). [`summary`] takes the medians per
 //! driver, their spread and their ratio; [`chart`] draws the percentiles. [`compare`] is the
-//! library entry point.
+//! library entry point. With `--backend-alone`, [`backend`] measures one backend without the
+//! lb instead.
 
+pub mod backend;
 pub mod chart;
 pub mod session;
 pub mod summary;
 pub mod verify;
+pub mod wrk;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -109,6 +112,8 @@ pub struct Args {
     pub quiet: bool,
     #[command(flatten)]
     pub stack: StackOpts,
+    #[command(flatten)]
+    pub backend: backend::BackendArgs,
 }
 
 from_flags!(Args, "drivers");
@@ -141,6 +146,9 @@ impl Comparison {
 
 /// Runs `rinha-bench drivers`.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if args.backend.backend_alone {
+        return backend::run(&args);
+    }
     let comparison = crate::stack::run_until_interrupted(2, compare(&args))?;
     print!("{}", comparison.table());
     if let Some(path) = &args.json {

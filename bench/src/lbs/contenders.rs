@@ -5,7 +5,7 @@
 //! so `/proc/PID/stat` and `VmHWM` of that one pid are its whole cost.
 
 use std::fmt;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -275,22 +275,6 @@ pub fn apt_install() -> anyhow::Result<()> {
         bail!("apt-get install {} failed", APT_PACKAGES.join(" "));
     }
     Ok(())
-}
-
-/// Picks `count` free loopback ports: `base..base+count`, or ephemeral ones the kernel hands out.
-pub fn pick_ports(base: Option<u16>, count: usize) -> anyhow::Result<Vec<u16>> {
-    if let Some(base) = base {
-        return (0..count)
-            .map(|n| u16::try_from(usize::from(base) + n).context("port range past 65535"))
-            .collect();
-    }
-    // Held together so the kernel does not hand out the same port twice.
-    let held: Vec<TcpListener> = (0..count)
-        .map(|_| TcpListener::bind("127.0.0.1:0"))
-        .collect::<Result<_, _>>()?;
-    held.iter()
-        .map(|listener| Ok(listener.local_addr()?.port()))
-        .collect()
 }
 
 #[cfg(test)]

@@ -176,7 +176,7 @@ fn compare(
         rinha_lb,
         rinha_lb_driver: &args.lb_io_driver,
     };
-    let ports = contenders::pick_ports(args.port_base, entries.len())?;
+    let ports = crate::stack::pick_ports(args.port_base, entries.len())?;
     let mut started: Vec<Contender> = Vec::with_capacity(entries.len());
     for (entry, &port) in entries.iter().zip(&ports) {
         started.push(contenders::start(entry, port, &setup)?);

@@ -140,6 +140,25 @@ impl StackOpts {
     }
 }
 
+/// Picks `count` free loopback ports: `base..base+count`, or ephemeral ones the kernel hands out.
+pub fn pick_ports(base: Option<u16>, count: usize) -> anyhow::Result<Vec<u16>> {
+    if let Some(base) = base {
+        return (0..count)
+            .map(|n| {
+                u16::try_from(usize::from(base) + n)
+                    .map_err(|_| anyhow::anyhow!("port range past 65535"))
+            })
+            .collect();
+    }
+    // Held together so the kernel does not hand out the same port twice.
+    let held: Vec<std::net::TcpListener> = (0..count)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+        .collect::<Result<_, _>>()?;
+    held.iter()
+        .map(|listener| Ok(listener.local_addr()?.port()))
+        .collect()
+}
+
 /// Runs `work` on a multi-threaded runtime of `workers` threads until it ends, or fails it
 /// with "interrupted" on Ctrl-C or SIGTERM: dropping `work` drops any stack it started, which
 /// kills every child.

@@ -154,8 +154,9 @@ pub struct Args {
     pub io_driver: IoDriver,
     /// io_uring task-work mode (ignored under epoll); falls back to `default` if refused.
     /// `defer`: in `default` the kernel interrupts a busy core to finish each receive at once,
-    /// and that receive spins on the socket lock the client's CPU still holds; at saturation
-    /// that made io_uring cost 1.5x epoll's CPU per request, `defer` 0.9x (issue 19).
+    /// and that receive spins on the socket lock the client's CPU still holds, which made
+    /// io_uring cost more than epoll per request at saturation (docs/benchmarks.md, "io_uring
+    /// vs epoll").
     #[arg(long, env = "URING_TASKRUN", value_enum, default_value_t = Taskrun::Defer)]
     pub uring_taskrun: Taskrun,
     /// Send to the fallback a payment that has waited this long (when it is healthy); off if unset.
@@ -225,8 +226,8 @@ pub struct Args {
     pub response_send: ResponseSend,
     /// The scheduler slice of every thread, microseconds (Linux 6.12+, 100-100000; 0 keeps the
     /// kernel's, 1.4 ms on 2 CPUs): a thread woken by a request runs at once instead of waiting
-    /// out the slice of a busy client's thread (`rinha_sys::sched`). 100: under the real k6 the
-    /// preview's p99 went from 2.23-2.31 ms to 1.66-1.85 ms, below nginx's 1.92-2.50 (issue 19).
+    /// out the slice of a busy client's thread (`rinha_sys::sched`; figures: docs/benchmarks.md,
+    /// "p99: how much of it is the client's").
     #[arg(long, env = "SCHED_SLICE_US", default_value_t = 100)]
     pub sched_slice_us: u64,
     /// `unix:/path.sock` where `rinha-lb` in hand-over mode passes client connections

@@ -46,7 +46,6 @@ const RING: RingSize = RingSize {
 #[derive(Debug)]
 struct Ready {
     tcp_addr: Option<SocketAddr>,
-    legacy: bool,
 }
 
 /// Why the server could not start.
@@ -98,7 +97,6 @@ pub fn run(config: Config) -> Result<usize, StartError> {
 
     let cap = ConnectionCap::new(config.max_connections);
     let mut cores = Vec::new();
-    let mut legacy = false;
     for (id, shard_rx) in shard_rxs.into_iter().enumerate() {
         let start = CoreStart {
             id,
@@ -115,10 +113,9 @@ pub fn run(config: Config) -> Result<usize, StartError> {
         if let Some(addr) = ready.tcp_addr {
             prepared.set_tcp_addr(addr);
         }
-        legacy |= ready.legacy;
         cores.push(core);
     }
-    log_started(&config, &prepared, handoff_socket.as_ref(), legacy);
+    log_started(&config, driver, &prepared, handoff_socket.as_ref());
 
     let signal = signals.wait();
     tracing::info!(signal, "shutting down");
@@ -219,11 +216,11 @@ fn spawn_core(start: CoreStart, driver: Driver) -> Result<(CoreThread, Ready), S
 }
 
 /// The start log line (docs/architecture.md).
-fn log_started(config: &Config, prepared: &Prepared, handoff: Option<&Prepared>, legacy: bool) {
+fn log_started(config: &Config, driver: Driver, prepared: &Prepared, handoff: Option<&Prepared>) {
     tracing::info!(
         "rinha started version={} driver={} workers={} listen={} default={} fallback={} peers={} handoff={}",
         env!("CARGO_PKG_VERSION"),
-        if legacy { "epoll" } else { "io_uring" },
+        driver,
         config.workers,
         prepared.describe(),
         config.default_url,
@@ -311,7 +308,6 @@ async fn core_main(
     };
     let _ = ready_tx.send(Ok(Ready {
         tcp_addr: listener.tcp_addr(),
-        legacy: monoio::utils::is_legacy(),
     }));
     spawn_tasks(&core, shard_rx);
     accept_until_stopped(&listener, &core, &cap, &stop_rx).await;

@@ -187,6 +187,10 @@ pub struct Args {
     /// and of its peers); each core takes an equal share. The processor admits 800 at once.
     #[arg(long, env = "MAX_IN_FLIGHT", default_value_t = 640)]
     pub max_in_flight: usize,
+    /// Processor calls one core starts (connects and writes) at once, per processor; the rest
+    /// wait their turn, so a herd of senders leaving together does not hold up the intake.
+    #[arg(long, env = "CALL_STARTS", default_value_t = 8)]
+    pub call_starts: usize,
     /// Routing: the chance per second of waiting that a payment not stored yet is never stored
     /// (the run ends, the instance dies); what a processor's slowness costs against its fee.
     #[arg(long, env = "ROUTE_RISK_PER_S", default_value_t = 0.02)]
@@ -259,6 +263,8 @@ pub struct Config {
     pub senders: usize,
     /// Calls in flight to one processor from one core at most.
     pub lane_cap: u32,
+    /// Calls to one processor one core starts at once (`CALL_STARTS`).
+    pub call_starts: usize,
     pub policy: Policy,
     pub processor_token: String,
     pub processor_timeout: Duration,
@@ -298,6 +304,9 @@ impl Config {
         }
         if args.max_in_flight == 0 {
             return Err(ConfigError::Range("MAX_IN_FLIGHT", "at least 1"));
+        }
+        if !(1..=4096).contains(&args.call_starts) {
+            return Err(ConfigError::Range("CALL_STARTS", "between 1 and 4096"));
         }
         if !(args.route_risk_per_s > 0.0 && args.route_risk_per_s.is_finite()) {
             return Err(ConfigError::Range("ROUTE_RISK_PER_S", "a positive number"));
@@ -374,6 +383,7 @@ impl Config {
             queue_basis,
             senders,
             lane_cap,
+            call_starts: args.call_starts,
             policy: Policy {
                 risk_per_s: args.route_risk_per_s,
                 outage_factor: args.route_outage_factor,
@@ -477,6 +487,10 @@ mod tests {
         assert_eq!(Config::from_args(args).unwrap().peers.len(), 2);
         let args = Args::parse_from(["rinha", "--route-risk-per-s", "0"]);
         assert!(Config::from_args(args).is_err());
+        let args = Args::parse_from(["rinha", "--call-starts", "0"]);
+        assert!(Config::from_args(args).is_err());
+        let args = Args::parse_from(["rinha", "--call-starts", "3"]);
+        assert_eq!(Config::from_args(args).unwrap().call_starts, 3);
     }
 
     #[test]

@@ -60,7 +60,12 @@ impl CoreState {
         journal: Option<GroupCommit>,
     ) -> Self {
         let upstream = |p: Processor, url: &crate::config::ProcessorUrl| Upstream {
-            client: ProcessorClient::new(url.clone(), resolved[p.index()], config.resolver.clone()),
+            client: ProcessorClient::new(
+                url.clone(),
+                resolved[p.index()],
+                config.resolver.clone(),
+                config.call_starts,
+            ),
             breaker: Breaker::with_cap(config.lane_cap),
             fee: Cell::new(FEE_PRIOR[p.index()]),
             fee_known: Cell::new(false),

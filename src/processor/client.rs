@@ -1,6 +1,15 @@
 //! A keep-alive HTTP/1.1 client for one processor on one core: `POST /payments` and
 //! `GET /payments/{id}` over monoio TCP, with a small pool of idle connections.
 //!
+//! Calls start in turns: at most `CALL_STARTS` of them are connecting or writing their request
+//! at once, and the rest wait for a turn (fairly, in order). When every sender of a core leaves
+//! at once (a routing change onto a processor whose answers now take a second, so each call
+//! needs a connection of its own), the core would otherwise open hundreds of connections in one
+//! turn of its event loop, tens of milliseconds in which no client is answered: the official
+//! test's second 30 had the run's slowest answers for that reason (docs/benchmarks.md, "Findings
+//! that shaped the design"). Waiting for a turn counts against the call's timeout, and a call
+//! that times out there was never sent ([`CallError::Connect`]).
+//!
 //! The processor's name is resolved at start and looked up again after a connect error, off
 //! the event loop ([`Address`]): a connect never waits for a lookup. Errors say whether the
 //! request may have reached the processor: [`CallError::Connect`] means it did not,
@@ -11,11 +20,13 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use local_sync::semaphore::{Semaphore, SemaphorePermit};
+use monoio::io::AsyncWriteRentExt;
 use monoio::net::TcpStream;
 use uuid::Uuid;
 
 use crate::config::ProcessorUrl;
-use crate::http::client::{exchange, ExchangeError, Response};
+use crate::http::client::{read_response, ExchangeError, Response};
 use crate::payment::{decimal_to_cents, write_amount};
 use crate::processor::resolve::{Address, Resolver};
 use crate::time::{format_iso_ms, parse_iso};
@@ -57,15 +68,24 @@ pub struct ProcessorClient {
     url: ProcessorUrl,
     address: Address,
     idle: RefCell<Vec<TcpStream>>,
+    /// Turns to start a call (module doc).
+    starts: Semaphore,
 }
 
 impl ProcessorClient {
-    /// `addr` is the start-time resolution (`None` if it failed: looked up again on use).
-    pub fn new(url: ProcessorUrl, addr: Option<SocketAddr>, resolver: Resolver) -> Self {
+    /// `addr` is the start-time resolution (`None` if it failed: looked up again on use);
+    /// `starts` calls may be starting at once.
+    pub fn new(
+        url: ProcessorUrl,
+        addr: Option<SocketAddr>,
+        resolver: Resolver,
+        starts: usize,
+    ) -> Self {
         ProcessorClient {
             address: Address::new(url.authority.clone(), resolver, addr),
             url,
             idle: RefCell::new(Vec::new()),
+            starts: Semaphore::new(starts),
         }
     }
 
@@ -137,13 +157,25 @@ impl ProcessorClient {
 
     async fn call(&self, request: Vec<u8>, timeout: Duration) -> Result<Response, CallError> {
         let deadline = Instant::now() + timeout;
-        let pooled = self.idle.borrow_mut().pop();
-        let mut stream = match pooled {
-            Some(s) => s,
-            None => self.connect(timeout).await.map_err(CallError::Connect)?,
+        // Nothing has been sent while waiting for a turn or a connection.
+        let (turn, mut stream) = match monoio::time::timeout(timeout, self.open(timeout)).await {
+            Ok(opened) => opened.map_err(CallError::Connect)?,
+            Err(_) => {
+                let e = format!("no turn to start a call within {timeout:?}");
+                return Err(CallError::Connect(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    e,
+                )));
+            }
         };
         let left = deadline.saturating_duration_since(Instant::now());
-        match monoio::time::timeout(left, exchange(&mut stream, request)).await {
+        let answer = monoio::time::timeout(left, async {
+            let (written, _) = stream.write_all(request).await;
+            drop(turn);
+            written?;
+            read_response(&mut stream).await
+        });
+        match answer.await {
             Ok(Ok(resp)) => {
                 if resp.keep_alive {
                     let mut idle = self.idle.borrow_mut();
@@ -158,6 +190,21 @@ impl ProcessorClient {
             )) => Err(CallError::Unknown(e.to_string())),
             Err(_) => Err(CallError::Unknown(format!("no answer within {timeout:?}"))),
         }
+    }
+
+    /// Waits for a turn to start a call, then takes an idle connection or opens one.
+    async fn open(&self, timeout: Duration) -> io::Result<(SemaphorePermit<'_>, TcpStream)> {
+        let turn = self
+            .starts
+            .acquire()
+            .await
+            .expect("the semaphore is never closed");
+        let pooled = self.idle.borrow_mut().pop();
+        let stream = match pooled {
+            Some(s) => s,
+            None => self.connect(timeout).await?,
+        };
+        Ok((turn, stream))
     }
 
     async fn connect(&self, timeout: Duration) -> io::Result<TcpStream> {
@@ -246,6 +293,99 @@ fn fee_per_transaction(body: &[u8]) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use std::rc::Rc;
+
+    use clap::ValueEnum;
+    use rinha_sys::driver::{Driver, IoDriver, RingSize};
+    use rinha_sys::uring::Taskrun;
+
+    /// A listener whose accept queue is full, so that a connect to it stays pending (the
+    /// kernel drops its SYN), and the connections that filled it.
+    fn full_listener() -> (socket2::Socket, SocketAddr, Vec<std::net::TcpStream>) {
+        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+            .expect("socket");
+        socket
+            .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+            .expect("bind");
+        socket.listen(0).expect("listen");
+        let addr = socket.local_addr().unwrap().as_socket().unwrap();
+        let mut filling = Vec::new();
+        while let Ok(c) = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+            filling.push(c);
+            assert!(filling.len() < 64, "the accept queue never fills");
+        }
+        (socket, addr, filling)
+    }
+
+    /// Sockets of this machine still connecting (`SYN_SENT`) to `addr`.
+    fn connecting_to(addr: SocketAddr) -> usize {
+        let SocketAddr::V4(v4) = addr else {
+            unreachable!()
+        };
+        let remote = format!(
+            "{:08X}:{:04X}",
+            u32::from_le_bytes(v4.ip().octets()),
+            v4.port()
+        );
+        std::fs::read_to_string("/proc/net/tcp")
+            .expect("/proc/net/tcp")
+            .lines()
+            .skip(1)
+            .filter(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                fields.get(2) == Some(&remote.as_str()) && fields.get(3) == Some(&"02")
+            })
+            .count()
+    }
+
+    /// Six calls at once to a processor whose connects hang: only `starts` of them connect,
+    /// the rest wait for a turn without opening a socket, and all fail as never sent.
+    fn calls_start_in_turns(driver: &str) {
+        let driver = Driver::choose(
+            IoDriver::from_str(driver, true).unwrap(),
+            Taskrun::Defer,
+            RingSize {
+                entries: 64,
+                completions: None,
+            },
+        )
+        .expect("driver");
+        let (_listener, addr, _filling) = full_listener();
+        for starts in [2, 6] {
+            let url = ProcessorUrl::parse(&format!("http://{addr}")).unwrap();
+            let client = Rc::new(ProcessorClient::new(
+                url,
+                Some(addr),
+                Resolver::system(),
+                starts,
+            ));
+            let connecting = driver
+                .block_on(async move {
+                    let calls: Vec<_> = (0..6)
+                        .map(|_| {
+                            let client = client.clone();
+                            monoio::spawn(async move {
+                                let id = Uuid::new_v4();
+                                client
+                                    .post_payment(&id, 1990, 0, Duration::from_secs(1))
+                                    .await
+                            })
+                        })
+                        .collect();
+                    monoio::time::sleep(Duration::from_millis(300)).await;
+                    let connecting = connecting_to(addr);
+                    for call in calls {
+                        // Every one fails unsent: in its connect or waiting for a turn.
+                        assert!(matches!(call.await, Err(CallError::Connect(_))));
+                    }
+                    connecting
+                })
+                .expect("runtime");
+            assert_eq!(connecting, starts, "connects under way with {starts} turns");
+        }
+    }
+    rinha_sys::both_drivers!(calls_start_in_turns);
 
     #[test]
     fn admin_summary_body() {

@@ -5,10 +5,10 @@
 //! at once, and the rest wait for a turn (fairly, in order). When every sender of a core leaves
 //! at once (a routing change onto a processor whose answers now take a second, so each call
 //! needs a connection of its own), the core would otherwise open hundreds of connections in one
-//! turn of its event loop, tens of milliseconds in which no client is answered: the official
-//! test's second 30 had the run's slowest answers for that reason (docs/benchmarks.md, "Findings
-//! that shaped the design"). Waiting for a turn counts against the call's timeout, and a call
-//! that times out there was never sent ([`CallError::Connect`]).
+//! turn of its event loop, tens of milliseconds in which no client is answered
+//! (docs/benchmarks.md, "p99: how much of it is the client's"). Waiting for a turn counts
+//! against the call's timeout, and a call that times out there was never sent
+//! ([`CallError::Connect`]).
 //!
 //! The processor's name is resolved at start and looked up again after a connect error, off
 //! the event loop ([`Address`]): a connect never waits for a lookup. Errors say whether the

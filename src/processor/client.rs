@@ -15,10 +15,10 @@
 //! request may have reached the processor: [`CallError::Connect`] means it did not,
 //! [`CallError::Unknown`] means it may have been stored.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::io;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use local_sync::semaphore::{Semaphore, SemaphorePermit};
 use monoio::io::AsyncWriteRentExt;
@@ -155,40 +155,38 @@ impl ProcessorClient {
         })
     }
 
+    /// One timer covers the whole call, its turn and connect included; where it fires tells
+    /// whether the request may have gone out.
     async fn call(&self, request: Vec<u8>, timeout: Duration) -> Result<Response, CallError> {
-        let deadline = Instant::now() + timeout;
-        // Nothing has been sent while waiting for a turn or a connection.
-        let (turn, mut stream) = match monoio::time::timeout(timeout, self.open(timeout)).await {
-            Ok(opened) => opened.map_err(CallError::Connect)?,
-            Err(_) => {
-                let e = format!("no turn to start a call within {timeout:?}");
-                return Err(CallError::Connect(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    e,
-                )));
-            }
-        };
-        let left = deadline.saturating_duration_since(Instant::now());
-        let answer = monoio::time::timeout(left, async {
+        let writing = Cell::new(false);
+        let attempt = async {
+            let (turn, mut stream) = self.open(timeout).await.map_err(CallError::Connect)?;
+            writing.set(true);
             let (written, _) = stream.write_all(request).await;
             drop(turn);
-            written?;
-            read_response(&mut stream).await
-        });
-        match answer.await {
-            Ok(Ok(resp)) => {
-                if resp.keep_alive {
-                    let mut idle = self.idle.borrow_mut();
-                    if idle.len() < MAX_IDLE {
-                        idle.push(stream);
-                    }
-                }
-                Ok(resp)
+            let resp = match written {
+                Ok(_) => read_response(&mut stream).await,
+                Err(e) => Err(ExchangeError::Io(e)),
             }
-            Ok(Err(
-                e @ (ExchangeError::Io(_) | ExchangeError::Closed | ExchangeError::Malformed),
-            )) => Err(CallError::Unknown(e.to_string())),
-            Err(_) => Err(CallError::Unknown(format!("no answer within {timeout:?}"))),
+            .map_err(|e| CallError::Unknown(e.to_string()))?;
+            if resp.keep_alive {
+                let mut idle = self.idle.borrow_mut();
+                if idle.len() < MAX_IDLE {
+                    idle.push(stream);
+                }
+            }
+            Ok(resp)
+        };
+        match monoio::time::timeout(timeout, attempt).await {
+            Ok(result) => result,
+            Err(_) if writing.get() => {
+                Err(CallError::Unknown(format!("no answer within {timeout:?}")))
+            }
+            // Nothing has been sent while waiting for a turn or a connection.
+            Err(_) => Err(CallError::Connect(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("no connection within {timeout:?}"),
+            ))),
         }
     }
 

@@ -23,7 +23,7 @@ run() {
   sleep 0.5
   for i in 1 2; do
     local j=$((3-i))
-    env LISTEN="unix:$D/b$i.sock" PEERS="unix:$D/b$j.sock" HANDOFF_LISTEN="unix:$D/b$i.handoff.sock" \
+    env LISTEN="unix:$D/b$i.sock" PEERS="unix:$D/b$j.peer.sock" PEER_LISTEN="unix:$D/b$i.peer.sock" HANDOFF_LISTEN="unix:$D/b$i.handoff.sock" \
       PROCESSOR_DEFAULT_URL=http://127.0.0.1:25001 PROCESSOR_FALLBACK_URL=http://127.0.0.1:25002 \
       WORKERS=1 "$T/rinha" > "$D/b$i.log" 2>&1 & bpids+=($!)
   done

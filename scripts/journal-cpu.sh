@@ -15,7 +15,7 @@ sleep 0.5
 bpids=()
 for i in 1 2; do
   j=$((3-i))
-  env=(LISTEN=unix:$D/b$i.sock PEERS=unix:$D/b$j.sock PROCESSOR_DEFAULT_URL=http://127.0.0.1:25001 PROCESSOR_FALLBACK_URL=http://127.0.0.1:25002 WORKERS=1)
+  env=(LISTEN=unix:$D/b$i.sock PEERS=unix:$D/b$j.peer.sock PEER_LISTEN=unix:$D/b$i.peer.sock PROCESSOR_DEFAULT_URL=http://127.0.0.1:25001 PROCESSOR_FALLBACK_URL=http://127.0.0.1:25002 WORKERS=1)
   case $MODE in
     journal) env+=(DATA_DIR=$D/data$i JOURNAL_SYNC=none);;
     batch) env+=(DATA_DIR=$D/data$i JOURNAL_SYNC=batch);;

@@ -1,32 +1,9 @@
 //! What the container allows this process: the CPUs (affinity mask and cgroup v2 CPU quota)
-//! and the memory (`MEMORY_LIMIT_MB`, cgroup v2 `memory.max`, else the machine's), read once
-//! at start for the configuration's defaults.
+//! and the memory (`MEMORY_LIMIT_MB`, cgroup v2 `memory.max`, cgroup v1
+//! `memory.limit_in_bytes`, else the machine's; read in `rinha_sys::cgroup`, which the load
+//! balancer shares), read once at start for the configuration's defaults.
 
-/// The memory this process may use and where that was read: `MEMORY_LIMIT_MB`, else the
-/// cgroup v2 limit, else the machine's memory (`None` if nothing says).
-pub fn memory_limit(explicit_mb: Option<u64>) -> Option<(u64, &'static str)> {
-    if let Some(mb) = explicit_mb {
-        return Some((mb.saturating_mul(1 << 20), "MEMORY_LIMIT_MB"));
-    }
-    let cgroup = std::fs::read_to_string("/sys/fs/cgroup/memory.max").ok();
-    if let Some(bytes) = cgroup.as_deref().and_then(cgroup_memory) {
-        return Some((bytes, "cgroup memory.max"));
-    }
-    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
-    Some((mem_total(&meminfo)?, "machine memory"))
-}
-
-/// Parses cgroup v2 `memory.max` ("max" or bytes).
-fn cgroup_memory(text: &str) -> Option<u64> {
-    text.trim().parse().ok()
-}
-
-/// `MemTotal` of `/proc/meminfo`, in bytes.
-fn mem_total(meminfo: &str) -> Option<u64> {
-    let kib = meminfo.lines().find_map(|l| l.strip_prefix("MemTotal:"))?;
-    let kib: u64 = kib.trim().trim_end_matches("kB").trim().parse().ok()?;
-    Some(kib * 1024)
-}
+pub use rinha_sys::cgroup::memory_limit;
 
 /// CPUs this process may use: the affinity mask, capped by a cgroup v2 CPU quota (rounded up),
 /// so a container limited to 0.75 CPU runs one runtime, not one per host core.
@@ -58,14 +35,5 @@ mod tests {
         assert_eq!(cgroup_quota("max 100000"), None);
         assert_eq!(cgroup_quota("150000 100000\n"), Some(2));
         assert_eq!(cgroup_quota("50000 100000"), Some(1));
-    }
-
-    #[test]
-    fn memory_limits() {
-        assert_eq!(cgroup_memory("max\n"), None);
-        assert_eq!(cgroup_memory("157286400\n"), Some(150 << 20));
-        let meminfo = "MemTotal:       24684544 kB\nMemFree:        22483944 kB\n";
-        assert_eq!(mem_total(meminfo), Some(24_684_544 * 1024));
-        assert_eq!(memory_limit(Some(64)), Some((64 << 20, "MEMORY_LIMIT_MB")));
     }
 }

@@ -6,10 +6,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
+use rinha_sys::discovery::{DnsName, Lookup};
 use rinha_sys::driver::IoDriver;
 use rinha_sys::uring::Taskrun;
 
 use crate::cgroup::{available_cpus, memory_limit};
+use crate::fees::Fees;
 use crate::journal::SyncMode;
 use crate::processor::resolve::Resolver;
 use crate::route::Policy;
@@ -116,6 +118,21 @@ pub enum ConfigError {
     /// A number out of its range.
     #[error("{0} must be {1}")]
     Range(&'static str, &'static str),
+    /// `{hostname}` used, but the host's name cannot be read.
+    #[error("{{hostname}} in {0}: cannot read the host name: {1}")]
+    Hostname(&'static str, String),
+}
+
+/// `text` with every `{hostname}` replaced by this host's name (its UTS namespace's: each
+/// container of a scaled service has its own), so replicas sharing a socket directory name
+/// their sockets apart (`HANDOFF_LISTEN=unix:/sockets/{hostname}.handoff.sock`).
+pub fn with_hostname(text: &str, var: &'static str) -> Result<String, ConfigError> {
+    if !text.contains("{hostname}") {
+        return Ok(text.to_owned());
+    }
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map_err(|e| ConfigError::Hostname(var, e.to_string()))?;
+    Ok(text.replace("{hostname}", name.trim()))
 }
 
 /// Command line and environment of `rinha`.
@@ -126,7 +143,7 @@ pub enum ConfigError {
     about = "Rinha de Backend 2025 payment intermediary"
 )]
 pub struct Args {
-    /// `unix:/path.sock` or `host:port`.
+    /// `unix:/path.sock` or `host:port`; `{hostname}` stands for the host's name.
     #[arg(long, env = "LISTEN", default_value = "0.0.0.0:8080")]
     pub listen: String,
     /// Default processor base URL.
@@ -143,9 +160,18 @@ pub struct Args {
         default_value = "http://payment-processor-fallback:8080"
     )]
     pub processor_fallback_url: String,
-    /// Comma list of other instances whose shards join the summary.
+    /// Comma list of other instances whose shards join the summary: `unix:/p.sock`,
+    /// `host:port`, or `dns:name:port` for every A/AAAA record of `name` (this instance
+    /// skips itself).
     #[arg(long, env = "PEERS", default_value = "")]
     pub peers: String,
+    /// How often `dns:` peers are resolved again (also at once after a failed peer call).
+    #[arg(long, env = "DISCOVERY_EVERY_MS", default_value_t = 2000)]
+    pub discovery_every_ms: u64,
+    /// A `dns:` peer once seen is still asked by every summary (which fails while it does
+    /// not answer) until its name has left the records for this long.
+    #[arg(long, env = "PEER_FORGET_MS", default_value_t = 300_000)]
+    pub peer_forget_ms: u64,
     /// Runtimes (threads), one per core; default: CPUs the process may use.
     #[arg(long, env = "WORKERS")]
     pub workers: Option<usize>,
@@ -202,6 +228,9 @@ pub struct Args {
     /// The processors' admin token, to read their `feePerTransaction`.
     #[arg(long, env = "PROCESSOR_TOKEN", default_value = "123")]
     pub processor_token: String,
+    /// The processors' fees, default then fallback (`0.05,0.15`): when set, they are not read.
+    #[arg(long, env = "PROCESSOR_FEES")]
+    pub processor_fees: Option<Fees>,
     /// How long one processor call may take before its outcome is called unknown.
     #[arg(long, env = "PROCESSOR_TIMEOUT_MS", default_value_t = 6000)]
     pub processor_timeout_ms: u64,
@@ -213,8 +242,9 @@ pub struct Args {
     #[arg(long, env = "PEER_TIMEOUT_MS", default_value_t = 1200)]
     pub peer_timeout_ms: u64,
     /// Open client connections the whole process holds at most; more are closed at once.
-    #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 8192)]
-    pub max_connections: usize,
+    /// Default: what a quarter of the memory limit holds ([`max_connections_for`]).
+    #[arg(long, env = "MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
     /// A connection with no request in progress is closed after this long.
     #[arg(long, env = "IDLE_TIMEOUT_MS", default_value_t = 60_000)]
     pub idle_timeout_ms: u64,
@@ -235,9 +265,17 @@ pub struct Args {
     #[arg(long, env = "SCHED_SLICE_US", default_value_t = 100)]
     pub sched_slice_us: u64,
     /// `unix:/path.sock` where `rinha-lb` in hand-over mode passes client connections
-    /// (`LB_MODE=handoff`); unset: no hand-over.
+    /// (`LB_MODE=handoff`); unset: no hand-over. `{hostname}` stands for the host's name.
     #[arg(long, env = "HANDOFF_LISTEN")]
     pub handoff_listen: Option<String>,
+    /// `host:port` or `unix:/path.sock` answering `GET /metrics` (Prometheus text), apart
+    /// from the public `LISTEN`; unset: no metrics.
+    #[arg(long, env = "METRICS_LISTEN")]
+    pub metrics_listen: Option<String>,
+    /// `unix:/path.sock` or `host:port` where the peers ask for this instance's part of a
+    /// summary or purge (`/internal/*`, answered nowhere else); required with `PEERS`.
+    #[arg(long, env = "PEER_LISTEN")]
+    pub peer_listen: Option<String>,
 }
 
 /// The validated configuration.
@@ -247,6 +285,14 @@ pub struct Config {
     pub default_url: ProcessorUrl,
     pub fallback_url: ProcessorUrl,
     pub peers: Vec<Endpoint>,
+    /// The `dns:` entries of `PEERS`, found by [`rinha_sys::discovery`].
+    pub peer_names: Vec<DnsName>,
+    pub discovery_every: Duration,
+    pub peer_forget: Duration,
+    /// How `dns:` peers are looked up: not a setting (the system's); tests put their own.
+    pub peer_lookup: Lookup,
+    /// `MAX_IN_FLIGHT`, shared by every core of the instances present ([`lane_cap_for`]).
+    pub max_in_flight: usize,
     pub workers: usize,
     pub io_driver: IoDriver,
     pub uring_taskrun: Taskrun,
@@ -267,10 +313,15 @@ pub struct Config {
     pub call_starts: usize,
     pub policy: Policy,
     pub processor_token: String,
+    /// `PROCESSOR_FEES`: fees set by the operator (never read from the processors).
+    pub processor_fees: Option<Fees>,
     pub processor_timeout: Duration,
     pub shutdown_grace: Duration,
     pub peer_timeout: Duration,
+    /// Open client connections at most (`MAX_CONNECTIONS`, else from the memory limit).
     pub max_connections: usize,
+    /// Where `max_connections` came from, for the start log.
+    pub connections_basis: String,
     pub idle_timeout: Duration,
     pub header_timeout: Duration,
     pub write_timeout: Duration,
@@ -282,17 +333,26 @@ pub struct Config {
     pub resolver: Resolver,
     /// The hand-over socket (`HANDOFF_LISTEN`), if any.
     pub handoff_listen: Option<PathBuf>,
+    /// Where scrapes are answered (`METRICS_LISTEN`), if anywhere.
+    pub metrics_listen: Option<Endpoint>,
+    /// The peer socket (`PEER_LISTEN`), if any.
+    pub peer_listen: Option<Endpoint>,
 }
 
 impl Config {
     /// Validates the parsed arguments.
     pub fn from_args(args: Args) -> Result<Self, ConfigError> {
-        let peers = args
-            .peers
-            .split(',')
-            .filter(|p| !p.trim().is_empty())
-            .map(Endpoint::parse)
-            .collect::<Result<Vec<_>, _>>()?;
+        let (mut peers, mut peer_names) = (Vec::new(), Vec::new());
+        for entry in args.peers.split(',').filter(|p| !p.trim().is_empty()) {
+            match DnsName::parse(entry) {
+                Some(name) => peer_names
+                    .push(name.map_err(|_| ConfigError::Endpoint(entry.trim().to_owned()))?),
+                None => peers.push(Endpoint::parse(entry)?),
+            }
+        }
+        if args.discovery_every_ms == 0 {
+            return Err(ConfigError::Range("DISCOVERY_EVERY_MS", "at least 1"));
+        }
         let workers = match args.workers {
             Some(0) => return Err(ConfigError::Range("WORKERS", "at least 1")),
             Some(n) if n > 256 => return Err(ConfigError::Range("WORKERS", "at most 256")),
@@ -326,7 +386,7 @@ impl Config {
         if args.peer_timeout_ms == 0 {
             return Err(ConfigError::Range("PEER_TIMEOUT_MS", "at least 1"));
         }
-        if args.max_connections == 0 {
+        if args.max_connections == Some(0) {
             return Err(ConfigError::Range("MAX_CONNECTIONS", "at least 1"));
         }
         if args.idle_timeout_ms == 0 {
@@ -338,40 +398,63 @@ impl Config {
         if args.write_timeout_ms == 0 {
             return Err(ConfigError::Range("WRITE_TIMEOUT_MS", "at least 1"));
         }
-        // Every core of every instance takes an equal share of the processor's admission.
-        let cores = workers * (1 + peers.len());
-        let lane_cap = args.max_in_flight.div_ceil(cores).clamp(1, 2048) as u32;
+        // Until discovery answers, the instances present are this one and the listed ones.
+        let lane_cap = lane_cap_for(args.max_in_flight, workers, 1 + peers.len());
         let senders = args.senders.unwrap_or((2 * lane_cap as usize).min(4096));
         let handoff_listen = match args.handoff_listen.as_deref().map(str::trim) {
             None | Some("") => None,
-            Some(text) => match Endpoint::parse(text)? {
+            Some(text) => match Endpoint::parse(&with_hostname(text, "HANDOFF_LISTEN")?)? {
                 Endpoint::Unix(path) => Some(path),
                 Endpoint::Tcp(_) => {
                     return Err(ConfigError::Range("HANDOFF_LISTEN", "unix:/path.sock"))
                 }
             },
         };
+        let peer_listen = match args.peer_listen.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(text) => Some(Endpoint::parse(text)?),
+        };
+        // Peers ask each other: an instance that asks but cannot be asked fails their summaries.
+        if !peers.is_empty() && peer_listen.is_none() {
+            return Err(ConfigError::Range("PEER_LISTEN", "set when PEERS is"));
+        }
         let journal_sync: SyncMode = args
             .journal_sync
             .parse()
             .map_err(|_| ConfigError::Range("JOURNAL_SYNC", "none or batch"))?;
-        let (queue_capacity, queue_basis) =
-            match (args.queue_capacity, memory_limit(args.memory_limit_mb)) {
-                (Some(n), _) => (n, "QUEUE_CAPACITY".to_owned()),
-                (None, Some((bytes, source))) => (
-                    queue_capacity_for(bytes, workers),
-                    format!(
-                        "half of {} MiB ({source}) at {QUEUED_BYTES} bytes each",
-                        bytes >> 20
-                    ),
+        let memory = memory_limit(args.memory_limit_mb);
+        let (queue_capacity, queue_basis) = match (args.queue_capacity, memory) {
+            (Some(n), _) => (n, "QUEUE_CAPACITY".to_owned()),
+            (None, Some((bytes, source))) => (
+                queue_capacity_for(bytes, workers),
+                format!(
+                    "half of {} MiB ({source}) at {QUEUED_BYTES} bytes each",
+                    bytes >> 20
                 ),
-                (None, None) => (1_000_000, "no memory limit found".to_owned()),
-            };
+            ),
+            (None, None) => (1_000_000, "no memory limit found".to_owned()),
+        };
+        let (max_connections, connections_basis) = match (args.max_connections, memory) {
+            (Some(n), _) => (n, "MAX_CONNECTIONS".to_owned()),
+            (None, Some((bytes, source))) => (
+                max_connections_for(bytes),
+                format!(
+                    "a quarter of {} MiB ({source}) at {CONNECTION_BYTES} bytes each, at most {MAX_CONNECTIONS}",
+                    bytes >> 20
+                ),
+            ),
+            (None, None) => (MAX_CONNECTIONS, "no memory limit found".to_owned()),
+        };
         Ok(Config {
-            listen: Endpoint::parse(&args.listen)?,
+            listen: Endpoint::parse(&with_hostname(&args.listen, "LISTEN")?)?,
             default_url: ProcessorUrl::parse(&args.processor_default_url)?,
             fallback_url: ProcessorUrl::parse(&args.processor_fallback_url)?,
             peers,
+            peer_names,
+            discovery_every: Duration::from_millis(args.discovery_every_ms),
+            peer_forget: Duration::from_millis(args.peer_forget_ms),
+            peer_lookup: Lookup::system(),
+            max_in_flight: args.max_in_flight,
             workers,
             io_driver: args.io_driver,
             uring_taskrun: args.uring_taskrun,
@@ -389,10 +472,12 @@ impl Config {
                 outage_factor: args.route_outage_factor,
             },
             processor_token: args.processor_token,
+            processor_fees: args.processor_fees,
             processor_timeout: Duration::from_millis(args.processor_timeout_ms),
             shutdown_grace: Duration::from_millis(args.shutdown_grace_ms),
             peer_timeout: Duration::from_millis(args.peer_timeout_ms),
-            max_connections: args.max_connections,
+            max_connections,
+            connections_basis,
             idle_timeout: Duration::from_millis(args.idle_timeout_ms),
             header_timeout: Duration::from_millis(args.header_timeout_ms),
             write_timeout: Duration::from_millis(args.write_timeout_ms),
@@ -401,8 +486,20 @@ impl Config {
             sched_slice: (args.sched_slice_us > 0)
                 .then(|| Duration::from_micros(args.sched_slice_us)),
             handoff_listen,
+            metrics_listen: match args.metrics_listen.as_deref().map(str::trim) {
+                None | Some("") => None,
+                Some(text) => Some(Endpoint::parse(text)?),
+            },
+            peer_listen,
         })
     }
+}
+
+/// One core's share of `MAX_IN_FLIGHT` when `instances` run `workers` cores each: every
+/// core of every instance present takes an equal share, rounded down so that together they
+/// never pass it (at least 1 each).
+pub fn lane_cap_for(max_in_flight: usize, workers: usize, instances: usize) -> u32 {
+    (max_in_flight / (workers * instances).max(1)).clamp(1, 2048) as u32
 }
 
 /// Memory one queued payment takes at most, a restart's replay of it included, with a
@@ -416,6 +513,21 @@ pub const QUEUED_BYTES: u64 = 400;
 pub fn queue_capacity_for(memory: u64, workers: usize) -> usize {
     let per_core = memory / 2 / QUEUED_BYTES / workers.max(1) as u64;
     usize::try_from(per_core).unwrap_or(usize::MAX).max(1)
+}
+
+/// Memory one client connection takes at most: its read buffer full (a whole largest
+/// request, 13 KiB), its answer buffer (4 KiB), its task and timer, and the allocator's
+/// rounding, with a margin over what one holding a half-sent request was measured to take
+/// (docs/reliability.md, "Memory").
+pub const CONNECTION_BYTES: u64 = 24 << 10;
+/// The most connections a process holds by default, whatever its memory.
+pub const MAX_CONNECTIONS: usize = 8192;
+
+/// Client connections a process may hold in `memory` bytes: a quarter of it (the queues
+/// take half, the process and the store the rest), at [`CONNECTION_BYTES`] each, at most
+/// [`MAX_CONNECTIONS`].
+pub fn max_connections_for(memory: u64) -> usize {
+    rinha_sys::cap::connections_for(memory / 4, CONNECTION_BYTES, MAX_CONNECTIONS)
 }
 
 #[cfg(test)]
@@ -479,11 +591,42 @@ mod tests {
         );
     }
 
+    /// The connection cap comes from the memory limit as the queue does (issue 24, item 8):
+    /// 8192 connections of up to ~18 KiB each would take 150 MB alone.
+    #[test]
+    fn memory_limits_and_the_connections_they_hold() {
+        // The compose file's backend: 150 MB, 1600 connections, 37.5 MiB at most.
+        assert_eq!(max_connections_for(150 << 20), 1600);
+        assert_eq!(max_connections_for(64 << 20), 682);
+        assert_eq!(max_connections_for(1), 1);
+        assert_eq!(max_connections_for(1 << 40), MAX_CONNECTIONS);
+        let config = |flags: &[&str]| {
+            let args = Args::parse_from(std::iter::once("rinha").chain(flags.iter().copied()));
+            Config::from_args(args).unwrap()
+        };
+        let c = config(&["--memory-limit-mb", "150"]);
+        assert_eq!(c.max_connections, 1600);
+        assert!(c.connections_basis.contains("MEMORY_LIMIT_MB"));
+        let c = config(&["--memory-limit-mb", "150", "--max-connections", "9000"]);
+        assert_eq!(
+            (c.max_connections, c.connections_basis.as_str()),
+            (9000, "MAX_CONNECTIONS")
+        );
+        let args = Args::parse_from(["rinha", "--max-connections", "0"]);
+        assert!(Config::from_args(args).is_err());
+    }
+
     #[test]
     fn validation() {
         let args = Args::parse_from(["rinha", "--workers", "0"]);
         assert!(Config::from_args(args).is_err());
-        let args = Args::parse_from(["rinha", "--peers", "unix:/a, 127.0.0.1:1"]);
+        let args = Args::parse_from([
+            "rinha",
+            "--peers",
+            "unix:/a, 127.0.0.1:1",
+            "--peer-listen",
+            "unix:/p",
+        ]);
         assert_eq!(Config::from_args(args).unwrap().peers.len(), 2);
         let args = Args::parse_from(["rinha", "--route-risk-per-s", "0"]);
         assert!(Config::from_args(args).is_err());
@@ -500,11 +643,67 @@ mod tests {
             Config::from_args(args).unwrap()
         };
         // Two instances of two cores: a quarter each; senders fill both processors' shares.
-        let c = config(&["--workers", "2", "--peers", "unix:/other.sock"]);
+        let c = config(&[
+            "--workers",
+            "2",
+            "--peers",
+            "unix:/other.sock",
+            "--peer-listen",
+            "unix:/p",
+        ]);
         assert_eq!((c.lane_cap, c.senders), (160, 320));
         // One instance of one core takes it all; SENDERS still wins when set.
         let c = config(&["--workers", "1", "--senders", "7"]);
         assert_eq!((c.lane_cap, c.senders), (640, 7));
+    }
+
+    #[test]
+    fn replicas_present_never_pass_max_in_flight_together() {
+        for instances in 1..=8 {
+            for workers in 1..=4 {
+                let share = lane_cap_for(640, workers, instances) as usize;
+                assert!(
+                    share * workers * instances <= 640,
+                    "{instances} x {workers}"
+                );
+                assert!(share * workers * instances > 640 - workers * instances);
+            }
+        }
+        let args = Args::parse_from([
+            "rinha",
+            "--peers",
+            "dns:backend:9998, unix:/b.sock",
+            "--peer-listen",
+            "unix:/p",
+        ]);
+        let c = Config::from_args(args).unwrap();
+        assert_eq!(
+            (c.peers.len(), c.peer_names[0].to_string()),
+            (1, "dns:backend:9998".into())
+        );
+        assert!(Config::from_args(Args::parse_from(["rinha", "--peers", "dns:backend"])).is_err());
+    }
+
+    #[test]
+    fn the_hostname_names_sockets_apart() {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+        let args = Args::parse_from([
+            "rinha",
+            "--listen",
+            "unix:/s/{hostname}.sock",
+            "--handoff-listen",
+            "unix:/s/{hostname}.handoff.sock",
+        ]);
+        let c = Config::from_args(args).unwrap();
+        assert_eq!(
+            c.listen.to_string(),
+            format!("unix:/s/{}.sock", host.trim())
+        );
+        let handoff = c.handoff_listen.unwrap();
+        assert_eq!(
+            handoff,
+            PathBuf::from(format!("/s/{}.handoff.sock", host.trim()))
+        );
     }
 
     #[test]

@@ -30,6 +30,7 @@ use crate::config::ResponseSend;
 use crate::core_state::CoreState;
 use crate::http::request::{self, Parsed, Reject, MAX_BODY, MAX_HEADER_BYTES};
 use crate::http::response::{self, status, Connection};
+use crate::origin::Origin;
 use crate::service;
 
 /// Read buffer size: one whole largest request fits.
@@ -41,8 +42,9 @@ const CLOSING: Connection = Connection {
 };
 
 /// Serves a connection until the peer closes it, it errs, times out, or the core stops.
-/// `_slot` is its place under the connection cap, given back when this returns.
-pub async fn serve<S>(mut stream: S, core: Rc<CoreState>, _slot: Slot)
+/// `origin` says what it may ask for; `_slot` is its place under the connection cap, given
+/// back when this returns.
+pub async fn serve<S>(mut stream: S, origin: Origin, core: Rc<CoreState>, _slot: Slot)
 where
     S: AsyncReadRent + AsyncWriteRent + AsRawFd,
 {
@@ -55,7 +57,7 @@ where
     // When the first byte of the request now partly buffered was seen.
     let mut partial_since: Option<Instant> = None;
     loop {
-        let (used, close) = answer_buffered(&buf, &core, &mut out).await;
+        let (used, close) = answer_buffered(&buf, origin, &core, &mut out).await;
         if used > 0 {
             buf.copy_within(used.., 0);
             buf.truncate(buf.len() - used);
@@ -109,13 +111,18 @@ where
 /// Answers every whole request at the start of `buf` into `out`, in order; returns the bytes
 /// they took and whether the connection closes after them (`Connection: close`, or a
 /// malformed request, answered and last).
-async fn answer_buffered(buf: &[u8], core: &CoreState, out: &mut Vec<u8>) -> (usize, bool) {
+async fn answer_buffered(
+    buf: &[u8],
+    origin: Origin,
+    core: &CoreState,
+    out: &mut Vec<u8>,
+) -> (usize, bool) {
     let mut used = 0;
     loop {
         match request::parse(&buf[used..]) {
             Parsed::Complete(req, n) => {
                 used += n;
-                service::handle(core, &req, out).await;
+                service::handle(core, origin, &req, out).await;
                 if !req.keep_alive {
                     return (used, true);
                 }

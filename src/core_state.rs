@@ -12,8 +12,10 @@ use std::time::{Duration, Instant};
 
 use crate::config::Config;
 use crate::journal::commit::GroupCommit;
+use crate::metrics::{CoreSample, Counters};
 use crate::processor::breaker::Breaker;
 use crate::processor::client::ProcessorClient;
+use crate::processor::refusals::Refusals;
 use crate::processor::Processor;
 use crate::queue::Queue;
 use crate::route::Outlook;
@@ -21,8 +23,11 @@ use crate::store::Shard;
 use crate::summary::{AggregatorHandle, AsOf, ShardHost, Totals, Window};
 
 /// The fee each processor is taken to charge until it has told us (its admin summary's
-/// `feePerTransaction`): the contract's preview fees, default 5 % and fallback 15 %.
-pub const FEE_PRIOR: [f64; 2] = [0.05, 0.15];
+/// `feePerTransaction`) or `PROCESSOR_FEES` did: the final's 7 % and 10 %, the tighter of the
+/// contract's two gaps. Unknown fees must not make routing wait for a slow default longer than
+/// the real gap pays for: a payment still unstored at the end loses its whole amount, a payment
+/// sent to the fallback too early only the gap (docs/architecture.md, "Without fees").
+pub const FEE_PRIOR: [f64; 2] = [0.07, 0.10];
 
 /// One processor as this core sees it.
 #[derive(Debug)]
@@ -33,6 +38,8 @@ pub struct Upstream {
     pub fee: Cell<f64>,
     /// Whether `fee` was read from the processor (else it is the prior).
     pub fee_known: Cell<bool>,
+    /// Its answers that proved nothing (a 404, a 3XX, ...), counted and warned about.
+    pub refusals: Refusals,
 }
 
 /// One core's state.
@@ -49,6 +56,8 @@ pub struct CoreState {
     shutting_down: Cell<bool>,
     /// Payments a sender holds right now (taken from the queue, not yet settled).
     busy: Cell<usize>,
+    /// What this core counts for `GET /metrics` (its own `Cell`s, summed when scraped).
+    pub counters: Counters,
 }
 
 impl CoreState {
@@ -66,9 +75,10 @@ impl CoreState {
                 config.resolver.clone(),
                 config.call_starts,
             ),
-            breaker: Breaker::with_cap(config.lane_cap),
-            fee: Cell::new(FEE_PRIOR[p.index()]),
-            fee_known: Cell::new(false),
+            breaker: Breaker::with_cap(config.lane_cap).named(p.name()),
+            fee: Cell::new(config.processor_fees.map_or(FEE_PRIOR, |f| f.0)[p.index()]),
+            fee_known: Cell::new(config.processor_fees.is_some()),
+            refusals: Refusals::default(),
         };
         let upstreams = [
             upstream(Processor::Default, &config.default_url),
@@ -84,6 +94,7 @@ impl CoreState {
             config,
             shutting_down: Cell::new(false),
             busy: Cell::new(0),
+            counters: Counters::default(),
         }
     }
 
@@ -129,8 +140,8 @@ impl CoreState {
     /// Forgets everything this core holds (`POST /purge-payments`): the queue, the payments
     /// its senders hold and intake has yet to queue (queue.rs), the shard's records and
     /// attempts in flight, and, with a journal, every payment on file (a `purged` record,
-    /// then a compaction). `false` when the journal cannot record it: poisoned (then nothing
-    /// was purged), or its commit failed (then memory is purged and the file is not: the
+    /// then a compaction). `false` when the journal cannot record it: refusing commits (then
+    /// nothing was purged), or its commit failed (then memory is purged and the file is not: the
     /// caller answers 503, and a retry completes it).
     pub async fn purge(&self) -> bool {
         if self.journal.as_ref().is_some_and(|d| d.poisoned()) {
@@ -162,6 +173,24 @@ impl ShardHost for CoreState {
 
     fn purge(&self) -> impl Future<Output = bool> {
         CoreState::purge(self)
+    }
+
+    fn metrics(&self) -> CoreSample {
+        let mut s = CoreSample::of(&self.counters, self.id);
+        s.queue_depth = self.queue.len() as u64;
+        s.busy = self.busy.get() as u64;
+        for p in [Processor::Default, Processor::Fallback] {
+            let up = self.upstream(p);
+            let sample = &mut s.processors[p.index()];
+            sample.in_flight = u64::from(up.breaker.calls());
+            sample.breaker_open = up.breaker.is_open();
+            sample.inconclusive = up.refusals.count();
+        }
+        if let Some(d) = &self.journal {
+            s.journal_commits = d.commits();
+            s.journal_bytes = d.bytes();
+        }
+        s
     }
 }
 
@@ -205,7 +234,8 @@ mod tests {
             assert!(core.queue.is_empty());
             assert_eq!(replay_dir(dir.path()).unwrap(), Replay::default());
             accept(7);
-            // A compaction that renamed its file in and could not map it: poisoned.
+            // A compaction that renamed its file in and could not map it: commits are refused
+            // until it can.
             let stop = crate::journal::compact::Step::Renamed;
             d.journal_for_test().compact_until(stop).unwrap();
             assert!(!core.purge().await);

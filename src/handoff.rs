@@ -27,6 +27,7 @@ use rinha_sys::send::send_now;
 use crate::conn;
 use crate::core_state::CoreState;
 use crate::listener::{Accepted, CoreListener, Prepared};
+use crate::origin::Origin;
 
 /// How long a hand-over connection may take to deliver its descriptor (the lb sends it at
 /// once after connecting).
@@ -119,7 +120,7 @@ fn adopt(core: &Rc<CoreState>, Adoption { fd, kind, slot }: Adoption) {
             stream.set_nonblocking(true).and_then(|()| {
                 let _ = stream.set_nodelay(true);
                 let stream = TcpStream::from_std(stream)?;
-                monoio::spawn(conn::serve(stream, core.clone(), slot));
+                monoio::spawn(conn::serve(stream, Origin::HandedOver, core.clone(), slot));
                 Ok(())
             })
         }
@@ -127,7 +128,7 @@ fn adopt(core: &Rc<CoreState>, Adoption { fd, kind, slot }: Adoption) {
             let stream = std::os::unix::net::UnixStream::from(fd);
             stream.set_nonblocking(true).and_then(|()| {
                 let stream = UnixStream::from_std(stream)?;
-                monoio::spawn(conn::serve(stream, core.clone(), slot));
+                monoio::spawn(conn::serve(stream, Origin::HandedOver, core.clone(), slot));
                 Ok(())
             })
         }

@@ -1,5 +1,6 @@
 //! The `rinha` binary: read the configuration, set up logging, run. Exit codes: 0 after a
-//! clean shutdown, 1 if the server could not start, 2 for a bad configuration.
+//! clean shutdown, 1 if the server could not start, 2 for a bad configuration, 3 when a
+//! core's journal became unusable (`journal::commit::EXIT_JOURNAL`: the restart replays it).
 
 use std::process::ExitCode;
 

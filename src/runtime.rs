@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rinha_sys::cap::ConnectionCap;
+use rinha_sys::discovery::{Discovery, DiscoveryError, Own, Sources, Watch};
 use rinha_sys::driver::{Driver, DriverError, RingSize};
 use rinha_sys::signals::Signals;
 
@@ -23,10 +24,14 @@ use crate::handoff::{self, CoreHandoff};
 use crate::journal::commit::{self, GroupCommit};
 use crate::journal::Journal;
 use crate::listener::{Accepted, CoreListener, Prepared};
+use crate::metrics::server::MetricsSocket;
+use crate::origin::Origin;
 use crate::processor::resolve::Resolver;
+use crate::processor::Processor;
+use crate::replicas::{self, Replicas};
 use crate::summary::aggregator::serve_shard;
 use crate::summary::{Aggregator, AggregatorHandle, ShardCmd};
-use crate::{conn, senders};
+use crate::{conn, senders, store};
 
 /// The io_uring rings of the cores and the summary aggregator. Submission queue: the most
 /// operations pushed between two `io_uring_enter` calls before monoio submits early (a full
@@ -61,6 +66,8 @@ pub enum StartError {
     Journal(#[from] crate::journal::JournalError),
     #[error(transparent)]
     Driver(#[from] DriverError),
+    #[error(transparent)]
+    Discovery(#[from] DiscoveryError),
 }
 
 /// Starts everything, serves until SIGTERM/SIGINT, drains, and returns how many payments
@@ -83,19 +90,29 @@ pub fn run(config: Config) -> Result<usize, StartError> {
         resolve_logged(&config.resolver, "fallback", &config.fallback_url),
     ];
     prepare_storage(&config)?;
-    let (mut prepared, handoff_socket) = prepare_listeners(&config)?;
+    let (mut prepared, handoff_socket, peer_socket) = prepare_listeners(&config)?;
+    let mut peer_socket_for = peer_socket.clone();
     let mut handoffs = match &handoff_socket {
         Some(socket) => handoff::per_core(socket.clone(), config.workers),
         None => Vec::new(),
     }
     .into_iter();
 
+    let metrics = prepare_metrics(&config)?;
+    let metrics_socket_path = match &metrics {
+        Some(MetricsSocket::Unix(_, p)) => Some(p.clone()),
+        _ => None,
+    };
+    let watch = start_discovery(&config)?;
+
     let (shard_txs, shard_rxs): (Vec<_>, Vec<_>) = (0..config.workers)
         .map(|_| flume::unbounded::<ShardCmd>())
         .unzip();
-    let aggregator = spawn_aggregator(&config, driver, shard_txs).map_err(StartError::Thread)?;
-
     let cap = ConnectionCap::new(config.max_connections);
+    let metrics = metrics.map(|socket| (socket, cap.clone()));
+    let aggregator = spawn_aggregator(&config, driver, shard_txs, metrics, watch.clone())
+        .map_err(StartError::Thread)?;
+
     let mut cores = Vec::new();
     for (id, shard_rx) in shard_rxs.into_iter().enumerate() {
         let start = CoreStart {
@@ -107,6 +124,9 @@ pub fn run(config: Config) -> Result<usize, StartError> {
             shard_rx,
             cap: cap.clone(),
             handoff: handoffs.next(),
+            // One core answers the peers: their calls are few, and it binds a TCP port 0 once.
+            peer: peer_socket_for.take(),
+            watch: watch.clone(),
         };
         let (core, ready) = spawn_core(start, driver)?;
         // Port 0: every later core binds the port the first one got (SO_REUSEPORT).
@@ -116,6 +136,9 @@ pub fn run(config: Config) -> Result<usize, StartError> {
         cores.push(core);
     }
     log_started(&config, driver, &prepared, handoff_socket.as_ref());
+    if let Some(socket) = &peer_socket {
+        tracing::info!(peer_listen = %socket.describe(), "peers ask here");
+    }
 
     let signal = signals.wait();
     tracing::info!(signal, "shutting down");
@@ -131,7 +154,43 @@ pub fn run(config: Config) -> Result<usize, StartError> {
         .map(|core| core.thread.join().unwrap_or(0))
         .sum();
     prepared.cleanup();
+    if let Some(path) = metrics_socket_path {
+        let _ = std::fs::remove_file(path);
+    }
+    if let Some(socket) = &peer_socket {
+        socket.cleanup();
+    }
     Ok(left)
+}
+
+/// The metrics socket (`METRICS_LISTEN`), bound now so a bad address fails the start.
+fn prepare_metrics(config: &Config) -> Result<Option<MetricsSocket>, StartError> {
+    let Some(endpoint) = &config.metrics_listen else {
+        return Ok(None);
+    };
+    let socket =
+        MetricsSocket::bind(endpoint).map_err(|e| StartError::Listen(endpoint.to_string(), e))?;
+    tracing::info!(listen = %socket.describe(), "metrics: GET /metrics");
+    Ok(Some(socket))
+}
+
+/// The discovery of the `dns:` peers, if `PEERS` has any; this instance is recognised by
+/// its `PEER_LISTEN` address, which is what `PEERS` names (a unix socket is never in the
+/// records).
+fn start_discovery(config: &Config) -> Result<Option<Watch>, StartError> {
+    if config.peer_names.is_empty() {
+        return Ok(None);
+    }
+    let own = match config.peer_listen.as_ref().unwrap_or(&config.listen) {
+        Endpoint::Tcp(text) => std::net::ToSocketAddrs::to_socket_addrs(text.as_str())
+            .ok()
+            .and_then(|mut a| a.next())
+            .map_or(Own::Nobody, Own::Listening),
+        Endpoint::Unix(_) => Own::Nobody,
+    };
+    let sources = Sources::names(config.peer_names.clone(), config.peer_lookup.clone(), own);
+    let watch = Discovery::start(sources, config.discovery_every)?;
+    Ok(Some(watch))
 }
 
 /// With `DATA_DIR`, the journal files dealt to this run's core count (before any core opens
@@ -152,11 +211,19 @@ fn prepare_storage(config: &Config) -> Result<(), StartError> {
         basis = %config.queue_basis,
         "queue capacity"
     );
+    tracing::info!(
+        max = config.max_connections,
+        basis = %config.connections_basis,
+        "connection cap"
+    );
     Ok(())
 }
 
-/// The client listener (`LISTEN`) and the hand-over socket (`HANDOFF_LISTEN`), if any.
-fn prepare_listeners(config: &Config) -> Result<(Prepared, Option<Prepared>), StartError> {
+/// The client listener (`LISTEN`), the hand-over socket (`HANDOFF_LISTEN`) and the peer
+/// socket (`PEER_LISTEN`), the last two if set.
+type Listeners = (Prepared, Option<Prepared>, Option<Prepared>);
+
+fn prepare_listeners(config: &Config) -> Result<Listeners, StartError> {
     let prepared = Prepared::new(&config.listen)
         .map_err(|e| StartError::Listen(config.listen.to_string(), e))?;
     let handoff_socket = match &config.handoff_listen {
@@ -168,7 +235,13 @@ fn prepare_listeners(config: &Config) -> Result<(Prepared, Option<Prepared>), St
         }
         None => None,
     };
-    Ok((prepared, handoff_socket))
+    let peer_socket = match &config.peer_listen {
+        Some(endpoint) => {
+            Some(Prepared::new(endpoint).map_err(|e| StartError::Listen(endpoint.to_string(), e))?)
+        }
+        None => None,
+    };
+    Ok((prepared, handoff_socket, peer_socket))
 }
 
 /// What one core's thread is started with.
@@ -181,6 +254,10 @@ struct CoreStart {
     shard_rx: flume::Receiver<ShardCmd>,
     cap: Arc<ConnectionCap>,
     handoff: Option<CoreHandoff>,
+    /// The peer socket, on the one core that accepts on it.
+    peer: Option<Prepared>,
+    /// The `dns:` peers, when `PEERS` has any: this core's share follows them.
+    watch: Option<Watch>,
 }
 
 /// A running core's thread, and how to stop it.
@@ -229,29 +306,32 @@ fn log_started(config: &Config, driver: Driver, prepared: &Prepared, handoff: Op
             .peers
             .iter()
             .map(|p| p.to_string())
+            .chain(config.peer_names.iter().map(|n| n.to_string()))
             .collect::<Vec<_>>()
             .join(","),
         handoff.map_or_else(|| "off".to_owned(), Prepared::describe),
     );
 }
 
-/// Starts the summary aggregator's thread (its own runtime, on the cores' driver); returns
-/// the handle the cores clone.
+/// Starts the summary aggregator's thread (its own runtime, on the cores' driver), which
+/// also answers the metrics scrapes; returns the handle the cores clone.
 fn spawn_aggregator(
     config: &Config,
     driver: Driver,
     shards: Vec<flume::Sender<ShardCmd>>,
+    metrics: Option<crate::metrics::server::Listening>,
+    watch: Option<Watch>,
 ) -> io::Result<AggregatorHandle> {
     let (aggregator, handle) = Aggregator::new(
         shards,
-        config.peers.clone(),
+        Replicas::new(config.peers.clone(), watch, config.peer_forget),
         config.peer_timeout,
         config.purge_token.as_deref(),
     );
     std::thread::Builder::new()
         .name("rinha-router".into())
         .spawn(move || {
-            if let Err(e) = driver.block_on(aggregator.serve()) {
+            if let Err(e) = driver.block_on(aggregator.serve(metrics)) {
                 tracing::error!(error = %e, "summary aggregator runtime failed");
             }
         })?;
@@ -298,7 +378,18 @@ async fn core_main(
     stop_rx: flume::Receiver<()>,
     ready_tx: flume::Sender<Result<Ready, String>>,
 ) -> usize {
-    let (shard_rx, cap) = (start.shard_rx.clone(), start.cap.clone());
+    let (shard_rx, cap, watch) = (
+        start.shard_rx.clone(),
+        start.cap.clone(),
+        start.watch.clone(),
+    );
+    let peer = match start.peer.as_ref().map(Prepared::for_core).transpose() {
+        Ok(peer) => peer,
+        Err(e) => {
+            let _ = ready_tx.send(Err(format!("peer socket: {e}")));
+            return 0;
+        }
+    };
     let (listener, core, handoff) = match open_core(start) {
         Ok(opened) => opened,
         Err(e) => {
@@ -309,8 +400,17 @@ async fn core_main(
     let _ = ready_tx.send(Ok(Ready {
         tcp_addr: listener.tcp_addr(),
     }));
-    spawn_tasks(&core, shard_rx);
-    accept_until_stopped(&listener, &core, &cap, &stop_rx).await;
+    spawn_tasks(&core, shard_rx, watch);
+    // The peers' acceptor stops when `peers_stop` drops, after the clients' one.
+    let (peers_stop, peers_stop_rx) = flume::bounded::<()>(1);
+    if let Some(peer) = peer {
+        let (core, cap) = (core.clone(), cap.clone());
+        monoio::spawn(async move {
+            accept_until_stopped(&peer, Origin::Peer, &core, &cap, &peers_stop_rx).await;
+        });
+    }
+    accept_until_stopped(&listener, Origin::Public, &core, &cap, &stop_rx).await;
+    drop(peers_stop);
     drop(listener);
     drop(handoff);
     drain(&core).await
@@ -350,24 +450,41 @@ fn open_core(
     Ok((listener, core, handoff))
 }
 
-/// The core's own tasks: its shard's server, the journal's committer, the senders and the
-/// fee reader.
-fn spawn_tasks(core: &Rc<CoreState>, shard_rx: flume::Receiver<ShardCmd>) {
+/// The core's own tasks: its shard's server, the journal's committer, its share of
+/// `MAX_IN_FLIGHT` following the replicas present, the senders and the fee reader.
+fn spawn_tasks(core: &Rc<CoreState>, shard_rx: flume::Receiver<ShardCmd>, watch: Option<Watch>) {
     monoio::spawn(serve_shard(core.clone(), shard_rx));
-    if let Some(d) = &core.journal {
+    let c = core.clone();
+    monoio::spawn(async move { store::fold::keep_folding(&c.shard).await });
+    if let Some(watch) = watch {
         let c = core.clone();
-        monoio::spawn(commit::committer(d.clone(), move || c.pending() == 0));
+        let resize = move |instances| {
+            let config = &c.config;
+            let cap = crate::config::lane_cap_for(config.max_in_flight, config.workers, instances);
+            for p in [Processor::Default, Processor::Fallback] {
+                c.upstream(p).breaker.set_cap(cap);
+            }
+            if c.id == 0 {
+                tracing::info!(instances, cap, "each core's share of MAX_IN_FLIGHT");
+            }
+        };
+        let (fixed, every) = (core.config.peers.len(), core.config.discovery_every);
+        monoio::spawn(replicas::follow_share(watch, fixed, every, resize));
+    }
+    if let Some(d) = &core.journal {
+        monoio::spawn(commit::committer(d.clone()));
     }
     for _ in 0..core.config.senders {
         monoio::spawn(senders::sender(core.clone()));
     }
-    monoio::spawn(senders::fee_reader(core.clone()));
+    monoio::spawn(crate::fees::reader(core.clone()));
 }
 
-/// Accepts connections, each served in a task of its own under the connection cap, until
-/// the stop signal.
+/// Accepts connections of `origin`, each served in a task of its own under the connection
+/// cap, until the stop signal (or its sender is dropped).
 async fn accept_until_stopped(
     listener: &CoreListener,
+    origin: Origin,
     core: &Rc<CoreState>,
     cap: &Arc<ConnectionCap>,
     stop_rx: &flume::Receiver<()>,
@@ -379,10 +496,10 @@ async fn accept_until_stopped(
                 // At the cap the new stream is dropped here: closed at once, nothing read.
                 Ok(Accepted::Tcp(s)) => if let Some(slot) = cap.try_acquire() {
                     let _ = s.set_nodelay(true);
-                    monoio::spawn(conn::serve(s, core.clone(), slot));
+                    monoio::spawn(conn::serve(s, origin, core.clone(), slot));
                 }
                 Ok(Accepted::Unix(s)) => if let Some(slot) = cap.try_acquire() {
-                    monoio::spawn(conn::serve(s, core.clone(), slot));
+                    monoio::spawn(conn::serve(s, origin, core.clone(), slot));
                 }
                 Err(e) => {
                     // EMFILE and kin: back off instead of spinning.

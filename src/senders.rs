@@ -6,6 +6,9 @@
 //! - 2XX: stored, with the `requestedAt` we stamped (when we expected it to be stored):
 //!   record it.
 //! - 500, 429 (or any 5XX): nothing stored: retry later. Connect error: nothing sent: retry.
+//! - any other status (404, 401/403, 408, 3XX: a misconfiguration or a proxy's refusal, never
+//!   the processor's verdict): nothing stored: counted, warned about, retried later
+//!   ([`crate::processor::refusals`]).
 //! - timeout, connection lost after writing, unparsable answer: maybe stored, maybe later
 //!   (the processor stores after its delay even when the caller left). The payment is
 //!   pinned to that processor forever and resolved with `GET /payments/{id}` there (that
@@ -13,8 +16,9 @@
 //!   (each attempt to the pinned processor keeps its `requestedAt` with the payment) ->
 //!   record it; 200 with another stamp -> the processor holds a copy's payment under this
 //!   id (the same correlationId accepted by another core or instance): ours can never be
-//!   stored there, dropped; 404 -> send it again to the same processor (a duplicate cannot
-//!   be stored there: it would answer 422). Lookups, and sends of pinned payments, take the
+//!   stored there, dropped; 404 -> not stored yet: still in flight, looked up again, and
+//!   sent again to the same processor only once older than [`crate::lookup::resend_after`]
+//!   (a duplicate cannot be stored there: it would answer 422). Lookups, and sends of pinned payments, take the
 //!   processor's breaker like any call and step aside with a back-off when they cannot go
 //!   or fail ([`crate::lookup`]): they never hold a sender that fresh payments could use.
 //! - 422 after an unknown outcome: ours or a copy's is stored: look it up, as above. 422 on
@@ -46,8 +50,8 @@ use crate::store::{on_lane, AttemptId};
 
 /// Pause of a sender whose `attempt` record could not be committed.
 const COMMIT_RETRY: Duration = Duration::from_millis(50);
-/// Pause of a sender whose `attempt` record cannot be written because the journal is
-/// poisoned (the payments wait, in memory and on file, for a restart).
+/// Pause of a sender whose `attempt` record cannot be written because the journal refuses
+/// commits (waiting to open its compacted file; the payments wait, in memory and on file).
 const POISONED_PAUSE: Duration = Duration::from_secs(1);
 /// Pause of a sender after a failure while the breaker is still closed, so a processor
 /// that fails fast is not spun on before the breaker opens.
@@ -55,12 +59,13 @@ const FAILURE_PAUSE: Duration = Duration::from_millis(5);
 /// A sender whose chosen processor has no room decides again at least this often (an
 /// outage's price grows with its length even when nothing else happens).
 const RECONSIDER: Duration = Duration::from_millis(100);
-/// How often each core reads the processors' fees once it knows them, and while it does not.
-const FEE_REFRESH: Duration = Duration::from_secs(30);
-const FEE_RETRY: Duration = Duration::from_secs(1);
 
 /// Runs one sender for as long as its runtime runs.
 pub async fn sender(core: Rc<CoreState>) {
+    // Fairness at a processor's cap: a sender back from a call takes the head of the line
+    // without yielding (but after a failure's pause), and pinned work (lookups, re-sends)
+    // waits at the head, so the slot it freed goes to that work before any sender parked
+    // for room (woken by the release) runs: fresh payments never starve it.
     loop {
         let payment = core.queue.pop().await;
         core.set_busy(true);
@@ -159,7 +164,7 @@ async fn begin(
             core.shard.end_attempt(attempt);
             up.breaker.cancel(permit);
             core.queue.retry_later(p);
-            // A poisoned journal stays so until a restart: do not spin on it.
+            // A journal refusing commits does so for a while: do not spin on it.
             let pause = if d.poisoned() {
                 POISONED_PAUSE
             } else {
@@ -211,6 +216,7 @@ async fn settle(
             up.breaker.success(permit);
             core.shard.timing.observe_latency(proc, sent.elapsed());
             core.shard.record(attempt, requested_at_us, p.cents, proc);
+            core.counters.processed(proc);
             if let Some(d) = &core.journal {
                 d.confirmed(p.id, proc, requested_at_us, p.cents);
             }
@@ -219,7 +225,7 @@ async fn settle(
             // An earlier attempt of ours was stored, or a copy's: find out with which
             // requestedAt.
             up.breaker.success(permit);
-            p.pin_unknown(proc, attempt, requested_at_us);
+            p.pin_unknown(proc, attempt, requested_at_us, sent);
             core.queue.retry_first(p);
         }
         Ok(422) => {
@@ -235,14 +241,12 @@ async fn settle(
             failed(core, proc, permit, p).await;
         }
         Ok(status) => {
-            // A 4XX other than 422/429 means the processor refuses this request as written;
-            // repeating it cannot succeed.
-            up.breaker.success(permit);
+            // Any other status proves nothing about the payment (a wrong URL's 404, a proxy's
+            // 401/403, a 408, a 3XX): it was not stored, and the client has its 202. Kept and
+            // sent again after the breaker's back-off, as for a 5XX; counted and warned about.
+            up.refusals.note(proc, status, Instant::now());
             core.shard.end_attempt(attempt);
-            if let Some(d) = &core.journal {
-                d.dropped(p.id);
-            }
-            tracing::warn!(id = %p.id, status, "processor refused the payment; dropped");
+            failed(core, proc, permit, p).await;
         }
         Err(CallError::Connect(e)) => {
             tracing::debug!(processor = proc.name(), error = %e, "connect failed");
@@ -251,7 +255,8 @@ async fn settle(
         }
         Err(CallError::Unknown(e)) => {
             tracing::debug!(id = %p.id, processor = proc.name(), error = %e, "outcome unknown; pinned");
-            p.pin_unknown(proc, attempt, requested_at_us);
+            p.pin_unknown(proc, attempt, requested_at_us, sent);
+            core.counters.unknown(proc);
             up.breaker.failure(permit);
             core.queue.retry_first(p);
         }
@@ -274,6 +279,7 @@ async fn place(core: &CoreState, p: &Queued) -> (Processor, Permit) {
     loop {
         let now = Instant::now();
         if let Some(permit) = fallback_after(core, p, now) {
+            core.counters.routed(Processor::Fallback);
             return (Processor::Fallback, permit);
         }
         let decision = crate::route::choose(
@@ -283,11 +289,13 @@ async fn place(core: &CoreState, p: &Queued) -> (Processor, Permit) {
         );
         if let Some(scout) = decision.scout {
             if let Some(permit) = core.upstream(scout).breaker.try_scout(now) {
+                core.counters.routed(scout);
                 return (scout, permit);
             }
         }
         let breaker = &core.upstream(decision.choice).breaker;
         if let Some(permit) = breaker.try_admit(now) {
+            core.counters.routed(decision.choice);
             return (decision.choice, permit);
         }
         let wait = breaker
@@ -311,35 +319,5 @@ fn fallback_after(core: &CoreState, p: &Queued, now: Instant) -> Option<Permit> 
         fallback.try_admit(now)
     } else {
         None
-    }
-}
-
-/// Reads each processor's `feePerTransaction` for the routing policy: until known every
-/// `FEE_RETRY` (1 s), then every `FEE_REFRESH` (30 s) (fees do not change during a run; the refresh
-/// follows processors replaced between runs). Until read, [`crate::core_state::FEE_PRIOR`] holds.
-pub async fn fee_reader(core: Rc<CoreState>) {
-    loop {
-        for proc in [Processor::Default, Processor::Fallback] {
-            let up = core.upstream(proc);
-            let token = &core.config.processor_token;
-            match up.client.fee(token, core.config.processor_timeout).await {
-                Ok(Some(fee)) => {
-                    if !up.fee_known.replace(true) || up.fee.get() != fee {
-                        tracing::info!(processor = proc.name(), fee, "processor fee read");
-                    }
-                    up.fee.set(fee);
-                }
-                Ok(None) => {
-                    tracing::debug!(processor = proc.name(), "processor fee not readable")
-                }
-                Err(e) => {
-                    tracing::debug!(processor = proc.name(), error = %e, "processor fee read failed")
-                }
-            }
-        }
-        let known = [Processor::Default, Processor::Fallback]
-            .iter()
-            .all(|p| core.upstream(*p).fee_known.get());
-        monoio::time::sleep(if known { FEE_REFRESH } else { FEE_RETRY }).await;
     }
 }

@@ -14,24 +14,29 @@ use crate::http::request::{query_param, Method, Request};
 use crate::http::response::{self, status, Connection};
 use crate::ids::Seen;
 use crate::journal::SyncMode;
+use crate::origin::Origin;
 use crate::payment;
 use crate::queue::Queued;
 use crate::summary::codec::write_summary;
 use crate::summary::{parse_window, AsOf, SummaryError};
 
-/// Answers `req` into `out`.
-pub async fn handle(core: &CoreState, req: &Request<'_>, out: &mut Vec<u8>) {
+/// Answers `req`, which came on a connection of `origin`, into `out`.
+pub async fn handle(core: &CoreState, origin: Origin, req: &Request<'_>, out: &mut Vec<u8>) {
     let conn = Connection {
         keep_alive: req.keep_alive,
         http10: req.http10,
     };
+    // Only a peer may see the internal endpoints: to anyone else they do not exist.
+    if req.path.starts_with(b"/internal/") && !origin.is_internal() {
+        return response::empty(out, status::NOT_FOUND, conn);
+    }
     match (req.path, req.method) {
         (b"/payments", Method::Post) => accept_payment(core, req.body, conn, out).await,
         (b"/payments-summary", Method::Get) => summary(core, req.query, true, conn, out).await,
         (b"/internal/payments-summary", Method::Get) => {
             summary(core, req.query, false, conn, out).await
         }
-        // The internal purge needs the token too: the layer-4 lb forwards every path.
+        // The internal purge needs the token too, as a second lock on the peer socket.
         (path @ (b"/purge-payments" | b"/internal/purge-payments"), Method::Post) => {
             let allowed = match &core.config.purge_token {
                 None => true,
@@ -96,7 +101,10 @@ async fn accept_payment(core: &CoreState, body: &[u8], conn: Connection, out: &m
     // The id is taken from here on: every refusal below gives it back.
     let Some(durable) = &core.journal else {
         return match core.queue.accept(p) {
-            Ok(()) => response::empty(out, status::ACCEPTED, conn),
+            Ok(()) => {
+                core.counters.accepted.inc();
+                response::empty(out, status::ACCEPTED, conn)
+            }
             Err(_) => {
                 ids.remove(&p.id);
                 response::json(out, status::UNAVAILABLE, conn, br#"{"error":"queue full"}"#)
@@ -130,6 +138,7 @@ async fn accept_payment(core: &CoreState, body: &[u8], conn: Connection, out: &m
                 accepted_at,
                 ..Queued::new(p.id, p.cents)
             });
+            core.counters.accepted.inc();
             response::empty(out, status::ACCEPTED, conn)
         }
         Err(_) => {

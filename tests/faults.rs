@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use common::cpu_seconds;
 use common::Processors;
-use faults_support::{kill, load, Fleet, Outcome};
+use faults_support::{assert_lost_only_to_the_dead, kill, load, Fleet, Outcome};
 use rinha::journal::replay_dir;
 use rinha_emulator::Chaos;
 
@@ -35,14 +35,21 @@ fn with_load(
     handle.join().expect("load")
 }
 
-fn assert_only_in_flight_lost(load: &Outcome) {
+/// Nothing refused, and enough answered for the run to prove something.
+fn assert_answered(load: &Outcome) {
     assert!(load.refused.is_empty(), "refused: {:?}", &load.refused[..1]);
+    assert!(load.ok.len() > 200, "too little load: {}", load.ok.len());
+}
+
+fn assert_only_in_flight_lost(fleet: &Fleet, load: &Outcome) {
+    assert_answered(load);
     assert!(
         load.lost.len() <= CONNS,
-        "{} requests lost, more than the {CONNS} that can be in flight",
-        load.lost.len()
+        "{} requests lost, more than the {CONNS} that can be in flight: {:#?}\n{}",
+        load.lost.len(),
+        load.lost,
+        fleet.lb_logs()
     );
-    assert!(load.ok.len() > 200, "too little load: {}", load.ok.len());
 }
 
 /// The processors are slow and the senders few, so a backlog builds that only the journal
@@ -74,7 +81,7 @@ fn kill9_backend_lb_serves_from_the_other_and_restart_loses_nothing() {
         load.ok.len(),
         load.lost.len()
     );
-    assert_only_in_flight_lost(&load);
+    assert_only_in_flight_lost(&fleet, &load);
     assert!(
         unsettled_at_kill > 0,
         "no backlog at the kill: the test proves nothing"
@@ -87,24 +94,28 @@ fn kill9_lb_clients_reconnect_and_nothing_is_lost() {
     let procs = Processors::start();
     // `batch` here, so the fdatasync path runs under a fault too.
     let mut fleet = Fleet::start(&procs, &[("JOURNAL_SYNC", "batch")]);
+    let mut killed = None;
     let load = with_load(
         &mut fleet,
         Duration::from_millis(20),
         Duration::from_secs(4),
         |fleet| {
             std::thread::sleep(Duration::from_millis(1500));
-            fleet.lb.kill9();
+            killed = Some(fleet.lb.kill9());
             std::thread::sleep(Duration::from_millis(300));
             fleet.restart_lb();
         },
     );
+    let kill = killed.expect("the lb was killed");
     println!(
-        "kill -9 lb: 2XX {}, lost {}, failed connects {}",
+        "kill -9 lb: 2XX {}, lost {}, failed connects {}, port refused {} ms after the kill",
         load.ok.len(),
         load.lost.len(),
-        load.connect_failures
+        load.connect_failures,
+        (kill.refused_from - kill.at).as_millis()
     );
-    assert_only_in_flight_lost(&load);
+    assert_answered(&load);
+    assert_lost_only_to_the_dead(&load, CONNS, kill, &fleet.lb_logs());
     fleet.drained_and_exact(&procs, &load, DRAIN);
 }
 
@@ -141,7 +152,7 @@ fn sigterm_drains_leaves_a_consistent_journal_and_restart_resumes() {
         load.ok.len(),
         load.lost.len()
     );
-    assert_only_in_flight_lost(&load);
+    assert_only_in_flight_lost(&fleet, &load);
     assert!(
         left > 0,
         "the grace drained everything: the restart resumes nothing"
@@ -179,7 +190,7 @@ fn both_processors_down_and_slow_then_back_loses_nothing_and_idles() {
         p.set_failure(false);
         p.set_delay(0);
     }
-    assert_only_in_flight_lost(&load);
+    assert_only_in_flight_lost(&fleet, &load);
     assert!(load.lost.is_empty());
     fleet.drained_and_exact(&procs, &load, DRAIN);
 }
@@ -197,7 +208,7 @@ fn lost_responses_and_reset_connections_are_resolved_exactly_once() {
         Duration::from_secs(3),
         |_| {},
     );
-    assert_only_in_flight_lost(&load);
+    assert_only_in_flight_lost(&fleet, &load);
     assert!(load.lost.is_empty());
     fleet.drained_and_exact(&procs, &load, DRAIN);
 }

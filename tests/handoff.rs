@@ -15,7 +15,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::*;
-use faults_support::{every_ok_stored_once, kill, load, Fleet, Lb, CENTS};
+use faults_support::{
+    assert_lost_only_to_the_dead, every_ok_stored_once, kill, load, Fleet, Killed, Lb, CENTS,
+};
 use rinha_sys::handoff::{send_fd, send_with, ACCEPTED, REFUSED, TAG};
 
 /// Connections handed over in the descriptor test, per driver, unless
@@ -343,7 +345,10 @@ fn a_killed_backend_loses_only_its_connections_never_an_acknowledged_payment() {
     );
     let (on_b1, on_b2) = (held_b1.len(), held_b2.len());
     let both = held_b1.intersection(&held_b2).count();
+    let killed_at = Instant::now();
     kill(b1.pid(), libc::SIGKILL);
+    let b1_handoff = dir.0.join("b1.handoff.sock");
+    let killed = Killed::refused_after(killed_at, || UnixStream::connect(&b1_handoff).is_ok());
     std::thread::sleep(Duration::from_millis(1000));
     b1 = start_backend("b1");
     let outcome = loader.join().expect("load");
@@ -360,11 +365,15 @@ fn a_killed_backend_loses_only_its_connections_never_an_acknowledged_payment() {
     assert!(on_b1 + on_b2 >= CONNS, "{on_b1} + {on_b2} (both {both})");
     assert!(on_b1 > 0 && on_b2 > 0, "round-robin: {on_b1} / {on_b2}");
     assert!(outcome.refused.is_empty(), "{:?}", &outcome.refused[..1]);
+    // Lost: a request on each connection b1 held, and requests handed to b1's socket in the
+    // moment it still accepted after the kill; none once it refused.
+    let held = outcome.lost.iter().filter(|l| l.opened < killed.at).count();
     assert!(
-        outcome.lost.len() <= on_b1,
-        "{} requests lost, more than the {on_b1} connections b1 held",
-        outcome.lost.len()
+        held <= on_b1,
+        "{held} requests lost on connections open at the kill, more than the {on_b1} b1 held: {:#?}",
+        outcome.lost
     );
+    assert_lost_only_to_the_dead(&outcome, CONNS, killed, &lb.log_text());
     assert!(
         outcome.ok.len() > 300,
         "too little load: {}",

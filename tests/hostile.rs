@@ -352,8 +352,8 @@ fn connection_cap(driver: &str) {
 both_drivers!(connection_cap);
 
 /// `PURGE_TOKEN` set, on a pair of peered instances: a purge without the header, or with a
-/// wrong one, is 401 and purges nothing, on the public path and on the internal one (the
-/// layer-4 lb forwards that too); the right one purges both instances (the token travels to
+/// wrong one, is 401 and purges nothing, on the public path and on the internal one (on the
+/// peer socket, a second lock); the right one purges both instances (the token travels to
 /// the peer). Unset: open (the contest's test purges without a token).
 #[test]
 fn purge_token() {
@@ -375,8 +375,14 @@ fn purge_token() {
             "X-Purge-Token: S3CRET\r\n",
             "X-Purge-Token:\r\n",
         ] {
+            // The internal path answers only on the peer socket (elsewhere 404).
+            let socket = if path.starts_with("/internal/") {
+                &b.peer_socket
+            } else {
+                &b.socket
+            };
             let (status, _) = request(
-                &b.socket,
+                socket,
                 &format!("POST {path} HTTP/1.1\r\n{header}Content-Length: 0\r\n\r\n"),
             );
             assert_eq!(status, 401, "{path} {header:?}");

@@ -16,6 +16,7 @@
 //! - [`floor`]: the latency the instrument itself adds.
 //! - [`lbs`]: rinha-lb against HAProxy and nginx.
 //! - [`drivers`]: io_uring against epoll on the same stack.
+//! - [`capacity`]: the highest payment rate the stack holds under the compose file's CPU quotas.
 //! - [`soak`]: a long run at twice the contest's peak: leaks, lost payments.
 //! - [`experiments::recv`]: a one-off kernel experiment, the receive paths (epoll, io_uring
 //!   one-shot and multishot) on an echo, with its conclusion in its module doc.
@@ -37,6 +38,7 @@ macro_rules! from_flags {
     };
 }
 
+pub mod capacity;
 pub mod contest;
 pub mod drivers;
 pub mod experiments;

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use rinha_bench::experiments::recv;
-use rinha_bench::{contest, drivers, floor, lbs, processor, rinha, soak, stack};
+use rinha_bench::{capacity, contest, drivers, floor, lbs, processor, rinha, soak, stack};
 
 #[derive(Parser)]
 #[command(name = "rinha-bench", version, about)]
@@ -30,6 +30,8 @@ enum Command {
     Drivers(drivers::Args),
     /// Compare the kernel's receive paths (epoll, io_uring one-shot, io_uring multishot) on an echo.
     Recv(recv::Args),
+    /// Ramp an open-loop load on the stack under the compose file's CPU quotas to its capacity.
+    Capacity(capacity::Args),
     /// Soak the stack at twice the contest's peak: RSS, fds, errors, exact summary.
     Soak(soak::Args),
 }
@@ -54,6 +56,7 @@ fn main() -> ExitCode {
         Command::Drivers(args) => drivers::run(args),
         Command::Recv(args) => recv::run(args),
         Command::Soak(args) => soak::run(args),
+        Command::Capacity(args) => capacity::run(args),
     };
     match result {
         Ok(code) => code,

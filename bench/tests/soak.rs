@@ -34,6 +34,8 @@ async fn a_short_soak_passes_every_check() {
             default_fee: None,
             fallback_fee: None,
             lb_mode: Default::default(),
+            instances: None,
+            backend_port: 9998,
         },
         rate: 300.0,
         duration: 20,

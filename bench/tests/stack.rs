@@ -46,6 +46,8 @@ fn opts(rinha: PathBuf, lb: PathBuf) -> StackOpts {
         default_fee: None,
         fallback_fee: None,
         lb_mode: Default::default(),
+        instances: None,
+        backend_port: 9998,
     }
 }
 
@@ -81,7 +83,7 @@ async fn a_backend_that_exits_is_named_with_its_log_and_everything_stops() {
     // The tail of its output names the env the stack gave it.
     assert!(text.contains("no luck: LISTEN=unix:"), "{text}");
     assert!(text.contains("backend-1.sock PEERS=unix:"), "{text}");
-    assert!(text.contains("backend-2.sock"), "{text}");
+    assert!(text.contains("backend-2.peer.sock"), "{text}");
     // The processors came up first, and were killed with the failed stack.
     assert!(closed(opts.default_port).await && closed(opts.fallback_port).await);
 }
@@ -199,4 +201,55 @@ async fn the_real_stack_comes_up_serves_a_short_run_and_stops() {
     for port in [opts.lb_port, opts.default_port, opts.fallback_port] {
         assert!(closed(port).await, "port {port} still answers");
     }
+}
+
+/// A run that starts the local stack itself reports what each payment cost its backends' and
+/// lb's threads (and not the processors', the instrument's): CPU and wake-ups, per process
+/// and thread role, counted over the run's successful POSTs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_on_the_local_stack_reports_what_a_payment_costs() {
+    let mut args = rinha_bench::contest::Args::from_flags([
+        "--duration",
+        "4",
+        "--max-requests",
+        "20",
+        "--quiet",
+    ])
+    .expect("flags");
+    args.stack = StackOpts {
+        rinha_bin: None,
+        lb_bin: None,
+        no_build: false,
+        up_timeout: 20,
+        backend_env: vec![],
+        ..opts(PathBuf::new(), PathBuf::new())
+    };
+    let report = tokio::time::timeout(
+        Duration::from_secs(600),
+        rinha_bench::contest::run_test(&args),
+    )
+    .await
+    .expect("bounded")
+    .expect("run");
+    let cost = &report.cost;
+    let names: Vec<&str> = cost.processes.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["backend-1", "backend-2", "rinha-lb"],
+        "{}",
+        report.table()
+    );
+    assert_eq!(cost.payments, report.snapshot.counts.success);
+    let total = cost.total();
+    assert!(total.cpu_ns > 0 && total.runs > 0, "{total:?}");
+    // The backends' work is their cores' (intake and senders).
+    let cores = cost.processes[0].roles["cores (intake, senders)"];
+    assert!(cores.cpu_ns > 0 && cores.runs > 0, "{cores:?}");
+    assert!(
+        report.table().contains("cost per payment"),
+        "{}",
+        report.table()
+    );
+    let json: serde_json::Value = serde_json::from_str(&report.json().unwrap()).unwrap();
+    assert_eq!(json["bench"]["cost"]["per_payment"][0]["what"], "stack");
 }

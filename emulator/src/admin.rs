@@ -90,7 +90,8 @@ fn percent_decode(text: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-/// `PUT /admin/configurations/{token,delay,failure}`.
+/// `PUT /admin/configurations/{token,delay,failure,answer}` (`answer`: the emulator's own, a
+/// status every payment gets, 0 to clear).
 pub async fn configure(shared: &Shared, request: Request<Incoming>) -> HttpResponse {
     if !authorized(shared, &request) {
         return empty(StatusCode::UNAUTHORIZED);
@@ -128,6 +129,20 @@ pub async fn configure(shared: &Shared, request: Request<Incoming>) -> HttpRespo
                     changed("delay", was, delay)
                 }
                 None => message(StatusCode::BAD_REQUEST, "delay must be whole milliseconds"),
+            }
+        }
+        "answer" => {
+            let status = object
+                .number_text("answer")
+                .ok()
+                .and_then(|text| text.parse::<u16>().ok())
+                .filter(|s| *s == 0 || (200..600).contains(s));
+            match status {
+                Some(status) => {
+                    let was = shared.switches.set_answer((status != 0).then_some(status));
+                    changed("answer", was.unwrap_or(0), status)
+                }
+                None => message(StatusCode::BAD_REQUEST, "answer must be 0 or a status"),
             }
         }
         _ => match object.boolean("failure") {

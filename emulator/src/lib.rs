@@ -19,6 +19,9 @@
 //!   `correlationId`). A caller that hangs up during the delay does not cancel the insert.
 //! - `GET /payments/service-health`: one answer per window; two callers may wait, each later
 //!   window answering the oldest one; the rest get 429 with `Retry-After: <window seconds>`.
+//! - Switches a test flips while it runs (`Running::set_answer`, `set_continue_first`,
+//!   `set_close_idle`; `PUT /admin/configurations/answer {"answer":404}`, 0 to clear): another
+//!   status for every payment, `100 Continue` before the real answer, idle connections closed.
 //! - Chaos: dropping every Nth connection (`--chaos-drop-every N`) happens only *after* the
 //!   insert (a lost response always means a stored payment); resetting every Nth
 //!   (`--chaos-reset-every N`) before anything is read or stored.
@@ -124,6 +127,24 @@ impl Running {
     /// Makes `POST /payments` fail (500) or not; returns the previous setting.
     pub fn set_failure(&self, failing: bool) -> bool {
         self.shared.set_failing(failing)
+    }
+
+    /// Makes every `POST /payments` answer `status` at once, nothing stored (`None`: process
+    /// payments again); returns the previous setting.
+    pub fn set_answer(&self, status: Option<u16>) -> Option<u16> {
+        self.shared.switches.set_answer(status)
+    }
+
+    /// Makes `POST /payments` write `100 Continue` on arrival, before its real answer, on
+    /// connections accepted from now on.
+    pub fn set_continue_first(&self, on: bool) {
+        self.shared.switches.set_continue_first(on);
+    }
+
+    /// Closes connections accepted from now on once idle for `idle` (`None`: never), with a
+    /// `Keep-Alive: timeout=<s>` header on their answers when `advertise`.
+    pub fn set_close_idle(&self, idle: Option<Duration>, advertise: bool) {
+        self.shared.switches.set_close_idle(idle, advertise);
     }
 
     /// Replaces the admin token.

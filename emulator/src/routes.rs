@@ -6,7 +6,8 @@
 //! delay read at arrival, then the failure flag, then the insert.
 
 use std::os::fd::OwnedFd;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hyper::body::Incoming;
@@ -39,10 +40,46 @@ pub enum Abort {
 }
 
 /// Per-connection context the handlers may need.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Connection {
-    /// A duplicate of the socket, kept only when resets are injected.
+    /// A duplicate of the socket, kept only when a fault needs to write or reset it.
     pub socket: Option<OwnedFd>,
+    /// Requests being handled, and when the last one ended (idle connections are closed
+    /// only when a test asks, [`super::chaos::Switches::set_close_idle`]).
+    busy: AtomicUsize,
+    idle_since: Mutex<Instant>,
+}
+
+impl Connection {
+    pub fn new(socket: Option<OwnedFd>) -> Connection {
+        Connection {
+            socket,
+            busy: AtomicUsize::new(0),
+            idle_since: Mutex::new(Instant::now()),
+        }
+    }
+
+    /// Marks a request under way until the guard drops.
+    pub fn active(self: &Arc<Self>) -> Active {
+        self.busy.fetch_add(1, Ordering::AcqRel);
+        Active(self.clone())
+    }
+
+    /// How long the connection has had no request under way (`None`: one is).
+    pub fn idle_for(&self) -> Option<Duration> {
+        let since = *self.idle_since.lock().unwrap_or_else(|p| p.into_inner());
+        (self.busy.load(Ordering::Acquire) == 0).then(|| since.elapsed())
+    }
+}
+
+/// A request under way on a [`Connection`].
+pub struct Active(Arc<Connection>);
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        *self.0.idle_since.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+        self.0.busy.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// Answers one request.
@@ -68,7 +105,8 @@ pub async fn handle(
         },
         "/admin/configurations/token"
         | "/admin/configurations/delay"
-        | "/admin/configurations/failure" => match *method {
+        | "/admin/configurations/failure"
+        | "/admin/configurations/answer" => match *method {
             Method::PUT => admin::configure(&shared, request).await,
             _ => not_allowed("PUT"),
         },
@@ -101,6 +139,19 @@ async fn post_payment(
         return Err(Abort::Reset);
     }
     Traffic::count(&shared.traffic.received);
+    if let Some(status) = shared.switches.answer() {
+        Traffic::count(&shared.traffic.forced);
+        return Ok(empty(
+            StatusCode::from_u16(status).unwrap_or(StatusCode::NOT_FOUND),
+        ));
+    }
+    if shared.switches.continue_first() {
+        if let Some(socket) = &connection.socket {
+            if let Err(err) = super::chaos::write_raw(socket, super::chaos::CONTINUE) {
+                tracing::warn!("chaos: cannot write 100 Continue: {err}");
+            }
+        }
+    }
     let arrived_delay = Duration::from_millis(shared.delay_ms());
     // Waiting in line is cancelled if the caller goes away, as ASP.NET's limiter does.
     let permit = match shared.limiter.admit().await {
@@ -157,6 +208,7 @@ pub fn parse_payment(body: &[u8]) -> Result<Payment, String> {
 }
 
 fn get_payment(shared: &Shared, id: &str) -> HttpResponse {
+    Traffic::count(&shared.traffic.lookups);
     let Ok(id) = Uuid::parse_str(id) else {
         return empty(StatusCode::NOT_FOUND);
     };

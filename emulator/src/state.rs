@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 
-use super::chaos::ChaosCounters;
+use super::chaos::{ChaosCounters, Switches};
 use super::health::HealthWindow;
 use super::limiter::Limiter;
 use super::money::Fee;
@@ -23,6 +23,7 @@ pub struct Shared {
     pub limiter: Limiter,
     pub health: HealthWindow,
     pub chaos: ChaosCounters,
+    pub switches: Switches,
     pub traffic: Traffic,
 }
 
@@ -36,6 +37,12 @@ pub struct Traffic {
     pub rejected: AtomicU64,
     /// Answered 500 (failure switched on).
     pub failed: AtomicU64,
+    /// Answered the status a test forced ([`Switches`]), nothing stored.
+    pub forced: AtomicU64,
+    /// `GET /payments/{id}` asked (a caller resolving an unknown outcome).
+    pub lookups: AtomicU64,
+    /// Keep-alive connections closed for being idle ([`Switches::set_close_idle`]).
+    pub idle_closed: AtomicU64,
 }
 
 /// A copy of what `POST /payments` has seen (`Traffic`) at one moment.
@@ -44,6 +51,9 @@ pub struct TrafficCounts {
     pub received: u64,
     pub rejected: u64,
     pub failed: u64,
+    pub forced: u64,
+    pub lookups: u64,
+    pub idle_closed: u64,
 }
 
 impl Traffic {
@@ -52,6 +62,9 @@ impl Traffic {
             received: self.received.load(Ordering::Acquire),
             rejected: self.rejected.load(Ordering::Acquire),
             failed: self.failed.load(Ordering::Acquire),
+            forced: self.forced.load(Ordering::Acquire),
+            lookups: self.lookups.load(Ordering::Acquire),
+            idle_closed: self.idle_closed.load(Ordering::Acquire),
         }
     }
 
@@ -79,6 +92,7 @@ impl Shared {
             limiter: Limiter::new(config.limits),
             health: HealthWindow::new(config.health_window, Instant::now()),
             chaos: ChaosCounters::new(config.chaos),
+            switches: Switches::default(),
             traffic: Traffic::default(),
         }
     }

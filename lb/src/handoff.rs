@@ -10,7 +10,9 @@
 //! the descriptor and has not answered, the client is never offered to another (two
 //! processes would read the same socket): after `CONNECT_TIMEOUT_MS` without an answer this
 //! process lets its copy go, and the client is served by that backend or, if it never took
-//! it, sees a close and reconnects.
+//! it, sees a close and reconnects. A backend that leaves a hand-over unanswered is marked
+//! stalled ([`Offered::Unanswered`]): the next clients go to the others until its backoff runs
+//! out and one client probes it, or until no other takes them.
 
 use std::io;
 use std::os::fd::AsRawFd;
@@ -19,7 +21,7 @@ use monoio::io::AsyncReadRent;
 use monoio::net::TcpStream;
 use rinha_sys::handoff::{send_fd, ACCEPTED};
 
-use crate::backend::{BackendSet, BackendStream};
+use crate::backend::{BackendSet, BackendStream, Offered};
 
 /// How a hand-over ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,7 +61,7 @@ async fn offer(
     client: &TcpStream,
     stream: BackendStream,
     wait: std::time::Duration,
-) -> io::Result<Outcome> {
+) -> io::Result<Offered<Outcome>> {
     let BackendStream::Unix(mut channel) = stream else {
         // `Config::targets` lets only unix sockets through in this mode.
         return Err(io::Error::other("hand-over needs a unix socket"));
@@ -67,7 +69,7 @@ async fn offer(
     send_fd(channel.as_raw_fd(), client.as_raw_fd())?;
     let answer = monoio::time::timeout(wait, channel.read(Vec::with_capacity(1))).await;
     match answer {
-        Ok((Ok(1), byte)) if byte[0] == ACCEPTED => Ok(Outcome::Taken),
+        Ok((Ok(1), byte)) if byte[0] == ACCEPTED => Ok(Offered::Taken(Outcome::Taken)),
         Ok((Ok(1), _)) => Err(io::Error::new(
             io::ErrorKind::ConnectionRefused,
             "backend refused the hand-over",
@@ -79,6 +81,6 @@ async fn offer(
             "backend closed the hand-over without an answer",
         )),
         Ok((Err(error), _)) => Err(error),
-        Err(_elapsed) => Ok(Outcome::Unanswered),
+        Err(_elapsed) => Ok(Offered::Unanswered(Outcome::Unanswered)),
     }
 }

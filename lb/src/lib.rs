@@ -5,6 +5,7 @@
 //! - [`runtime`]: the process: the driver, the worker threads, the signal thread.
 //! - [`server`]: one accept loop per worker runtime and its graceful shutdown.
 //! - [`backend`]: the backend set of a worker: round-robin, down marks with backoff.
+//! - [`stall`]: a backend that takes bytes and answers none, as the relays report it.
 //! - [`relay`]: the copy loops that move bytes both ways without parsing them (the hot path).
 //! - [`handoff`]: hand-over mode, the client's socket passed to a backend instead of relayed.
 //!
@@ -18,3 +19,4 @@ pub mod handoff;
 pub mod relay;
 pub mod runtime;
 pub mod server;
+pub mod stall;

@@ -16,6 +16,9 @@
 //! `IDLE_TIMEOUT_MS` is closed. Silence is seen without reading the clock per chunk: each
 //! chunk bumps a counter, which a timer looks at four times per timeout.
 //!
+//! Each connection also tells its backend's [`Exchanges`] when client bytes go out and when a
+//! byte comes back (`stall.rs`): a backend that stops answering gets no new clients.
+//!
 //! Buffered copy rather than monoio's `zero_copy` (splice through a pipe): on io_uring the
 //! kernel runs splices on worker threads, measured ~100 us per small round trip here against
 //! ~19 us for this loop (issue 4).
@@ -37,6 +40,8 @@ use monoio::buf::IoBuf;
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, Split, Splitable};
 use monoio::net::TcpStream;
 use rinha_sys::send::send_now;
+
+use crate::stall::{Exchange, Exchanges};
 
 /// How long the second direction may stay open once the first has finished cleanly: a peer
 /// that half-closed and then vanished must not pin two descriptors forever.
@@ -74,12 +79,14 @@ pub enum Outcome {
 }
 
 /// Relays between `client` and `backend` until both directions end; both are closed on return.
+/// `exchanges`: the backend's, which this connection reports to.
 pub async fn relay<B>(
     client: TcpStream,
     backend: B,
     buffer_size: usize,
     send: SendMode,
     timeouts: Timeouts,
+    exchanges: &Exchanges,
 ) -> Outcome
 where
     B: Split + AsyncReadRent + AsyncWriteRent + AsRawFd,
@@ -93,6 +100,7 @@ where
     let (mut backend_read, mut backend_write) = backend.into_split();
     // Chunks moved either way so far: what the idle timer watches.
     let moved = Cell::new(0u64);
+    let exchange = Exchange::new(exchanges);
     let mut upstream = pin!(copy_one_way(
         &mut client_read,
         &mut backend_write,
@@ -100,6 +108,11 @@ where
         Vec::with_capacity(buffer_size),
         &moved,
         timeouts.write,
+        |len| {
+            if len > 0 {
+                exchange.sent();
+            }
+        },
     ));
     let mut downstream = pin!(copy_one_way(
         &mut backend_read,
@@ -108,6 +121,7 @@ where
         Vec::with_capacity(buffer_size),
         &moved,
         timeouts.write,
+        |_| exchange.answered(),
     ));
     let mut silent = pin!(silence(&moved, timeouts.idle));
     let remaining = monoio::select! {
@@ -146,18 +160,21 @@ enum Remaining {
 /// Copies `from` into `to` until `from` sends FIN, then shuts down `to`'s write half.
 /// `to_fd`, when given, is `to`'s descriptor for the direct `send(2)` fast path. Each chunk
 /// read and each chunk written bumps `moved`; a chunk `to` does not take within
-/// `write_timeout` is a `TimedOut` error.
-async fn copy_one_way<R, W>(
+/// `write_timeout` is a `TimedOut` error. `on_read` sees the length of every read (0: FIN)
+/// before its bytes go on.
+async fn copy_one_way<R, W, F>(
     from: &mut R,
     to: &mut W,
     to_fd: Option<RawFd>,
     mut buf: Vec<u8>,
     moved: &Cell<u64>,
     write_timeout: Duration,
+    on_read: F,
 ) -> io::Result<()>
 where
     R: AsyncReadRent,
     W: AsyncWriteRent,
+    F: Fn(usize),
 {
     loop {
         buf.clear();
@@ -165,6 +182,7 @@ where
         buf = returned;
         let len = read?;
         moved.set(moved.get() + 1);
+        on_read(len);
         if len == 0 {
             return to.shutdown().await;
         }

@@ -6,6 +6,7 @@ use std::io;
 use std::sync::Arc;
 
 use rinha_sys::cap::ConnectionCap;
+use rinha_sys::discovery::{Discovery, DiscoveryError};
 use rinha_sys::driver::{Driver, DriverError, RingSize};
 use rinha_sys::signals::Signals;
 
@@ -38,6 +39,9 @@ pub enum StartError {
     /// The descriptor table, the listeners or a thread.
     #[error(transparent)]
     Io(#[from] io::Error),
+    /// The discovery thread could not start.
+    #[error(transparent)]
+    Discovery(#[from] DiscoveryError),
     /// A worker thread panicked.
     #[error("a worker panicked")]
     WorkerPanicked,
@@ -47,14 +51,20 @@ pub enum StartError {
 pub fn run(config: Arc<Config>) -> Result<(), StartError> {
     let driver = Driver::choose(config.io_driver, config.uring_taskrun, RING)?;
     let targets = config.targets()?;
-    let needed = u64::from(config.max_connections) * 2 + 64;
+    let (max_connections, cap_basis) = config.connection_cap();
+    let needed = max_connections as u64 * 2 + 64;
     // While this is the only thread (rinha_sys::fds: growing the table later stalls every worker).
     let fd_limit = rinha_sys::fds::prepare(needed)?;
     if fd_limit < needed {
-        tracing::warn!(fd_limit, max_connections = config.max_connections, "open-files limit is below what MAX_CONNECTIONS needs; accepts will fail with EMFILE first");
+        tracing::warn!(fd_limit, max_connections, "open-files limit is below what MAX_CONNECTIONS needs; accepts will fail with EMFILE first");
     }
     // Before any thread exists, so every worker inherits the mask and only sigwait sees them.
     let signals = Signals::block();
+    // After the mask: the discovery's thread must not take the signals either.
+    let found = match config.sources() {
+        Some(sources) => Some(Discovery::start(sources, config.discovery_every())?),
+        None => None,
+    };
     let workers = usize::from(config.workers);
     let (listeners, listen) = rinha_sys::listener::bind_reuseport_all(config.listen, workers)?;
     tracing::info!(
@@ -67,7 +77,11 @@ pub fn run(config: Arc<Config>) -> Result<(), StartError> {
         match config.lb_mode {
             Mode::Relay => "relay".to_owned(),
             Mode::Handoff => format!(
-                "handoff:{}",
+                "handoff:{}{}",
+                config
+                    .handoff_dir
+                    .as_ref()
+                    .map_or_else(String::new, |d| format!("dir:{} ", d.display())),
                 targets
                     .iter()
                     .map(ToString::to_string)
@@ -80,16 +94,19 @@ pub fn run(config: Arc<Config>) -> Result<(), StartError> {
     if let Driver::IoUring { taskrun, .. } = driver {
         tracing::info!(?taskrun, "io_uring task-work mode");
     }
-    let cap = ConnectionCap::new(config.max_connections as usize);
+    tracing::info!(max_connections, basis = %cap_basis, "connection cap");
+    let cap = ConnectionCap::new(max_connections);
     let (stop_tx, stop_rx) = flume::bounded::<()>(1);
     let mut threads = Vec::with_capacity(workers);
     for (index, listener) in listeners.into_iter().enumerate() {
         let (config, cap, stop) = (config.clone(), cap.clone(), stop_rx.clone());
+        let found = found.clone();
         let thread = std::thread::Builder::new()
             .name(format!("lb-worker-{index}"))
             .spawn(move || {
-                let result =
-                    driver.block_on(server::run_worker(index, listener, config, cap, stop));
+                let result = driver.block_on(server::run_worker(
+                    index, listener, config, cap, stop, found,
+                ));
                 // A worker that cannot run leaves the port half-served: stop the whole process
                 // rather than wait for a signal that a supervisor has no reason to send.
                 let error = match result {

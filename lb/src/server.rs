@@ -2,7 +2,8 @@
 //!
 //! Each worker accepts on its own `SO_REUSEPORT` listener (bound on the main thread, so the
 //! start log can name the real port), hands every client to a task that connects a backend
-//! and relays, and counts it against the cap shared by all workers (`rinha_sys::cap`). On
+//! and relays, and counts it against the cap shared by all workers (`rinha_sys::cap`). In relay
+//! mode a timer of the worker's own watches for stalled backends (`stall.rs`). On
 //! shutdown the worker closes its listener, waits up to the grace for its open connections,
 //! then returns (which drops, and so closes, whatever is still open).
 
@@ -15,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use monoio::net::TcpListener;
 use rinha_sys::cap::{self, ConnectionCap};
+use rinha_sys::discovery::Watch;
 
 use crate::backend::{BackendSet, BackendStream};
 use crate::config::{Config, Mode};
@@ -38,22 +40,34 @@ impl Drop for Slot {
     }
 }
 
-/// Runs one worker until `stop` fires (its sender dropped), then drains.
+/// Runs one worker until `stop` fires (its sender dropped), then drains. `found`: the
+/// backends discovered in the background, if any.
 pub async fn run_worker(
     index: usize,
     listener: std::net::TcpListener,
     config: Arc<Config>,
     cap: Arc<ConnectionCap>,
     stop: flume::Receiver<()>,
+    found: Option<Watch>,
 ) -> io::Result<()> {
     let listener = TcpListener::from_std(listener)?;
     let targets = config.targets().map_err(io::Error::other)?;
-    let backends = Rc::new(BackendSet::new(&targets, index, config.connect_timeout()));
+    let backends = Rc::new(BackendSet::with_discovery(
+        &targets,
+        found,
+        index,
+        config.connect_timeout(),
+    ));
     let mode = config.lb_mode;
     let worker_open = Rc::new(Cell::new(0usize));
     let buffer_size = config.buffer_size as usize;
     let send = config.relay_send;
     let timeouts = config.relay_timeouts();
+    if mode == Mode::Relay {
+        let backends = backends.clone();
+        let stall = config.stall();
+        monoio::spawn(async move { backends.watch_stalls(stall).await });
+    }
     let mut stopped = pin!(stop.recv_async());
     loop {
         let accepted = monoio::select! {
@@ -88,11 +102,11 @@ pub async fn run_worker(
                 return;
             }
             let outcome = match backends.connect().await {
-                Some(BackendStream::Unix(backend)) => {
-                    relay(client, backend, buffer_size, send, timeouts).await
+                Some((BackendStream::Unix(backend), exchanges)) => {
+                    relay(client, backend, buffer_size, send, timeouts, &exchanges).await
                 }
-                Some(BackendStream::Tcp(backend)) => {
-                    relay(client, backend, buffer_size, send, timeouts).await
+                Some((BackendStream::Tcp(backend), exchanges)) => {
+                    relay(client, backend, buffer_size, send, timeouts, &exchanges).await
                 }
                 None => {
                     tracing::debug!("every backend is down: closing the client");

@@ -42,6 +42,7 @@ both_drivers!(
     a_killed_backend_takes_only_its_own_connections,
     handed_over_clients_outlive_the_lb,
     an_unanswered_hand_over_is_let_go_never_offered_twice,
+    a_backend_that_leaves_hand_overs_unanswered_gets_few_clients_until_it_answers,
     descriptors_return_to_baseline_after_many_hand_overs,
 );
 
@@ -349,20 +350,30 @@ fn handed_over_clients_outlive_the_lb(driver: &str) {
     }
 }
 
-fn an_unanswered_hand_over_is_let_go_never_offered_twice(driver: &str) {
-    let dir = TempDir::new("ho-silent");
+/// Two backends that take hand-overs behind an lb waiting 200 ms for an answer, one client
+/// served by each (so the runtime is up and the next turn is backend 1's), then backend 1
+/// falls silent: it keeps what it is handed and answers nothing.
+fn backend_one_falls_silent(
+    driver: &str,
+    name: &str,
+) -> (TempDir, HandoffBackend, HandoffBackend, Lb) {
+    let dir = TempDir::new(name);
     let paths = backend_paths(&dir);
     let b1 = HandoffBackend::start(&paths[0], 1, Policy::Take);
     let b2 = HandoffBackend::start(&paths[1], 2, Policy::Take);
     let lb = handoff_lb(driver, &paths, &[("CONNECT_TIMEOUT_MS", "200")]);
-    // One client each, so the runtime is up and the next turn is backend 1's.
     for id in [1, 2] {
         assert_eq!(greeting(&mut lb.connect()), id);
     }
-    let baseline = lb.fd_count();
     b1.state
         .policy
         .store(Policy::Silent as u8, Ordering::SeqCst);
+    (dir, b1, b2, lb)
+}
+
+fn an_unanswered_hand_over_is_let_go_never_offered_twice(driver: &str) {
+    let (_dir, b1, b2, lb) = backend_one_falls_silent(driver, "ho-silent");
+    let baseline = lb.fd_count();
     let mut client = lb.connect();
     client
         .set_read_timeout(Some(Duration::from_millis(800)))
@@ -385,6 +396,48 @@ fn an_unanswered_hand_over_is_let_go_never_offered_twice(driver: &str) {
             .map(|e| std::fs::read_link(e.unwrap().path()))
             .collect::<Vec<_>>()
     );
+}
+
+/// A backend that leaves a hand-over unanswered (frozen: its kernel still queues the
+/// connection and the descriptor) is stalled: the next clients go to the other until its
+/// backoff runs out and one client probes it, so only the probes wait on it. Once it answers
+/// again it gets its turn again. Before, it got every other client.
+fn a_backend_that_leaves_hand_overs_unanswered_gets_few_clients_until_it_answers(driver: &str) {
+    let (_dir, b1, b2, lb) = backend_one_falls_silent(driver, "ho-stall");
+    let mut served = 0;
+    let mut held = 0;
+    for _ in 0..20 {
+        let mut client = lb.connect();
+        client
+            .set_read_timeout(Some(Duration::from_millis(700)))
+            .unwrap();
+        let mut id = [0u8; 1];
+        match client.read_exact(&mut id) {
+            Ok(()) => {
+                assert_eq!(id[0], 2);
+                served += 1;
+            }
+            Err(_) => held += 1,
+        }
+    }
+    let probes = b1.state.held.lock().unwrap().len();
+    assert_eq!(held, probes, "a client not served by the one that kept it");
+    // One probe per backoff (100 ms, doubling); each held client costs this loop 700 ms, so
+    // about four. Round-robin alone gave it ten.
+    assert!(
+        probes <= 6,
+        "{probes} of 20 clients waited on the stalled backend"
+    );
+    assert_eq!(served + held, 20);
+    assert_eq!(b2.taken(), 1 + served as u64);
+    assert!(lb.wait_for_log("backend stalled", Duration::from_secs(1)));
+    // Answering again: the next probe is taken and the turns alternate again.
+    b1.state.policy.store(Policy::Take as u8, Ordering::SeqCst);
+    assert!(wait_until(Duration::from_secs(5), || {
+        greeting(&mut lb.connect()) == 1
+    }));
+    let ids: Vec<u8> = (0..10).map(|_| greeting(&mut lb.connect())).collect();
+    assert_eq!(ids.iter().filter(|&&id| id == 1).count(), 5, "{ids:?}");
 }
 
 fn descriptors_return_to_baseline_after_many_hand_overs(driver: &str) {

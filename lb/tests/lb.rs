@@ -26,6 +26,8 @@ both_drivers!(
     two_workers_serve_both_backends,
     a_client_that_never_reads_is_closed,
     silent_connections_are_closed_after_the_idle_timeout,
+    a_stalled_backend_gets_no_new_clients_until_it_answers,
+    every_backend_stalled_still_takes_clients,
 );
 
 fn two_backends(dir: &TempDir) -> (TestBackend, TestBackend) {
@@ -486,5 +488,97 @@ fn missing_or_bad_backends_exit_2() {
         assert_eq!(output.status.code(), Some(2), "BACKENDS={backends:?}");
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(stderr.contains("--backends"), "{stderr}");
+    }
+}
+
+/// Reads the greeting within `within`: `None` if nothing came (a stalled backend holds it).
+fn greeting_within(client: &mut std::net::TcpStream, within: Duration) -> Option<u8> {
+    client.set_read_timeout(Some(within)).unwrap();
+    let mut id = [0u8; 1];
+    let read = client.read_exact(&mut id).ok().map(|()| id[0]);
+    client
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    read
+}
+
+/// `n` clients of `lb`, each having sent `ping`.
+fn clients_that_sent_ping(lb: &Lb, n: usize) -> Vec<std::net::TcpStream> {
+    (0..n)
+        .map(|_| {
+            let mut client = lb.connect();
+            client.write_all(b"ping").unwrap();
+            client
+        })
+        .collect()
+}
+
+/// A backend that accepts and answers nothing (frozen: its kernel still completes the
+/// connect) is left out of the round-robin once relayed bytes have waited `STALL_MS` for it:
+/// every new client goes to the one that answers, and the bytes it holds are never sent
+/// anywhere else. Its first byte back brings it into the round-robin again. Before, it kept
+/// every other new client, each hanging until the backend woke.
+fn a_stalled_backend_gets_no_new_clients_until_it_answers(driver: &str) {
+    let dir = TempDir::new("stall");
+    let (b1, b2) = two_backends(&dir);
+    let lb = Lb::start(driver, &[&b1.path, &b2.path], &[("STALL_MS", "200")]);
+    b1.freeze();
+    // Two clients that send: round-robin gives one of them to the frozen backend.
+    let mut first = clients_that_sent_ping(&lb, 2);
+    let ids: Vec<_> = first
+        .iter_mut()
+        .map(|c| greeting_within(c, Duration::from_millis(300)))
+        .collect();
+    assert!(ids.contains(&Some(2)) && ids.contains(&None), "{ids:?}");
+    // Noticed within 1.25 x STALL_MS of the send; three times that is ample.
+    std::thread::sleep(Duration::from_millis(600));
+    for n in 0..10 {
+        let mut client = lb.connect();
+        let id = greeting_within(&mut client, Duration::from_secs(2));
+        assert_eq!(id, Some(2), "client {n} after the stall");
+        assert_eq!(echo(&mut client, b"fine"), b"fine");
+    }
+    assert!(lb.wait_for_log("backend stalled", Duration::from_secs(1)));
+    // Thawed: the held client is served where it was sent, its bytes once.
+    b1.thaw();
+    let held = ids.iter().position(Option::is_none).unwrap();
+    let held = &mut first[held];
+    assert_eq!(greeting(held), 1);
+    let mut ping = [0u8; 4];
+    held.read_exact(&mut ping).unwrap();
+    assert_eq!(&ping, b"ping");
+    assert!(lb.wait_for_log("answers again", Duration::from_secs(2)));
+    let ids: Vec<u8> = (0..10).map(|_| greeting(&mut lb.connect())).collect();
+    assert_eq!(ids.iter().filter(|&&id| id == 1).count(), 5, "{ids:?}");
+}
+
+/// With every backend stalled a new client is still relayed to one (never closed for a
+/// stall), and served once it answers.
+fn every_backend_stalled_still_takes_clients(driver: &str) {
+    let dir = TempDir::new("stall-all");
+    let (b1, b2) = two_backends(&dir);
+    let lb = Lb::start(driver, &[&b1.path, &b2.path], &[("STALL_MS", "100")]);
+    b1.freeze();
+    b2.freeze();
+    let mut waiting = clients_that_sent_ping(&lb, 2);
+    assert!(lb.wait_for_log("backend stalled", Duration::from_secs(2)));
+    assert!(wait_until(Duration::from_secs(2), || {
+        lb.log()
+            .iter()
+            .filter(|l| l.contains("backend stalled"))
+            .count()
+            == 2
+    }));
+    let mut late = lb.connect();
+    late.write_all(b"late").unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    b1.thaw();
+    b2.thaw();
+    waiting.push(late);
+    for client in &mut waiting {
+        assert!(matches!(greeting(client), 1 | 2));
+        let mut back = [0u8; 4];
+        client.read_exact(&mut back).unwrap();
+        assert!(&back == b"ping" || &back == b"late", "{back:?}");
     }
 }

@@ -19,8 +19,11 @@
 //! same outcome.
 //!
 //! A commit failure fails only the waiters of that commit (intake answers 503 for those
-//! payments, which were never queued; a sender puts its payment back). A poisoned journal
-//! fails every later commit: intake then refuses payments (one error log).
+//! payments, which were never queued; a sender puts its payment back). A journal waiting to
+//! open the file its compaction renamed in refuses commits (intake answers 503) until the
+//! idle ticker or a commit opens it. A poisoned journal can never commit again: the process
+//! exits ([`EXIT_JOURNAL`]) so that its restart replays the file, rather than stay up
+//! answering 503 with its queue stranded.
 //!
 //! At start, [`restore`] puts the replayed journal back into the core's shard and queue.
 
@@ -37,6 +40,7 @@ use crate::processor::Processor;
 use crate::queue::{Queue, Queued};
 use crate::store::Shard;
 
+use super::background::Background;
 use super::state::{Live, LiveState};
 use super::{Journal, JournalError, SyncMode};
 
@@ -44,8 +48,12 @@ use super::{Journal, JournalError, SyncMode};
 /// after the commit, so a handful would do).
 const FAILED_KEPT: usize = 256;
 /// How long the committer waits for a waited-on record before it writes the records nobody
-/// waits for (`confirmed`, `dropped`) on their own, and looks for a quiet moment to compact.
+/// waits for (`confirmed`, `dropped`) on their own, opens a compacted file still waiting to
+/// be opened, and tends the compaction off the core.
 const IDLE_CHECK: Duration = Duration::from_millis(200);
+
+/// The exit code of a process whose journal is poisoned (`main` documents it).
+pub const EXIT_JOURNAL: i32 = 3;
 
 /// Why a record is not durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -71,9 +79,21 @@ pub struct GroupCommit {
     dirty: Cell<bool>,
     /// Records nobody waits for are appended and not written yet.
     lazy: Cell<bool>,
-    poisoned_logged: Cell<bool>,
+    /// What a poisoned journal does to the process: [`exit_poisoned`], except in tests.
+    on_poisoned: fn(&JournalError),
     /// Commits made (in batch mode each one `msync`).
     commits: Cell<u64>,
+    /// Record bytes those commits wrote.
+    bytes: Cell<u64>,
+    /// A compaction whose new file a helper thread is writing (`background.rs`).
+    compacting: RefCell<Option<Background>>,
+}
+
+/// Logs why the journal is unusable and exits with [`EXIT_JOURNAL`]: every record it
+/// committed is on file, and the restart replays them (compose restarts on exit).
+pub fn exit_poisoned(e: &JournalError) {
+    tracing::error!(error = %e, "journal unusable: exiting so that a restart replays it");
+    std::process::exit(EXIT_JOURNAL);
 }
 
 impl GroupCommit {
@@ -88,9 +108,18 @@ impl GroupCommit {
             committer: RefCell::new(None),
             dirty: Cell::new(false),
             lazy: Cell::new(false),
-            poisoned_logged: Cell::new(false),
+            on_poisoned: exit_poisoned,
             commits: Cell::new(0),
+            bytes: Cell::new(0),
+            compacting: RefCell::new(None),
         }
+    }
+
+    /// Tests only: `hook` runs instead of the exit when the journal is poisoned.
+    #[cfg(test)]
+    pub(crate) fn on_poisoned_for_test(mut self, hook: fn(&JournalError)) -> Self {
+        self.on_poisoned = hook;
+        self
     }
 
     /// The journal itself, for tests that damage it.
@@ -99,9 +128,11 @@ impl GroupCommit {
         self.journal.borrow_mut()
     }
 
-    /// Whether the journal refuses every commit (intake must refuse payments).
+    /// Whether the journal refuses commits now (intake must refuse payments): poisoned (the
+    /// process is exiting), or waiting to open the file its compaction renamed in.
     pub fn poisoned(&self) -> bool {
-        self.journal.borrow().is_poisoned()
+        let j = self.journal.borrow();
+        j.is_poisoned() || j.awaits_reopen()
     }
 
     /// Appends an `accepted` record; wait for [`GroupCommit::committed`] before answering.
@@ -164,9 +195,11 @@ impl GroupCommit {
         self.dirty.set(false);
         self.lazy.set(false);
         self.commits.set(self.commits.get() + 1);
+        let pending = self.journal.borrow().pending() as u64;
         let result = self.journal.borrow_mut().commit();
-        if let Err(e) = result {
-            self.note_failure(gen, &e);
+        match result {
+            Ok(()) => self.bytes.set(self.bytes.get() + pending),
+            Err(e) => self.note_failure(gen, &e),
         }
         self.done_gen.set(gen);
         let waiters = std::mem::take(&mut *self.waiters.borrow_mut());
@@ -180,15 +213,20 @@ impl GroupCommit {
         self.commits.get()
     }
 
+    /// Record bytes committed so far (a failed commit's are not).
+    pub fn bytes(&self) -> u64 {
+        self.bytes.get()
+    }
+
     /// Rewrites the journal as its live state now (after a purge: next to nothing), unless
     /// records wait for a commit (they would be committed outside their generation).
     pub fn compact_now(&self) {
         if self.dirty.get() || self.lazy.get() {
             return;
         }
-        if let Err(e) = self.journal.borrow_mut().compact() {
-            tracing::warn!(error = %e, "journal compaction failed");
-        }
+        self.abandon_compaction();
+        let result = self.journal.borrow_mut().compact();
+        self.compacted(result);
     }
 
     /// Compacts if the journal has grown enough (call only when no payment is pending).
@@ -196,8 +234,91 @@ impl GroupCommit {
         if self.dirty.get() || self.lazy.get() {
             return;
         }
-        if let Err(e) = self.journal.borrow_mut().maybe_compact() {
-            tracing::warn!(error = %e, "journal compaction failed");
+        self.abandon_compaction();
+        let result = self.journal.borrow_mut().maybe_compact().map(drop);
+        self.compacted(result);
+    }
+
+    /// Opens the file a compaction renamed in, if one waits (the idle ticker's retry).
+    /// One the helper's compaction renamed in is opened here too.
+    pub fn heal(&self) {
+        let result = self.journal.borrow_mut().heal();
+        match result {
+            Ok(()) => {}
+            Err(e) if self.journal.borrow().is_poisoned() => (self.on_poisoned)(&e),
+            Err(e) => tracing::debug!(error = %e, "journal: compacted file still not open"),
+        }
+    }
+
+    /// The heal-or-exit rule for a compaction step that failed, on the core or off it: a
+    /// poisoned journal exits ([`exit_poisoned`]); one waiting to open its new file refuses
+    /// payments until [`GroupCommit::heal`] (or a commit) opens it; an unchanged one tries
+    /// again once it has grown.
+    fn compacted(&self, result: Result<(), JournalError>) {
+        let Err(e) = result else { return };
+        let (poisoned, waits) = {
+            let j = self.journal.borrow();
+            (j.is_poisoned(), j.awaits_reopen())
+        };
+        if poisoned {
+            (self.on_poisoned)(&e);
+        } else if waits {
+            tracing::error!(error = %e, "journal compacted but its new file cannot be opened: refusing payments (503) until it can");
+        } else {
+            tracing::warn!(error = %e, "journal compaction failed; the journal is unchanged");
+        }
+    }
+
+    /// Starts a compaction on the helper thread once the file has grown enough, and finishes
+    /// it on the core once the helper is done (and no record waits for a commit): the core
+    /// never reads or rewrites the whole file itself. Returns whether one finished.
+    ///
+    /// Every failure, of the helper's work or of the finish on the core, goes through the
+    /// heal-or-exit rule of [`Journal::compact`]: see `compacted`.
+    pub fn tend_compaction(&self) -> bool {
+        // The helper's directory sync of the last finish (`JOURNAL_SYNC=none`), if done.
+        let settled = self.journal.borrow_mut().settle();
+        self.compacted(settled);
+        if self.dirty.get() || self.lazy.get() {
+            return false;
+        }
+        let mut compacting = self.compacting.borrow_mut();
+        let mut finished = false;
+        let result = match compacting.take() {
+            Some(bg) if bg.is_finished() => match self.journal.borrow_mut().finish_compaction(bg) {
+                Ok(None) => {
+                    finished = true;
+                    Ok(())
+                }
+                Ok(Some(catching_up)) => {
+                    *compacting = Some(catching_up);
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            },
+            Some(bg) => {
+                *compacting = Some(bg);
+                Ok(())
+            }
+            None => {
+                let mut journal = self.journal.borrow_mut();
+                if journal.wants_compaction() {
+                    journal.start_compaction().map(|bg| *compacting = Some(bg))
+                } else {
+                    Ok(())
+                }
+            }
+        };
+        drop(compacting);
+        self.compacted(result);
+        finished
+    }
+
+    /// Drops a compaction the helper is writing (waits for it): a compaction on the core
+    /// replaces it.
+    fn abandon_compaction(&self) {
+        if let Some(bg) = self.compacting.borrow_mut().take() {
+            self.journal.borrow_mut().abandon_compaction(bg);
         }
     }
 
@@ -208,9 +329,7 @@ impl GroupCommit {
         }
         failed.push_back(gen);
         if self.journal.borrow().is_poisoned() {
-            if !self.poisoned_logged.replace(true) {
-                tracing::error!(error = %e, "journal unusable: refusing new payments (503) until restart");
-            }
+            (self.on_poisoned)(e);
         } else {
             tracing::warn!(error = %e, "journal commit failed; its payments were refused");
         }
@@ -255,11 +374,11 @@ impl GroupCommit {
     }
 }
 
-/// The commit task of one core (see the module doc), and its idle ticker, which compacts
-/// when `quiet()` (nothing queued or in flight).
-pub async fn committer(durable: Rc<GroupCommit>, quiet: impl Fn() -> bool + 'static) {
+/// The commit task of one core (see the module doc), and its idle ticker, which tends the
+/// compaction ([`GroupCommit::tend_compaction`]).
+pub async fn committer(durable: Rc<GroupCommit>) {
     let d = durable.clone();
-    monoio::spawn(async move { idle_ticker(&d, quiet).await });
+    monoio::spawn(async move { idle_ticker(&d).await });
     commit_loop(&durable).await;
 }
 
@@ -276,18 +395,18 @@ async fn commit_loop(durable: &GroupCommit) {
     }
 }
 
-/// Every `IDLE_CHECK`: writes the records nobody waits for if no commit took them, and
-/// compacts when `quiet()` (nothing queued or in flight). Below the size threshold the
-/// compaction check is one comparison.
-async fn idle_ticker(durable: &GroupCommit, quiet: impl Fn() -> bool) {
+/// Every `IDLE_CHECK`: writes the records nobody waits for if no commit took them, opens a
+/// compacted file still waiting to be opened (intake refuses payments until then, so no
+/// commit would), and tends the compaction (under load too: the helper thread does the
+/// work). Below the size threshold that is one comparison.
+async fn idle_ticker(durable: &GroupCommit) {
     loop {
         monoio::time::sleep(IDLE_CHECK).await;
         if durable.lazy.get() && !durable.dirty.get() {
             durable.commit_now();
         }
-        if quiet() {
-            durable.maybe_compact();
-        }
+        durable.heal();
+        durable.tend_compaction();
     }
 }
 
@@ -295,8 +414,11 @@ async fn idle_ticker(durable: &GroupCommit, quiet: impl Fn() -> bool) {
 /// shard, unsettled ones into the queue (a pinned one first resolved at its processor, never
 /// re-sent blindly), every id into the shard's accepted ids. The fold's table is freed
 /// before the first payment is put back ([`LiveState::into_ordered`]).
-pub fn restore(core: usize, shard: &Shard, queue: &Queue, state: LiveState) {
+pub fn restore(core: usize, shard: &Shard, queue: &Queue, mut state: LiveState) {
     let (mut confirmed, mut unsettled, mut pinned) = (0usize, 0usize, 0usize);
+    let folded = state.take_folded();
+    let buckets = folded.len();
+    shard.restore_folded(folded);
     for live in state.into_ordered() {
         match live {
             Live::Confirmed(c) => {
@@ -318,7 +440,14 @@ pub fn restore(core: usize, shard: &Shard, queue: &Queue, state: LiveState) {
             }
         }
     }
-    tracing::info!(core, confirmed, unsettled, pinned, "journal replayed");
+    tracing::info!(
+        core,
+        confirmed,
+        unsettled,
+        pinned,
+        buckets,
+        "journal replayed"
+    );
 }
 
 #[cfg(test)]
@@ -335,12 +464,21 @@ mod tests {
         let c = d.clone();
         monoio::spawn(async move { commit_loop(&c).await });
         let c = d.clone();
-        monoio::spawn(async move { idle_ticker(&c, || false).await });
+        monoio::spawn(async move { idle_ticker(&c).await });
+    }
+
+    thread_local! {
+        /// How often this thread's journals were found poisoned (where the process exits).
+        static EXITS: Cell<u32> = const { Cell::new(0) };
+    }
+
+    fn count_exit(_: &JournalError) {
+        EXITS.with(|n| n.set(n.get() + 1));
     }
 
     fn durable(dir: &std::path::Path, sync: SyncMode) -> Rc<GroupCommit> {
         let (j, _) = Journal::open(dir, 0, sync).unwrap();
-        Rc::new(GroupCommit::new(j))
+        Rc::new(GroupCommit::new(j).on_poisoned_for_test(count_exit))
     }
 
     #[test]
@@ -444,25 +582,77 @@ mod tests {
             let gen = d.accepted(Uuid::from_u128(2), 1);
             assert_eq!(d.committed(gen).await, Err(NotDurable));
             assert!(d.poisoned());
+            assert_eq!(EXITS.with(Cell::get), 1, "the process exits");
         });
         let replay = crate::journal::replay_dir(dir.path()).unwrap();
         let ids: Vec<_> = replay.unsettled.iter().map(|u| u.id).collect();
         assert_eq!(ids, vec![Uuid::from_u128(1)]);
     }
 
+    /// A compaction renamed its file in and could not open it (issue 24, item 1): intake is
+    /// refused meanwhile, and the idle ticker opens it without any payment or restart.
     #[test]
-    fn a_poisoned_journal_refuses_intake() {
+    fn a_background_compaction_that_fails_heals_or_exits() {
+        use crate::journal::compact::FaultAt;
+        // Tends the compaction until `done` holds (the helper runs on its own thread).
+        let tend_until = |d: &GroupCommit, done: &dyn Fn(&GroupCommit) -> bool| {
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while !done(d) {
+                assert!(std::time::Instant::now() < deadline, "never done");
+                d.tend_compaction();
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        };
+        let exits = || EXITS.with(Cell::get);
+        let before = exits();
+        for (at, errno, fatal) in [
+            (FaultAt::Open, libc::EMFILE, false),
+            (FaultAt::SyncDir, libc::EIO, true),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let d = durable(dir.path(), SyncMode::Batch);
+            d.accepted(Uuid::from_u128(1), 1);
+            d.commit_now();
+            {
+                let mut j = d.journal_for_test();
+                j.set_compact_threshold(1);
+                j.fail_at(at, errno, 1);
+            }
+            let failed = |d: &GroupCommit| {
+                let j = d.journal.borrow();
+                j.awaits_reopen() || j.is_poisoned()
+            };
+            tend_until(&d, &failed);
+            if fatal {
+                assert_eq!(exits(), before + 1, "{at:?}: exits");
+                assert!(d.poisoned());
+            } else {
+                assert_eq!(exits(), before, "{at:?}: does not exit");
+                d.heal();
+                assert!(!d.journal.borrow().awaits_reopen(), "{at:?}: healed");
+            }
+            let replay = crate::journal::replay_dir(dir.path()).unwrap();
+            assert_eq!(replay.unsettled.len(), 1, "{at:?}");
+        }
+    }
+
+    #[test]
+    fn a_journal_waiting_for_its_compacted_file_heals_when_idle() {
         let dir = tempfile::tempdir().unwrap();
         let d = durable(dir.path(), SyncMode::None);
         rt(async {
             start_committer(&d);
             assert_eq!(d.committed(d.accepted(Uuid::from_u128(1), 1)).await, Ok(()));
-            // A compaction that renamed its file in and could not map it.
             let stop = crate::journal::compact::Step::Renamed;
             d.journal.borrow_mut().compact_until(stop).unwrap();
-            let gen = d.accepted(Uuid::from_u128(2), 1);
-            assert_eq!(d.committed(gen).await, Err(NotDurable));
-            assert!(d.poisoned());
+            assert!(d.poisoned(), "refuses commits until the new file is open");
+            monoio::time::sleep(IDLE_CHECK * 2).await;
+            assert!(!d.poisoned(), "healed by the idle ticker");
+            assert_eq!(d.committed(d.accepted(Uuid::from_u128(2), 1)).await, Ok(()));
+            assert_eq!(EXITS.with(Cell::get), 0);
         });
+        let replay = crate::journal::replay_dir(dir.path()).unwrap();
+        let ids: Vec<_> = replay.unsettled.iter().map(|u| u.id).collect();
+        assert_eq!(ids, vec![Uuid::from_u128(1), Uuid::from_u128(2)]);
     }
 }

@@ -9,10 +9,13 @@
 //!
 //! # Layout
 //! - [`record`]: the binary record format and its checksum;
-//! - [`state`]: the fold of events into the live state (what replay returns);
+//! - [`state`]: the fold of events into the live state (what replay returns), one packed
+//!   entry per payment (`slot.rs`);
 //! - [`writer`]: [`Journal`], the append buffer and the mapped, preallocated file;
 //! - [`replay`]: reading a file back in chunks, skipping what does not verify;
 //! - [`compact`]: rewriting a file as its live state, crash-safely;
+//! - [`background`]: the same off the core: a helper thread writes the state, the core
+//!   only switches files;
 //! - [`commit`]: the journal as one core uses it ([`commit::GroupCommit`]): when a record is
 //!   on file, one commit per turn of the event loop in batch mode, and the replay put back;
 //! - [`dir`]: the directory: file names, [`replay_dir`] and [`rebalance`] when the number of
@@ -28,10 +31,14 @@
 //! per processing:  j.attempt(..) before sending; j.confirmed(..) / j.dropped(..) after;
 //!                  j.commit()? once per batch
 //! purge:           j.purged(); j.commit()?; j.compact()?   // replay forgets all before it
-//! when quiet:      j.maybe_compact()?
+//! when grown:      let bg = j.start_compaction()?; then, once it is_finished(), until None:
+//!                  bg = j.finish_compaction(bg)?
+//! at shutdown:     j.maybe_compact()?
 //! ```
-//! A commit error means those records are not durable: answer them with an error, and stop
-//! accepting once the journal reports [`JournalError::Poisoned`].
+//! A commit error means those records are not durable: answer them with an error. Stop
+//! accepting while [`Journal::awaits_reopen`] (a compaction's new file not open yet; each
+//! commit and [`Journal::heal`] try again), and exit once [`Journal::is_poisoned`]: it never
+//! commits again, and a restart replays it.
 //!
 //! # File format
 //! A file starts with the 8-byte magic `RNHJRNL1` (the `1` is the format version), then
@@ -41,16 +48,21 @@
 //! offset  size  field
 //! 0       4     len: u32, bytes of kind + payload (1 + payload size)
 //! 4       4     crc: u32, CRC-32 (IEEE) of the len field and kind + payload
-//! 8       1     kind: 1 accepted, 2 attempt, 3 confirmed, 4 dropped, 5 purged
+//! 8       1     kind: 1 accepted, 2 attempt, 3 confirmed, 4 dropped, 5 purged, 6 folded
 //! 9       ..    payload, fixed per kind:
 //!               accepted   id[16] cents:u64                                 (24 bytes)
 //!               attempt    id[16] processor:u8 requested_at_us:i64          (25 bytes)
 //!               confirmed  id[16] processor:u8 requested_at_us:i64 cents:u64 (33 bytes)
 //!               dropped    id[16]                                           (16 bytes)
 //!               purged     -                                                (0 bytes)
+//!               folded     at_us:i64 requests:u64[2] cents:u64[2]           (40 bytes)
 //! ```
 //! `id` is the UUID's 16 bytes in RFC order; `processor` is 0 (default) or 1 (fallback).
-//! A payment that goes accepted, attempt, confirmed costs 106 bytes.
+//! A payment that goes accepted, attempt, confirmed costs 106 bytes. `folded` is written by
+//! compaction only: the confirmed payments stamped `at_us` (per processor: default, fallback)
+//! whose stamp was older than the settled horizon ([`crate::store::SETTLED_HORIZON`]), one
+//! record per millisecond instead of one per payment. Files without it (written before it
+//! existed) read as before.
 //!
 //! # Replay semantics
 //! Per payment id: `accepted` makes it unsettled (a repeated `accepted` is ignored);
@@ -58,7 +70,9 @@
 //! `confirmed` settles it as recorded (a later `confirmed` is ignored: no double count);
 //! `dropped` forgets an unsettled payment (its id may be accepted again); `purged` forgets
 //! every payment before it, confirmed or not. A confirmed payment ignores every event until
-//! a purge forgets it; `attempt` and `dropped` for an unknown id are ignored.
+//! a purge forgets it; `attempt` and `dropped` for an unknown id are ignored. `folded` adds
+//! its payments to the bucket of its `at_us` (their ids are not kept: idempotency for them
+//! ended with the horizon).
 //!
 //! Bytes that fail the length or CRC check are skipped until a record verifies again: every
 //! record that verifies is kept. Bytes after the last record are a torn tail (a crash in
@@ -66,11 +80,13 @@
 //! crash left unwritten, a damaged disk) are logged as errors, and the file is rewritten
 //! without them at open.
 
+pub mod background;
 pub mod commit;
 pub mod compact;
 pub mod dir;
 pub mod record;
 pub mod replay;
+mod slot;
 pub mod state;
 pub mod writer;
 
@@ -136,6 +152,8 @@ pub struct Replay {
     pub confirmed: Vec<Confirmed>,
     /// Accepted, not yet settled payments, in the order they were accepted.
     pub unsettled: Vec<Unsettled>,
+    /// Folded payments: one bucket per `requestedAt`, in time order.
+    pub folded: Vec<(i64, crate::store::Bucket)>,
 }
 
 /// Why the journal cannot be opened, read or written.

@@ -6,6 +6,7 @@
 use uuid::Uuid;
 
 use super::{Confirmed, Processor};
+use crate::store::Bucket;
 
 /// The first bytes of every journal file; the last byte is the format version.
 pub const MAGIC: [u8; 8] = *b"RNHJRNL1";
@@ -18,6 +19,7 @@ const KIND_ATTEMPT: u8 = 2;
 const KIND_CONFIRMED: u8 = 3;
 const KIND_DROPPED: u8 = 4;
 const KIND_PURGED: u8 = 5;
+const KIND_FOLDED: u8 = 6;
 
 /// One journal event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,6 +38,11 @@ pub enum Event {
         id: Uuid,
     },
     Purged,
+    /// Settled payments folded by compaction: every payment stamped `at_us`, per processor.
+    Folded {
+        at_us: i64,
+        bucket: Bucket,
+    },
 }
 
 impl Processor {
@@ -63,12 +70,13 @@ fn payload_len(kind: u8) -> Option<usize> {
         KIND_CONFIRMED => Some(33),
         KIND_DROPPED => Some(16),
         KIND_PURGED => Some(0),
+        KIND_FOLDED => Some(40),
         _ => None,
     }
 }
 
 /// The largest record, header included.
-pub const MAX_RECORD_LEN: usize = HEADER_LEN + 1 + 33;
+pub const MAX_RECORD_LEN: usize = HEADER_LEN + 1 + 40;
 
 /// Appends `event` as one record to `buf`.
 pub fn encode(buf: &mut Vec<u8>, event: &Event) {
@@ -103,6 +111,13 @@ pub fn encode(buf: &mut Vec<u8>, event: &Event) {
             buf.extend_from_slice(id.as_bytes());
         }
         Event::Purged => buf.push(KIND_PURGED),
+        Event::Folded { at_us, bucket } => {
+            buf.push(KIND_FOLDED);
+            buf.extend_from_slice(&at_us.to_le_bytes());
+            for n in bucket.requests.iter().chain(&bucket.cents) {
+                buf.extend_from_slice(&n.to_le_bytes());
+            }
+        }
     }
     let body_len = (buf.len() - start - HEADER_LEN) as u32;
     let len_bytes = body_len.to_le_bytes();
@@ -160,6 +175,13 @@ pub fn decode(bytes: &[u8]) -> Option<(Event, usize)> {
         }),
         KIND_DROPPED => Event::Dropped { id: id(p)? },
         KIND_PURGED => Event::Purged,
+        KIND_FOLDED => Event::Folded {
+            at_us: u64_at(0) as i64,
+            bucket: Bucket {
+                requests: [u64_at(8), u64_at(16)],
+                cents: [u64_at(24), u64_at(32)],
+            },
+        },
         _ => return None,
     };
     Some((event, HEADER_LEN + body_len))
@@ -186,6 +208,13 @@ mod tests {
             }),
             Event::Dropped { id },
             Event::Purged,
+            Event::Folded {
+                at_us: 1_752_582_896_001_000,
+                bucket: Bucket {
+                    requests: [3, 1],
+                    cents: [5970, u64::MAX],
+                },
+            },
         ]
     }
 
@@ -211,7 +240,7 @@ mod tests {
                 buf.len()
             })
             .collect();
-        assert_eq!(sizes, vec![33, 34, 42, 25, 9]);
+        assert_eq!(sizes, vec![33, 34, 42, 25, 9, 49]);
     }
 
     #[test]

@@ -4,115 +4,19 @@
 //! the parent module's doc live in exactly one place ([`LiveState::apply`]).
 //!
 //! Replay holds one entry per live payment and nothing else, so the entry is packed: 24
-//! bytes beside the 16-byte id (`Slot`), and [`LiveState::into_ordered`] hands the
-//! payments out after freeing the table (docs/reliability.md, "Memory").
+//! bytes beside the 16-byte id (`Slot`, `slot.rs`), and [`LiveState::into_ordered`] hands the
+//! payments out after freeing the table (docs/reliability.md, "Memory"). Settled payments
+//! stamped before the settled horizon are held folded, as the shard holds them ([`Folded`]).
 
 use std::collections::HashMap;
 
 use uuid::Uuid;
 
 use super::record::Event;
-use super::{Confirmed, Processor, Replay, Unsettled};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Status {
-    Unsettled {
-        cents: u64,
-        pinned: Option<(Processor, i64)>,
-    },
-    Confirmed {
-        processor: Processor,
-        requested_at_us: i64,
-        cents: u64,
-    },
-}
-
-/// What a [`Status`] needs besides its amount and time, in two bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Unsettled,
-    Pinned(Processor),
-    Confirmed(Processor),
-}
-
-/// One payment's [`Status`], packed.
-#[derive(Debug, Clone, Copy)]
-struct Slot {
-    cents: u64,
-    /// The pin's `requestedAt`, or the confirmation's (0 when unpinned).
-    at_us: i64,
-    /// Order of the event that put the payment in its current status, for stable output
-    /// (wraps after 4 billion events in one fold: only the order of the output would suffer).
-    seq: u32,
-    kind: Kind,
-}
-
-impl Slot {
-    fn new(seq: u32, status: Status) -> Slot {
-        let (cents, at_us, kind) = match status {
-            Status::Unsettled { cents, pinned } => match pinned {
-                None => (cents, 0, Kind::Unsettled),
-                Some((p, at)) => (cents, at, Kind::Pinned(p)),
-            },
-            Status::Confirmed {
-                processor,
-                requested_at_us,
-                cents,
-            } => (cents, requested_at_us, Kind::Confirmed(processor)),
-        };
-        Slot {
-            cents,
-            at_us,
-            seq,
-            kind,
-        }
-    }
-
-    fn status(&self) -> Status {
-        match self.kind {
-            Kind::Unsettled => Status::Unsettled {
-                cents: self.cents,
-                pinned: None,
-            },
-            Kind::Pinned(p) => Status::Unsettled {
-                cents: self.cents,
-                pinned: Some((p, self.at_us)),
-            },
-            Kind::Confirmed(processor) => Status::Confirmed {
-                processor,
-                requested_at_us: self.at_us,
-                cents: self.cents,
-            },
-        }
-    }
-
-    fn is_confirmed(&self) -> bool {
-        matches!(self.kind, Kind::Confirmed(_))
-    }
-
-    fn live(&self, id: Uuid) -> Live {
-        match self.status() {
-            Status::Confirmed {
-                processor,
-                requested_at_us,
-                cents,
-            } => Live::Confirmed(Confirmed {
-                id,
-                processor,
-                requested_at_us,
-                cents,
-            }),
-            Status::Unsettled { cents, pinned } => Live::Unsettled(Unsettled { id, cents, pinned }),
-        }
-    }
-}
-
-/// One live payment, as [`LiveState::into_ordered`] hands them out.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Live {
-    Confirmed(Confirmed),
-    Unsettled(Unsettled),
-}
+pub use super::slot::Live;
+use super::slot::{Kind, Slot, Status};
+use super::Replay;
+use crate::store::Folded;
 
 /// The payments of a [`LiveState`] in event order ([`LiveState::into_ordered`]).
 #[derive(Debug)]
@@ -144,6 +48,9 @@ impl ExactSizeIterator for Ordered {}
 #[derive(Debug, Default, Clone)]
 pub struct LiveState {
     slots: HashMap<Uuid, Slot>,
+    /// Folded payments (`folded` records, and [`LiveState::fold_before`]), packed as the
+    /// shard keeps them, so a replay hands them over whole.
+    folded: Folded,
     next_seq: u32,
 }
 
@@ -192,8 +99,45 @@ impl LiveState {
                     self.slots.remove(&id);
                 }
             }
-            Event::Purged => self.slots.clear(),
+            Event::Purged => {
+                self.slots.clear();
+                self.folded.clear();
+            }
+            Event::Folded { at_us, bucket } => self.folded.restore(at_us, &bucket),
         }
+    }
+
+    /// Folds the confirmed payments stamped before `cutoff_us` into their buckets, forgetting
+    /// their ids (compaction: the settled horizon, docs/reliability.md, "Memory").
+    pub fn fold_before(&mut self, cutoff_us: i64) {
+        let folded = &mut self.folded;
+        self.slots.retain(|_, slot| match slot.kind {
+            Kind::Confirmed(p) if slot.at_us < cutoff_us => {
+                let mut b = crate::store::Bucket::default();
+                b.count(p, slot.cents);
+                folded.add(slot.at_us, &b);
+                false
+            }
+            _ => true,
+        });
+        self.folded.seal(i64::MAX, usize::MAX);
+    }
+
+    /// Forgets the folded payments (a file whose state another file holds whole: an
+    /// interrupted rebalance's copy, `dir.rs`).
+    pub fn without_folded(mut self) -> LiveState {
+        self.folded = Folded::default();
+        self
+    }
+
+    /// Takes the folded payments out (a replay hands them to the shard whole).
+    pub fn take_folded(&mut self) -> Folded {
+        std::mem::take(&mut self.folded)
+    }
+
+    /// Buckets of folded payments.
+    pub fn folded_len(&self) -> usize {
+        self.folded.len()
     }
 
     /// Folds in the state of another file. The same payment in two files happens only when a
@@ -217,12 +161,17 @@ impl LiveState {
             }
         }
         self.next_seq = base.wrapping_add(other.next_seq);
+        // Buckets hold no ids: two files' buckets are different payments.
+        other.folded.for_each(|at_us, b| self.folded.add(at_us, b));
+        self.folded.seal(i64::MAX, usize::MAX);
     }
 
     /// Calls `f` with each event that rebuilds this state from nothing, in their original
-    /// order: one `confirmed` per recorded payment; `accepted` (and `attempt` if pinned) per
-    /// unsettled one.
+    /// order: one `folded` per bucket (first, in time order), one `confirmed` per recorded
+    /// payment, `accepted` (and `attempt` if pinned) per unsettled one.
     pub fn for_each_event(&self, mut f: impl FnMut(&Event)) {
+        self.folded
+            .for_each(|at_us, &bucket| f(&Event::Folded { at_us, bucket }));
         let mut slots: Vec<(&Uuid, &Slot)> = self.slots.iter().collect();
         slots.sort_unstable_by_key(|(_, s)| s.seq);
         for (&id, slot) in slots {
@@ -242,8 +191,9 @@ impl LiveState {
         }
     }
 
-    /// Keeps only the payments `keep` selects (used to split a state between cores).
-    pub fn filtered(&self, mut keep: impl FnMut(&Uuid) -> bool) -> LiveState {
+    /// Keeps only the payments `keep` selects, and the folded ones if `folded` (used to split
+    /// a state between cores: the buckets go to one of them).
+    pub fn filtered(&self, mut keep: impl FnMut(&Uuid) -> bool, folded: bool) -> LiveState {
         LiveState {
             slots: self
                 .slots
@@ -251,6 +201,11 @@ impl LiveState {
                 .filter(|(id, _)| keep(id))
                 .map(|(id, s)| (*id, *s))
                 .collect(),
+            folded: if folded {
+                self.folded.clone()
+            } else {
+                Folded::default()
+            },
             next_seq: self.next_seq,
         }
     }
@@ -283,6 +238,8 @@ impl LiveState {
 
     pub fn into_replay(self) -> Replay {
         let mut replay = Replay::default();
+        self.folded
+            .for_each(|at_us, b| replay.folded.push((at_us, *b)));
         for live in self.into_ordered() {
             match live {
                 Live::Confirmed(c) => replay.confirmed.push(c),
@@ -296,6 +253,7 @@ impl LiveState {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::journal::{Confirmed, Processor, Unsettled};
 
     fn id(n: u128) -> Uuid {
         Uuid::from_u128(n)

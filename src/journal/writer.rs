@@ -57,11 +57,20 @@ pub struct Journal {
     /// rewritten on every quiet moment.
     pub(super) live_len: u64,
     /// Set when a failed sync, or a compaction cut short, left the file in a state we
-    /// cannot vouch for.
+    /// cannot vouch for: the process must exit and replay it.
     pub(super) poisoned: bool,
+    /// A compaction renamed its file in (whose records end here) and could not open it
+    /// yet: commits fail until [`Journal::heal`] does (journal/compact.rs).
+    pub(super) reopen: Option<u64>,
+    /// The helper that syncs the directory after a background compaction's rename
+    /// (`JOURNAL_SYNC=none`) and drops the old file: [`Journal::settle`] checks its result.
+    pub(super) settling: Option<std::thread::JoinHandle<Result<(), JournalError>>>,
     /// Tests only: the next syncs fail, as on a disk that reports a write error.
     #[cfg(test)]
     pub(super) fail_syncs: bool,
+    /// Tests only: a compaction step that fails, with this errno, this many more times.
+    #[cfg(test)]
+    pub(super) fault: std::cell::Cell<Option<(super::compact::FaultAt, i32, u32)>>,
 }
 
 impl Journal {
@@ -140,8 +149,12 @@ impl Journal {
             // start is compacted at the first quiet moment.
             live_len: 0,
             poisoned: false,
+            reopen: None,
+            settling: None,
             #[cfg(test)]
             fail_syncs: false,
+            #[cfg(test)]
+            fault: std::cell::Cell::new(None),
         };
         Ok((journal, scan.state))
     }
@@ -226,6 +239,12 @@ impl Journal {
             self.buf.clear();
             return Err(JournalError::Poisoned);
         }
+        if self.reopen.is_some() {
+            if let Err(e) = self.heal() {
+                self.buf.clear();
+                return Err(e);
+            }
+        }
         if self.buf.is_empty() {
             return Ok(());
         }
@@ -276,7 +295,8 @@ impl Journal {
         }
     }
 
-    /// Whether every commit now fails (a sync failed, or a compaction was cut short).
+    /// Whether every commit now fails for good (a sync failed, or a compaction could not
+    /// finish): the process must exit, and its restart replays the file.
     pub fn is_poisoned(&self) -> bool {
         self.poisoned
     }
@@ -317,7 +337,7 @@ impl Journal {
     }
 
     /// Extends the file to hold `needed` bytes and maps it again.
-    fn grow(&mut self, needed: u64) -> io::Result<()> {
+    pub(super) fn grow(&mut self, needed: u64) -> io::Result<()> {
         let cap = preallocate(&self.file, self.cap, needed)?;
         if self.sync == SyncMode::Batch {
             // The new size must be on disk before records that lie past the old one.
@@ -402,14 +422,6 @@ pub(super) fn open_locked(path: &Path) -> Result<File, JournalError> {
     Ok(file)
 }
 
-/// Opens, locks, preallocates and maps the journal at `path` whose records end at `len`
-/// (after a compaction renamed it in).
-pub(super) fn open_mapped(path: &Path, len: u64) -> Result<(File, MmapMut, u64), JournalError> {
-    let file = open_locked(path)?;
-    let (map, cap) = prepare(&file, len).map_err(JournalError::io(path))?;
-    Ok((file, map, cap))
-}
-
 /// Preallocates `file` (records end at `len`), puts its size on disk, and maps it.
 fn prepare(file: &File, len: u64) -> io::Result<(MmapMut, u64)> {
     let size = file.metadata()?.len();
@@ -424,7 +436,7 @@ fn prepare(file: &File, len: u64) -> io::Result<(MmapMut, u64)> {
 /// and returns its new size: unchanged if large enough, else at least doubled and rounded
 /// up to whole [`GROW_STEP`]s. A file with no room left (`size == needed`: written by a
 /// compaction, or cut back to its last good record) grows.
-fn preallocate(file: &File, size: u64, needed: u64) -> io::Result<u64> {
+pub(super) fn preallocate(file: &File, size: u64, needed: u64) -> io::Result<u64> {
     if size > needed && size >= GROW_STEP {
         return Ok(size);
     }
@@ -454,7 +466,7 @@ pub(super) fn release_floor(len: u64) -> u64 {
 }
 
 /// Maps the whole of `file` shared, read-write.
-fn map(file: &File) -> io::Result<MmapMut> {
+pub(super) fn map(file: &File) -> io::Result<MmapMut> {
     // SAFETY: a mapping is undefined behaviour only if the file shrinks or changes under
     // it from elsewhere. The file is locked to this process ([`open_locked`]) and to one
     // `Journal` (one file per core); it only grows, through `Journal::grow`, which maps it

@@ -10,15 +10,17 @@
 //! against the call's timeout, and a call that times out there was never sent
 //! ([`CallError::Connect`]).
 //!
+//! Idle connections wait in a [`Pool`], which gives up those the processor closed meanwhile.
+//!
 //! The processor's name is resolved at start and looked up again after a connect error, off
 //! the event loop ([`Address`]): a connect never waits for a lookup. Errors say whether the
 //! request may have reached the processor: [`CallError::Connect`] means it did not,
 //! [`CallError::Unknown`] means it may have been stored.
 
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::io;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use local_sync::semaphore::{Semaphore, SemaphorePermit};
 use monoio::io::AsyncWriteRentExt;
@@ -28,6 +30,7 @@ use uuid::Uuid;
 use crate::config::ProcessorUrl;
 use crate::http::client::{read_response, ExchangeError, Response};
 use crate::payment::{decimal_to_cents, write_amount};
+use crate::processor::pool::Pool;
 use crate::processor::resolve::{Address, Resolver};
 use crate::time::{format_iso_ms, parse_iso};
 
@@ -62,12 +65,23 @@ pub enum Lookup {
     Other(u16),
 }
 
+/// What the admin summary said of the processor's fee.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum FeeRead {
+    /// `feePerTransaction`, a fraction in [0, 1).
+    Fee(f64),
+    /// Another status than 200 (401: a wrong token).
+    Status(u16),
+    /// A 200 without a readable `feePerTransaction`.
+    Unreadable,
+}
+
 /// One processor as seen from one core.
 #[derive(Debug)]
 pub struct ProcessorClient {
     url: ProcessorUrl,
     address: Address,
-    idle: RefCell<Vec<TcpStream>>,
+    idle: Pool,
     /// Turns to start a call (module doc).
     starts: Semaphore,
 }
@@ -84,7 +98,7 @@ impl ProcessorClient {
         ProcessorClient {
             address: Address::new(url.authority.clone(), resolver, addr),
             url,
-            idle: RefCell::new(Vec::new()),
+            idle: Pool::new(MAX_IDLE),
             starts: Semaphore::new(starts),
         }
     }
@@ -140,8 +154,8 @@ impl ProcessorClient {
     }
 
     /// Reads the processor's `feePerTransaction` from its admin summary (`token` is the
-    /// admin token); `None` if it answered without one.
-    pub async fn fee(&self, token: &str, timeout: Duration) -> Result<Option<f64>, CallError> {
+    /// admin token).
+    pub async fn fee(&self, token: &str, timeout: Duration) -> Result<FeeRead, CallError> {
         let mut req = Vec::with_capacity(128);
         req.extend_from_slice(b"GET /admin/payments-summary HTTP/1.1\r\nHost: ");
         req.extend_from_slice(self.url.authority.as_bytes());
@@ -150,8 +164,8 @@ impl ProcessorClient {
         req.extend_from_slice(b"\r\n\r\n");
         let resp = self.call(req, timeout).await?;
         Ok(match resp.status {
-            200 => fee_per_transaction(&resp.body),
-            _ => None,
+            200 => fee_per_transaction(&resp.body).map_or(FeeRead::Unreadable, FeeRead::Fee),
+            status => FeeRead::Status(status),
         })
     }
 
@@ -170,10 +184,7 @@ impl ProcessorClient {
             }
             .map_err(|e| CallError::Unknown(e.to_string()))?;
             if resp.keep_alive {
-                let mut idle = self.idle.borrow_mut();
-                if idle.len() < MAX_IDLE {
-                    idle.push(stream);
-                }
+                self.idle.put(stream, resp.idle_timeout, Instant::now());
             }
             Ok(resp)
         };
@@ -197,7 +208,7 @@ impl ProcessorClient {
             .acquire()
             .await
             .expect("the semaphore is never closed");
-        let pooled = self.idle.borrow_mut().pop();
+        let pooled = self.idle.take(Instant::now());
         let stream = match pooled {
             Some(s) => s,
             None => self.connect(timeout).await?,

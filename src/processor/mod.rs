@@ -1,9 +1,11 @@
 //! The two payment processors as this core sees them: which one ([`Processor`]), how to
-//! talk to it ([`client`]), where it is ([`resolve`]) and whether it currently works
-//! ([`breaker`]).
+//! talk to it ([`client`], its idle connections [`pool`]), where it is ([`resolve`]), whether it
+//! currently works ([`breaker`]) and the answers that prove nothing ([`refusals`]).
 
 pub mod breaker;
 pub mod client;
+pub mod pool;
+pub mod refusals;
 pub mod resolve;
 
 /// One of the two processors.

@@ -3,13 +3,15 @@
 //! as-of rules of the module doc of [`crate::store`].
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use crate::ids::AcceptedIds;
 use crate::processor::Processor;
 use crate::summary::{AsOf, Totals, Window};
 
+use super::folded::{Bucket, Folded};
+use super::live::Live;
 use super::timing::Timing;
 
 /// Identifies one attempt (one `POST /payments` to a processor) within a shard.
@@ -40,17 +42,29 @@ struct InFlight {
 const MARGIN: Duration = Duration::from_millis(3);
 /// How often a waiting summary looks again at its awaited attempts.
 const POLL: Duration = Duration::from_millis(2);
-/// Ids reserved in each core's set up front, so a contest run never waits for it to grow: the
+/// Ids reserved in each core's set up front, so that a contest run's ids fit its first map: the
 /// final's ~90,600 payments over two instances of one core each is ~45,000 per core (the map
-/// rounds this up to 57,344 before its first growth; 1.5 MiB, resident as it fills).
+/// rounds this up to 57,344 before a second one is needed; 1.5 MiB, resident as it fills).
 const IDS_RESERVED: usize = 1 << 15;
+
+/// Records [`Shard::fold`] copies at most when it gives memory back (~2 MB, ~0.2 ms).
+const SHRINK_MAX: usize = 40_000;
 
 /// One core's shard.
 #[derive(Debug, Default)]
 pub struct Shard {
     /// The correlation ids intake accepted on this core since the last purge.
     pub ids: AcceptedIds,
-    records: RefCell<Vec<Record>>,
+    /// In the order they were recorded (replayed ones first).
+    records: RefCell<VecDeque<Record>>,
+    /// The records' sums by `requestedAt`, kept with them.
+    live: RefCell<Live>,
+    /// How many records at the front may be out of order in `recorded_at` (replayed ones, and
+    /// whatever came before one restored later), and the latest of theirs; `None` when none
+    /// are: every record after them was recorded in order, by [`Shard::record`].
+    unordered: Cell<Option<(usize, Instant)>>,
+    /// Settled payments older than the horizon ([`Shard::fold`]).
+    folded: RefCell<Folded>,
     in_flight: RefCell<HashMap<AttemptId, InFlight>>,
     next_attempt: Cell<u64>,
     /// The response-time estimates of both processors, from the answers this core got.
@@ -100,7 +114,10 @@ impl Shard {
             .borrow_mut()
             .remove(&attempt)
             .map_or(recorded_at, |f| f.sent_at);
-        self.records.borrow_mut().push(Record {
+        self.live
+            .borrow_mut()
+            .add(requested_at_us, &Bucket::of(processor, cents));
+        self.records.borrow_mut().push_back(Record {
             requested_at_us,
             cents,
             processor,
@@ -115,13 +132,92 @@ impl Shard {
     /// the restart (a peer's, which waited through it) counts it as the processors would.
     pub fn restore(&self, requested_at_us: i64, cents: u64, processor: Processor) {
         let at = AsOf::from_wall_us(requested_at_us).0;
-        self.records.borrow_mut().push(Record {
+        let mut records = self.records.borrow_mut();
+        // Out of order: with the replayed records, and with any recorded before this one.
+        let before = [
+            records.back().map(|r| r.recorded_at),
+            self.latest_unordered(),
+        ];
+        let latest = before.into_iter().flatten().fold(at, Instant::max);
+        self.unordered.set(Some((records.len() + 1, latest)));
+        self.live
+            .borrow_mut()
+            .add(requested_at_us, &Bucket::of(processor, cents));
+        records.push_back(Record {
             requested_at_us,
             cents,
             processor,
             sent_at: at,
             recorded_at: at,
         });
+    }
+
+    /// Payments folded before this process started (replayed from the journal), taken whole.
+    pub fn restore_folded(&self, folded: Folded) {
+        let mut mine = self.folded.borrow_mut();
+        if mine.is_empty() {
+            *mine = folded;
+        } else {
+            folded.for_each(|at_us, b| mine.add(at_us, b));
+        }
+    }
+
+    /// Folds the records made before `recorded_before`, oldest first, into their buckets,
+    /// then seals the buckets before `seal_before_us`: at most `max` records and buckets in
+    /// all; returns how many (`max`: more may be left). The caller passes `now -
+    /// SETTLED_HORIZON` and the wall clock's `now - SETTLED_HORIZON - SEAL_LAG`, and keeps
+    /// `max` small enough that one call never holds the core for long, whatever the backlog
+    /// (docs/reliability.md, "Memory").
+    pub fn fold(&self, recorded_before: Instant, seal_before_us: i64, max: usize) -> usize {
+        let mut records = self.records.borrow_mut();
+        let mut folded = self.folded.borrow_mut();
+        let mut live = self.live.borrow_mut();
+        let mut n = 0;
+        while n < max {
+            match records.front() {
+                Some(r) if r.recorded_at < recorded_before => {
+                    let one = Bucket::of(r.processor, r.cents);
+                    folded.add(r.requested_at_us, &one);
+                    live.remove(r.requested_at_us, &one);
+                    records.pop_front();
+                    n += 1;
+                }
+                _ => break,
+            }
+        }
+        if let Some((count, latest)) = self.unordered.get() {
+            self.unordered.set(
+                count
+                    .checked_sub(n)
+                    .filter(|&left| left > 0)
+                    .map(|left| (left, latest)),
+            );
+        }
+        if records.capacity() > 4096
+            && records.len() < records.capacity() / 4
+            && records.len() <= SHRINK_MAX
+        {
+            // Give back what a burst, or a replay, grew it to (copying what is left: bounded).
+            let keep = records.len() * 2;
+            records.shrink_to(keep);
+        }
+        if n < max {
+            // Caught up: what is left was recorded later, so (but for a payment recorded
+            // long after its stamp) it is stamped later too. Sealing in the middle of a
+            // replay's backlog would leave its out-of-order stamps open.
+            n += folded.seal(seal_before_us, max - n);
+        }
+        n
+    }
+
+    /// Payments held as records, and buckets of folded ones.
+    pub fn held(&self) -> (usize, usize) {
+        (self.records.borrow().len(), self.folded.borrow().len())
+    }
+
+    /// Every folded bucket in `requestedAt` order.
+    pub fn for_each_folded(&self, f: impl FnMut(i64, &Bucket)) {
+        self.folded.borrow().for_each(f);
     }
 
     /// Attempts not finished yet.
@@ -131,12 +227,8 @@ impl Shard {
 
     /// Plain sums of the records in `window`.
     pub fn window(&self, window: Window) -> Totals {
-        let mut totals = Totals::default();
-        for r in self.records.borrow().iter() {
-            if window.contains(r.requested_at_us) {
-                totals.count(r.processor, r.cents);
-            }
-        }
+        let mut totals = self.folded.borrow().window(window);
+        self.live.borrow().window(window).add_to(&mut totals);
         totals
     }
 
@@ -144,16 +236,12 @@ impl Shard {
     /// the records made by then, plus the attempts in flight then that were old enough to be
     /// stored already, awaited for at most `bound` if they are still in flight.
     pub async fn summary(&self, window: Window, as_of: AsOf, bound: Duration) -> Totals {
-        let stored_by_then = |p: Processor, sent: Instant| {
-            as_of.0.saturating_duration_since(sent)
-                >= self.timing.expected_storage(p, sent).saturating_sub(MARGIN)
-        };
         let mut pending: Vec<AttemptId> = self
             .in_flight
             .borrow()
             .iter()
             .filter(|(_, f)| f.sent_at <= as_of.0 && window.contains(f.requested_at_us))
-            .filter(|(_, f)| stored_by_then(f.processor, f.sent_at))
+            .filter(|(_, f)| self.stored_by(f.processor, f.sent_at, as_of))
             .map(|(id, _)| *id)
             .collect();
         let deadline = Instant::now() + bound;
@@ -167,21 +255,71 @@ impl Shard {
         if !pending.is_empty() {
             tracing::debug!(unresolved = pending.len(), "summary wait bound reached");
         }
-        let mut totals = Totals::default();
+        self.counted(window, as_of)
+    }
+
+    /// Whether the processor had stored an attempt `sent` to `processor` by `as_of`, by this
+    /// core's estimate of the delay then.
+    fn stored_by(&self, processor: Processor, sent: Instant, as_of: AsOf) -> bool {
+        as_of.0.saturating_duration_since(sent)
+            >= self
+                .timing
+                .expected_storage(processor, sent)
+                .saturating_sub(MARGIN)
+    }
+
+    /// Whether record `r` counts in the summary of `window` as of `as_of`: recorded by then,
+    /// or sent long enough before then to have been stored.
+    fn counts(&self, r: &Record, window: Window, as_of: AsOf) -> bool {
+        window.contains(r.requested_at_us)
+            && (r.recorded_at <= as_of.0
+                || (r.sent_at <= as_of.0 && self.stored_by(r.processor, r.sent_at, as_of)))
+    }
+
+    /// The payments that count in `window` as of `as_of`, the attempts awaited: the folded
+    /// ones (recorded a horizon ago, before any moment asked about) and the records that
+    /// [`Shard::counts`].
+    fn counted(&self, window: Window, as_of: AsOf) -> Totals {
+        let mut totals = self.folded.borrow().window(window);
+        let records = self.records.borrow();
+        if self.latest_unordered().is_some_and(|l| l > as_of.0) {
+            // A moment before a replayed record (a peer's, from before our restart): the
+            // records recorded by then are not a prefix, so every one is looked at.
+            self.add_counted_records(&mut totals, window, as_of);
+            return totals;
+        }
+        // Those recorded by `as_of` are all but a tail recorded later (in order), and count
+        // if in the window: the sums hold them. Of the tail, those stored by then count too.
+        let mut sum = self.live.borrow().window(window);
+        for r in records.iter().rev().take_while(|r| r.recorded_at > as_of.0) {
+            if window.contains(r.requested_at_us) && !self.counts(r, window, as_of) {
+                sum.sub(&Bucket::of(r.processor, r.cents));
+            }
+        }
+        sum.add_to(&mut totals);
+        totals
+    }
+
+    /// The latest `recorded_at` of the records that may be out of order, if any are held.
+    fn latest_unordered(&self) -> Option<Instant> {
+        self.unordered.get().map(|(_, latest)| latest)
+    }
+
+    /// Adds every record that [`Shard::counts`] to `totals`, one by one.
+    fn add_counted_records(&self, totals: &mut Totals, window: Window, as_of: AsOf) {
         for r in self.records.borrow().iter() {
-            if window.contains(r.requested_at_us)
-                && (r.recorded_at <= as_of.0
-                    || (r.sent_at <= as_of.0 && stored_by_then(r.processor, r.sent_at)))
-            {
+            if self.counts(r, window, as_of) {
                 totals.count(r.processor, r.cents);
             }
         }
-        totals
     }
 
     /// Forgets every record, accepted id and attempt in flight (the contest's setup purge).
     pub fn purge(&self) {
-        self.records.borrow_mut().clear();
+        *self.records.borrow_mut() = VecDeque::new();
+        *self.live.borrow_mut() = Live::default();
+        self.unordered.set(None);
+        self.folded.borrow_mut().clear();
         self.ids.clear();
         // Their outcomes are not recorded (queue.rs: a purge forgets what a sender holds), so
         // no summary may wait for them.
@@ -192,6 +330,7 @@ impl Shard {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::tests_support::every_window;
     use std::rc::Rc;
 
     fn rt<F: std::future::Future<Output = ()>>(f: F) {
@@ -223,6 +362,79 @@ mod tests {
         assert_eq!(s.window(Window::default()).requests, [3, 1]);
         s.purge();
         assert_eq!(s.window(Window::default()), Totals::default());
+    }
+
+    /// The summary from the sums and a pass over the young tail equals a pass over every
+    /// record, for every moment and window: moments between records, before replayed ones,
+    /// with attempts sent before a moment and recorded after it, records replayed after live
+    /// ones, and records folded away.
+    #[test]
+    fn summaries_from_the_sums_equal_a_pass_over_every_record() {
+        let s = Shard::new();
+        s.timing.observe_latency(P, Duration::from_millis(2));
+        s.timing
+            .observe_latency(Processor::Fallback, Duration::from_millis(40));
+        let now = crate::time::now_ms_as_us();
+        let processor = |n: i64| if n % 3 == 0 { Processor::Fallback } else { P };
+        // Replayed, out of order, from 3 s ago on.
+        for n in 0..150i64 {
+            let at = now - 3_000_000 + (n * 37 % 150) * 1_000;
+            s.restore(at, 100 + n as u64, processor(n));
+        }
+        let mut moments = vec![
+            AsOf::from_wall_us(now - 3_500_000),
+            AsOf::from_wall_us(now - 2_900_000),
+            AsOf::from_wall_us(now - 2_000_000),
+        ];
+        let mut open = VecDeque::new();
+        for n in 0..600i64 {
+            let at = now + (n % 40) * 1_000;
+            open.push_back((s.begin_attempt(at, processor(n)), at, n));
+            if n % 7 == 0 {
+                moments.push(AsOf::now());
+            }
+            if n % 3 == 2 {
+                // Recorded a little after it was sent, some after a moment taken between.
+                let (attempt, at, m) = open.pop_front().expect("begun");
+                s.record(attempt, at, 1_000 + m as u64, processor(m));
+            }
+            if n % 50 == 49 {
+                std::thread::sleep(Duration::from_millis(3));
+            }
+            if n == 300 {
+                // Replayed after live records: the front of the queue is out of order now.
+                s.restore(now - 1_000_000, 7, P);
+            }
+            if n == 450 {
+                // The first records fold away (some replayed, not all).
+                let folded = s.fold(Instant::now() + Duration::from_secs(1), i64::MIN, 100);
+                assert_eq!(folded, 100);
+            }
+        }
+        for (attempt, at, m) in open {
+            s.record(attempt, at, 1_000 + m as u64, processor(m));
+        }
+        moments.push(AsOf::now());
+        let bounds = [
+            None,
+            Some(now - 2_950_000),
+            Some(now - 1_000_000),
+            Some(now),
+            Some(now + 19_000),
+            Some(now + 39_000),
+        ];
+        let (mut checked, mut differs) = (0, 0);
+        for as_of in &moments {
+            for w in every_window(&bounds) {
+                let mut every = s.folded.borrow().window(w);
+                s.add_counted_records(&mut every, w, *as_of);
+                assert_eq!(s.counted(w, *as_of), every, "{w:?} as of {as_of:?}");
+                checked += 1;
+                differs += usize::from(every != s.window(w));
+            }
+        }
+        // The moments were not all after everything: the as-of rule had work to do.
+        assert!(differs > checked / 4, "{differs} of {checked}");
     }
 
     #[test]

@@ -22,6 +22,9 @@ pub struct Timing {
     /// Of those, the one sent last, per processor: what every stamp asks for, kept so that
     /// a stamp does not scan `completions`.
     last_sent_answer: [Cell<Option<(Instant, Duration)>>; 2],
+    /// Per processor, how long after it was sent the last payment a lookup found stored had
+    /// been out (an upper bound of its storage delay when calls end before it answers).
+    found_after: [Cell<Duration>; 2],
 }
 
 impl Timing {
@@ -48,6 +51,19 @@ impl Timing {
             c.pop_front();
         }
         c.push_back((sent, took));
+    }
+
+    /// A lookup found stored, `took` after it was sent, an attempt to `processor` whose call
+    /// ended unknown.
+    pub fn observe_found(&self, processor: Processor, took: Duration) {
+        self.found_after[processor.index()].set(took);
+    }
+
+    /// The longest storage delay of `processor` its last answer or found lookup shows.
+    pub fn storage_seen(&self, processor: Processor) -> Duration {
+        self.found_after[processor.index()]
+            .get()
+            .max(self.response_estimate(processor))
     }
 
     /// How long after `sent` an attempt to `processor` is expected to be stored: the

@@ -9,7 +9,7 @@ use crate::processor::Processor;
 use crate::time::{now_us, parse_iso};
 
 /// An inclusive window in µs since the epoch (`None` = unbounded).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub struct Window {
     pub from_us: Option<i64>,
     pub to_us: Option<i64>,

@@ -59,6 +59,17 @@ impl ConnectionCap {
     }
 }
 
+/// The default cap: the connections that `budget` bytes (the share of the memory limit a
+/// process gives its connections) hold at `bytes_each`, at least 1, at most `most`. Both
+/// servers derive `MAX_CONNECTIONS` this way when it is not set, so a flood of held
+/// connections is refused before it takes the container past its limit.
+pub fn connections_for(budget: u64, bytes_each: u64, most: usize) -> usize {
+    let n = budget / bytes_each.max(1);
+    usize::try_from(n)
+        .unwrap_or(usize::MAX)
+        .clamp(1, most.max(1))
+}
+
 /// One open connection's place under the cap, given back on drop.
 #[derive(Debug)]
 pub struct Slot {
@@ -87,5 +98,13 @@ mod tests {
         let c = cap.try_acquire().expect("a place again");
         drop((b, c));
         assert_eq!(cap.open(), 0);
+    }
+
+    #[test]
+    fn memory_derived_caps_stay_within_their_bounds() {
+        assert_eq!(connections_for(40 << 20, 40 << 10, 4096), 1024);
+        assert_eq!(connections_for(1, 40 << 10, 4096), 1);
+        assert_eq!(connections_for(1 << 40, 40 << 10, 4096), 4096);
+        assert_eq!(connections_for(1 << 20, 0, 4096), 4096);
     }
 }

@@ -115,7 +115,10 @@ impl Processors {
 
 /// A running `rinha`.
 pub struct Instance {
+    /// Its client socket (`LISTEN`).
     pub socket: PathBuf,
+    /// Its peer socket (`PEER_LISTEN`), the only one that answers `/internal/*`.
+    pub peer_socket: PathBuf,
     child: Option<Child>,
     pub log: PathBuf,
 }
@@ -130,10 +133,12 @@ impl Instance {
         extra: &[(&str, &str)],
     ) -> Instance {
         let socket = dir.join(format!("{name}.sock"));
+        let peer_socket = peer_socket_of(&socket);
         let log = dir.join(format!("{name}.log"));
+        // Callers name a peer by its client socket; it is asked on its peer socket.
         let peers: Vec<String> = peers
             .iter()
-            .map(|p| format!("unix:{}", p.display()))
+            .map(|p| format!("unix:{}", peer_socket_of(p).display()))
             .collect();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_rinha"));
         cmd.env_clear()
@@ -141,6 +146,7 @@ impl Instance {
             .env("PROCESSOR_DEFAULT_URL", procs.default.url())
             .env("PROCESSOR_FALLBACK_URL", procs.fallback.url())
             .env("PEERS", peers.join(","))
+            .env("PEER_LISTEN", format!("unix:{}", peer_socket.display()))
             .env("WORKERS", "2")
             .env("IO_DRIVER", driver)
             .env("RUST_LOG", "info")
@@ -156,6 +162,7 @@ impl Instance {
         let child = cmd.spawn().expect("spawn rinha");
         let inst = Instance {
             socket,
+            peer_socket,
             child: Some(child),
             log,
         };
@@ -209,6 +216,14 @@ impl Instance {
         )
     }
 
+    /// A GET on the peer socket, as another instance asks.
+    pub fn get_as_peer(&self, path: &str) -> (u16, String) {
+        request(
+            &self.peer_socket,
+            &format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n"),
+        )
+    }
+
     pub fn post(&self, path: &str, body: &str) -> (u16, String) {
         request(
             &self.socket,
@@ -253,6 +268,12 @@ impl Drop for Instance {
             let _ = c.wait();
         }
     }
+}
+
+/// The peer socket (`PEER_LISTEN`) of the instance whose client socket is `socket`:
+/// `b1.sock` -> `b1.peer.sock`.
+pub fn peer_socket_of(socket: &Path) -> PathBuf {
+    socket.with_extension("peer.sock")
 }
 
 /// Two instances peering each other.

@@ -56,7 +56,11 @@ impl Lb {
 
     /// [`Lb::start`] with more environment (`LB_MODE=handoff`, for one).
     pub fn start_with(dir: &Path, listen: &str, backends: &[&Path], env: &[(&str, &str)]) -> Lb {
-        let log = dir.join("lb.log");
+        // A log per start: a restarted lb's must not hide what the killed one said.
+        let log = (0..)
+            .map(|n| lb_log(dir, n))
+            .find(|path| !path.exists())
+            .expect("a free name");
         let backends: Vec<String> = backends
             .iter()
             .map(|p| format!("unix:{}", p.display()))
@@ -91,23 +95,51 @@ impl Lb {
         }
     }
 
+    /// What this lb has logged so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
     /// The process id (0 once killed).
     pub fn pid(&self) -> u32 {
         self.child.as_ref().map_or(0, Child::id)
     }
 
-    pub fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            kill(c.id(), libc::SIGKILL);
-            let _ = c.wait();
+    /// Kills the lb with SIGKILL and waits until its port refuses connections; when that was.
+    ///
+    /// Reaping the process is not enough: with the io_uring driver the listener outlives the
+    /// process by the ring's teardown (14-21 ms measured on an idle machine, longer under
+    /// load), held by the pending accept. Connections made then complete their handshake and
+    /// are reset when the ring goes: they are in flight to the dead lb as much as those it
+    /// held.
+    pub fn kill9(&mut self) -> Killed {
+        let at = Instant::now();
+        self.kill_and_reap();
+        Killed::refused_after(at, || {
+            TcpStream::connect_timeout(&self.addr, Duration::from_millis(100)).is_ok()
+        })
+    }
+}
+
+impl Lb {
+    /// SIGKILL, then waits for the process (not for its port: [`Lb::kill9`]).
+    fn kill_and_reap(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            kill(child.id(), libc::SIGKILL);
+            let _ = child.wait();
         }
     }
 }
 
 impl Drop for Lb {
     fn drop(&mut self) {
-        self.kill9();
+        self.kill_and_reap();
     }
+}
+
+/// The log of the lb started `n`-th in `dir` (from 0).
+fn lb_log(dir: &Path, n: usize) -> PathBuf {
+    dir.join(format!("lb-{n}.log"))
 }
 
 pub fn kill(pid: u32, signal: i32) {
@@ -175,6 +207,19 @@ impl Fleet {
         self.lb = Lb::start(&self.dir.0, &listen, &[&s1, &s2]);
     }
 
+    /// Every lb log of this fleet's life, oldest first, each under its name.
+    pub fn lb_logs(&self) -> String {
+        (0..)
+            .map(|n| lb_log(&self.dir.0, n))
+            .take_while(|path| path.exists())
+            .map(|path| {
+                let text = std::fs::read_to_string(&path).unwrap_or_default();
+                format!("--- {}\n{}", path.display(), tail(&text))
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
     /// Waits (bounded) until the processors hold every payment the load got a 2XX for and
     /// the fleet's summary equals the processors', then checks both in detail.
     pub fn drained_and_exact(&self, procs: &Processors, load: &Outcome, within: Duration) {
@@ -197,6 +242,83 @@ impl Fleet {
         assert_eq!(ours, theirs);
         assert_eq!(ours.0 .1 + ours.1 .1, (ours.0 .0 + ours.1 .0) * CENTS);
     }
+}
+
+/// A part killed mid-load: when, and when its socket stopped accepting connections.
+#[derive(Debug, Clone, Copy)]
+pub struct Killed {
+    pub at: Instant,
+    pub refused_from: Instant,
+}
+
+impl Killed {
+    /// A part killed `at`: waits until `accepts` says its socket refuses. The process gone is
+    /// not enough, as [`Lb::kill9`] says.
+    pub fn refused_after(at: Instant, accepts: impl Fn() -> bool) -> Killed {
+        let deadline = at + Duration::from_secs(10);
+        while accepts() {
+            assert!(
+                Instant::now() < deadline,
+                "still accepted 10 s after the kill"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        Killed {
+            at,
+            refused_from: Instant::now(),
+        }
+    }
+}
+
+/// What a kill may cost the load's `connections`: each lost at most one request on the TCP
+/// connection it had open at the kill (sent before the kill, or after it while the dying
+/// process still held the connection); the others lost were sent on connections opened while
+/// the dead part's socket still accepted, and nothing on a connection opened once it refused
+/// was lost. `context` (logs) goes with a failure.
+pub fn assert_lost_only_to_the_dead(
+    load: &Outcome,
+    connections: usize,
+    kill: Killed,
+    context: &str,
+) {
+    let since_kill = |t: Instant| match t.checked_duration_since(kill.at) {
+        Some(after) => format!("+{after:?}"),
+        None => format!("-{:?}", kill.at - t),
+    };
+    let told = || {
+        let lost: Vec<String> = load
+            .lost
+            .iter()
+            .map(|l| {
+                format!(
+                    "connection {} opened at kill {}, sent at kill {}: {}",
+                    l.connection,
+                    since_kill(l.opened),
+                    since_kill(l.sent),
+                    l.how
+                )
+            })
+            .collect();
+        let refused = since_kill(kill.refused_from);
+        format!("{lost:#?}\nrefused from kill {refused}\n{context}")
+    };
+    for connection in 0..connections {
+        let open_at_kill = load
+            .lost
+            .iter()
+            .filter(|l| l.connection == connection && l.opened < kill.at)
+            .count();
+        assert!(
+            open_at_kill <= 1,
+            "connection {connection} lost {open_at_kill} requests on connections open at the kill: {}",
+            told()
+        );
+    }
+    assert!(
+        load.lost.iter().all(|l| l.opened < kill.refused_from),
+        "a request on a connection opened once the dead part refused was lost: {}",
+        told()
+    );
 }
 
 /// Each id that got a 2XX is stored by exactly one processor.
@@ -230,10 +352,24 @@ pub struct Outcome {
     pub ok: Vec<Uuid>,
     /// (id, status) answered otherwise.
     pub refused: Vec<(Uuid, u16)>,
-    /// Ids sent whose answer never came (connection lost): each may or may not be accepted.
-    pub lost: Vec<Uuid>,
+    /// Requests whose answer never came (connection lost): each may or may not be accepted.
+    pub lost: Vec<Lost>,
     /// Connects that failed (nothing sent).
     pub connect_failures: u64,
+}
+
+/// A request whose answer never came, with what a failing test needs to say why.
+#[derive(Debug)]
+pub struct Lost {
+    pub id: Uuid,
+    /// Which of the load's connections sent it (each reconnects after a loss).
+    pub connection: usize,
+    /// When the TCP connection it was sent on was opened.
+    pub opened: Instant,
+    /// When it was sent.
+    pub sent: Instant,
+    /// How the exchange failed (the write, or the read's error or early end).
+    pub how: String,
 }
 
 /// A paced load: `connections` keep-alive connections to `addr`, each sending one fresh
@@ -244,9 +380,9 @@ pub fn load(addr: SocketAddr, connections: usize, every: Duration, duration: Dur
     let stop = Arc::new(AtomicBool::new(false));
     let end = Instant::now() + duration;
     let threads: Vec<_> = (0..connections)
-        .map(|_| {
+        .map(|connection| {
             let (out, stop) = (out.clone(), stop.clone());
-            std::thread::spawn(move || drive(addr, every, end, &stop, &out))
+            std::thread::spawn(move || drive(addr, connection, every, end, &stop, &out))
         })
         .collect();
     for t in threads {
@@ -258,14 +394,24 @@ pub fn load(addr: SocketAddr, connections: usize, every: Duration, duration: Dur
         .expect("lock")
 }
 
-fn drive(addr: SocketAddr, every: Duration, end: Instant, stop: &AtomicBool, out: &Mutex<Outcome>) {
+/// One connection of [`load`], numbered `connection`.
+fn drive(
+    addr: SocketAddr,
+    connection: usize,
+    every: Duration,
+    end: Instant,
+    stop: &AtomicBool,
+    out: &Mutex<Outcome>,
+) {
     let mut conn: Option<TcpStream> = None;
+    let mut opened = Instant::now();
     let mut next = Instant::now();
     while Instant::now() < end && !stop.load(Ordering::Relaxed) {
         let s = match conn.as_mut() {
             Some(s) => s,
             None => match TcpStream::connect_timeout(&addr, Duration::from_secs(1)) {
                 Ok(s) => {
+                    opened = Instant::now();
                     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
                     s.set_nodelay(true).unwrap();
                     conn.insert(s)
@@ -283,17 +429,24 @@ fn drive(addr: SocketAddr, every: Duration, end: Instant, stop: &AtomicBool, out
             "POST /payments HTTP/1.1\r\nHost: lb\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
         );
-        let answer = s
-            .write_all(req.as_bytes())
-            .ok()
-            .and_then(|()| read_status(s));
+        let sent = Instant::now();
+        let answer = match s.write_all(req.as_bytes()) {
+            Ok(()) => read_status(s),
+            Err(error) => Err(format!("write: {error}")),
+        };
         let mut o = out.lock().unwrap();
         match answer {
-            Some(200..=299) => o.ok.push(id),
-            Some(status) => o.refused.push((id, status)),
-            None => {
+            Ok(200..=299) => o.ok.push(id),
+            Ok(status) => o.refused.push((id, status)),
+            Err(how) => {
                 // The stream may have been reset before or after the server read it.
-                o.lost.push(id);
+                o.lost.push(Lost {
+                    id,
+                    connection,
+                    opened,
+                    sent,
+                    how,
+                });
                 conn = None;
             }
         }
@@ -308,9 +461,14 @@ fn drive(addr: SocketAddr, every: Duration, end: Instant, stop: &AtomicBool, out
     }
 }
 
-/// Reads one response (head and Content-Length body); its status, or `None` if the
-/// connection failed.
-fn read_status(s: &mut TcpStream) -> Option<u16> {
+/// Reads one response (head and Content-Length body); its status, or how the connection
+/// failed.
+fn read_status(s: &mut TcpStream) -> Result<u16, String> {
+    let read = |s: &mut TcpStream, chunk: &mut [u8]| match s.read(chunk) {
+        Ok(0) => Err("read: closed before the answer".to_string()),
+        Ok(n) => Ok(n),
+        Err(error) => Err(format!("read: {error}")),
+    };
     let mut buf = Vec::with_capacity(256);
     let mut chunk = [0u8; 512];
     loop {
@@ -322,13 +480,16 @@ fn read_status(s: &mut TcpStream) -> Option<u16> {
                 .and_then(|v| v.trim().parse().ok())
                 .unwrap_or(0);
             while buf.len() < end + 4 + len {
-                let n = s.read(&mut chunk).ok().filter(|&n| n > 0)?;
+                let n = read(s, &mut chunk)?;
                 buf.extend_from_slice(&chunk[..n]);
             }
             // One request in flight per connection: nothing may follow this response.
-            return head.get(9..12)?.parse().ok();
+            return head
+                .get(9..12)
+                .and_then(|status| status.parse().ok())
+                .ok_or_else(|| format!("not an HTTP status line: {head:?}"));
         }
-        let n = s.read(&mut chunk).ok().filter(|&n| n > 0)?;
+        let n = read(s, &mut chunk)?;
         buf.extend_from_slice(&chunk[..n]);
     }
 }

@@ -48,6 +48,72 @@ pub struct Check {
     /// Each side's counts, when the profile counts per processor (the final).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sides: Option<Sides>,
+    /// How long the backend's summary took, in ms, and whether it answered 200.
+    pub backend_ms: f64,
+    pub backend_ok: bool,
+}
+
+/// The backend's summaries over a run, as the checker saw them: answered (and how fast),
+/// failed loudly (a 5XX, a timeout: the client knows), or answered wrong (a 200 whose counts
+/// are not the processors' at that moment: nobody knows).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Verdict {
+    pub answered: usize,
+    pub failed: usize,
+    pub wrong: usize,
+    /// Of the answered ones, ms.
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+impl Verdict {
+    pub fn of(checks: &[Check]) -> Verdict {
+        let mut ms: Vec<f64> = checks
+            .iter()
+            .filter(|c| c.backend_ok)
+            .map(|c| c.backend_ms)
+            .collect();
+        ms.sort_by(f64::total_cmp);
+        let at = |q: f64| {
+            let i = ((ms.len() as f64 * q).ceil() as usize).clamp(1, ms.len().max(1)) - 1;
+            ms.get(i).copied().unwrap_or(0.0)
+        };
+        Verdict {
+            answered: ms.len(),
+            failed: checks.iter().filter(|c| !c.backend_ok).count(),
+            wrong: checks
+                .iter()
+                .filter(|c| c.backend_ok && !c.agrees())
+                .count(),
+            p50_ms: at(0.5),
+            p99_ms: at(0.99),
+            max_ms: ms.last().copied().unwrap_or(0.0),
+        }
+    }
+}
+
+impl std::fmt::Display for Verdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "backend summaries: {} answered (ms p50 {:.1}  p99 {:.1}  max {:.1}), {} failed loudly, {} wrong",
+            self.answered, self.p50_ms, self.p99_ms, self.max_ms, self.failed, self.wrong
+        )
+    }
+}
+
+impl Check {
+    /// Whether the backend's counts are the processors' (per processor when kept).
+    fn agrees(&self) -> bool {
+        match self.sides {
+            Some(s) => {
+                s.backend_default == s.processor_default
+                    && s.backend_fallback == s.processor_fallback
+            }
+            None => self.backend == self.processors,
+        }
+    }
 }
 
 /// Runs check, sleep(period), check, ... while the run lasts.
@@ -70,12 +136,18 @@ pub async fn run_checker(
         let sent = std::time::Instant::now();
         let at_secs = start.elapsed().as_secs_f64();
         let window = Window::before(chrono::Utc::now(), plan.from_back, plan.to_back);
-        let (b, d, f) = tokio::join!(
-            backend.summary(window, Some(recorder)),
+        let timed_backend = async {
+            let began = std::time::Instant::now();
+            let answer = backend.summary(window, Some(recorder)).await;
+            (answer, began.elapsed().as_secs_f64() * 1000.0)
+        };
+        let ((b, backend_ms), d, f) = tokio::join!(
+            timed_backend,
             default.summary(window, Some(recorder)),
             fallback.summary(window, Some(recorder)),
         );
         let took_ms = sent.elapsed().as_secs_f64() * 1000.0;
+        let backend_ok = b.is_ok();
         let sides = Sides {
             backend_default: b.as_ref().map_or(0, |s| s.default.total_requests),
             backend_fallback: b.as_ref().map_or(0, |s| s.fallback.total_requests),
@@ -102,6 +174,8 @@ pub async fn run_checker(
             ),
             error: (!errors.is_empty()).then(|| errors.join("; ")),
             sides: (plan.formula == Inconsistency::PerProcessor).then_some(sides),
+            backend_ms,
+            backend_ok,
         });
         // k6's `sleep` after the calls: the schedule drifts by the calls' time, as there.
         let wake = std::time::Instant::now() + period;

@@ -15,12 +15,16 @@ pub mod calls;
 pub mod chart;
 pub mod checker;
 pub mod client;
+pub mod cost;
 pub mod drain;
+pub mod freeze;
 pub mod progress;
 pub mod recorder;
 pub mod report;
 pub mod score;
 pub mod stages;
+pub mod storm;
+pub mod totals;
 pub mod users;
 
 use std::path::PathBuf;
@@ -79,9 +83,29 @@ pub struct Args {
     /// No live progress line.
     #[arg(long)]
     pub quiet: bool,
+    /// Run this many clients asking `/payments-summary` in a loop beside the load (their
+    /// answers stay out of the score's histograms): what a storm of summaries costs the POSTs.
+    #[arg(long, default_value_t = 0)]
+    pub summary_storm: usize,
+    /// How long each storm client waits after an answer before it asks again (0: a closed
+    /// loop, as fast as answers come back).
+    #[arg(
+        long,
+        value_name = "MS",
+        default_value_t = 0,
+        requires = "summary_storm"
+    )]
+    pub summary_storm_pause: u64,
     /// Worker threads of the instrument's runtime.
     #[arg(long, default_value_t = 2)]
     pub workers: usize,
+    /// Freeze the local stack's last backend (`SIGSTOP`) this many seconds mid-run, then
+    /// resume it (`SIGCONT`); the report notes when.
+    #[arg(long, value_name = "SECS")]
+    pub freeze_instance: Option<u64>,
+    /// When the freeze starts, seconds into the test (default: centred in the run).
+    #[arg(long, value_name = "SECS", requires = "freeze_instance")]
+    pub freeze_at: Option<f64>,
     #[command(flatten)]
     pub stack: StackOpts,
 }
@@ -153,7 +177,34 @@ pub async fn run_test(args: &Args) -> anyhow::Result<Report> {
         }
     };
     let t = targets(args, stack.as_ref())?;
-    let report = run_against(args, &t).await;
+    // The contestant's processes: the backends and the lb, not the processors' emulators.
+    let measured: cost::Processes = stack
+        .iter()
+        .flat_map(|s| s.parts())
+        .filter(|p| !p.name.contains("processor"))
+        .filter_map(|p| Some((p.name.clone(), p.pid()?)))
+        .collect();
+    let frozen = match (args.freeze_instance, &stack) {
+        (Some(secs), Some(stack)) => {
+            let pids = stack.backend_pids();
+            let pid = *pids.last().context("no backend to freeze")?;
+            let name = format!("backend-{}", pids.len());
+            let at = freeze::start(args.freeze_at, secs, args.duration());
+            Some(freeze::freeze(name, pid, at, Duration::from_secs(secs)))
+        }
+        (Some(_), None) => anyhow::bail!("--freeze-instance needs the local stack (no --target)"),
+        (None, _) => None,
+    };
+    let report = match frozen {
+        Some(frozen) => {
+            let (report, note) = tokio::join!(run_against(args, &t, &measured), frozen);
+            report.map(|mut r| {
+                r.notes.push(note);
+                r
+            })
+        }
+        None => run_against(args, &t, &measured).await,
+    };
     if let Some(stack) = stack {
         stack.stop().await;
     }
@@ -181,7 +232,11 @@ impl Targets {
 }
 
 /// The test against running targets: setup, the run, the teardown and score, the drain.
-async fn run_against(args: &Args, t: &Targets) -> anyhow::Result<Report> {
+async fn run_against(
+    args: &Args,
+    t: &Targets,
+    measured: &cost::Processes,
+) -> anyhow::Result<Report> {
     let profile = args.profile();
     let duration = args.duration();
     let cpu_before = own_cpu_seconds();
@@ -190,7 +245,10 @@ async fn run_against(args: &Args, t: &Targets) -> anyhow::Result<Report> {
     // run's histogram below.
     let setup = Recorder::new(Instant::now());
     let mut notes = set_up(&mut parties, &args.token, &setup).await?;
+    let cost_start = cost::start(measured);
     let ran = run_load(args, t, &mut parties).await;
+    let cost = cost_start.finish(ran.recorder.snapshot().counts.success);
+    notes.extend(ran.storm.as_ref().map(storm::Storm::note));
 
     let teardown = teardown(profile, duration, &mut parties, &ran.recorder, &mut notes).await;
     notes.extend(fee_notes(profile, &teardown.default, &teardown.fallback));
@@ -233,6 +291,7 @@ async fn run_against(args: &Args, t: &Targets) -> anyhow::Result<Report> {
         notes,
         drain,
         bench_cpu_secs: cpu_secs,
+        cost,
     })
 }
 
@@ -281,6 +340,7 @@ struct Ran {
     schedule: Vec<stages::Stage>,
     applied: Vec<stages::Applied>,
     held: Vec<progress::Held>,
+    storm: Option<storm::Storm>,
 }
 
 /// The run: for the duration, the ramping users, the checker (on `parties`), the stages (on
@@ -324,13 +384,23 @@ async fn run_load(args: &Args, t: &Targets, parties: &mut Parties) -> Ran {
         &done,
         &schedule,
     );
+    let storm = async {
+        match args.summary_storm {
+            0 => None,
+            n => {
+                let pause = Duration::from_millis(args.summary_storm_pause);
+                let storm = storm::run_storm(t.backend.clone(), n, pause, profile, done.clone());
+                Some(storm.await)
+            }
+        }
+    };
     // The checker and the stages finish by themselves before the end; the users at the end.
     let main = async {
         let result = tokio::join!(users, checker, stage_run);
         done.store(true, Ordering::Relaxed);
         result
     };
-    let ((_, checks, applied), held) = tokio::join!(main, progress);
+    let ((_, checks, applied), held, storm) = tokio::join!(main, progress, storm);
     Ran {
         started_at,
         secs: start.elapsed().as_secs_f64(),
@@ -339,6 +409,7 @@ async fn run_load(args: &Args, t: &Targets, parties: &mut Parties) -> Ran {
         schedule,
         applied,
         held,
+        storm,
     }
 }
 

@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 
 use super::calls::{cents, BackendSummary, ProcessorSummary};
 use super::checker::Check;
+use super::cost::StackCost;
 use super::drain::Drain;
 use super::progress::{stored_per_tick, Held};
 use super::recorder::Snapshot;
@@ -64,6 +65,8 @@ pub struct Report {
     pub drain: Option<Drain>,
     /// CPU (user + system) the instrument itself spent during the run.
     pub bench_cpu_secs: f64,
+    /// What the stack's threads spent per payment (empty against a `--target`).
+    pub cost: StackCost,
 }
 
 /// The rule between the score sheet's blocks.
@@ -245,8 +248,9 @@ impl Report {
         );
     }
 
-    /// One line per consistency check.
+    /// One line per consistency check, then the backend's summaries together.
     fn check_lines(&self, w: &mut String) {
+        let _ = writeln!(w, "{}", super::checker::Verdict::of(&self.checks));
         for check in &self.checks {
             let (backend, processors) = match check.sides {
                 Some(s) => (
@@ -305,6 +309,7 @@ impl Report {
                 last.map_or_else(|| "?".to_string(), |b| b.to_string())
             );
         }
+        w.push_str(&self.cost.lines());
         let _ = writeln!(
             w,
             "instrument CPU: {:.2} s over {:.1} s",
@@ -402,6 +407,7 @@ impl Report {
                 "notes": self.notes,
                 "drain": self.drain,
                 "bench_cpu_secs": self.bench_cpu_secs,
+                "cost": self.cost.json(),
                 "strict_failures": self.strict_failures(),
                 "seconds": seconds,
             }

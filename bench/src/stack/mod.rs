@@ -1,13 +1,15 @@
 //! The local stack of docs/architecture.md as child processes: two payment
 //! processors (`rinha-bench processor`, the fees of `--profile`: 0.05 and 0.15 for the preview,
 //! 0.07 and 0.10 for the final), two `rinha` backends on unix sockets in a temp dir (each
-//! peering the other), and `rinha-lb` in front of them.
+//! peering the other) or `--instances N` on TCP loopback addresses ([`instances`]), and
+//! `rinha-lb` in front of them.
 //!
 //! [`Stack`] is what `rinha`, `drivers` and `soak` run against; dropping it kills every child.
 //! [`command`] is `rinha-bench stack`, the stack alone in the foreground.
 
 mod bins;
 pub mod command;
+pub mod instances;
 mod part;
 
 use std::path::{Path, PathBuf};
@@ -119,6 +121,14 @@ pub struct StackOpts {
     /// what docker-compose.yml ships) or `relay` (it copies every byte).
     #[arg(long, value_enum, default_value_t = LbMode::Handoff)]
     pub lb_mode: LbMode,
+    /// Run N backends (1-8) on TCP, backend n on `127.0.0.<n+1>:<--backend-port>`, each with
+    /// a static `PEERS` list of the others, the lb relaying (`--lb-mode` is ignored: a
+    /// hand-over socket does not cross machines). Unset: the contest's two on unix sockets.
+    #[arg(long, value_parser = clap::value_parser!(u8).range(1..=8))]
+    pub instances: Option<u8>,
+    /// The port of every backend of `--instances`.
+    #[arg(long, default_value_t = 9998)]
+    pub backend_port: u16,
 }
 
 /// rinha-lb's `LB_MODE` in the local stack.
@@ -295,19 +305,21 @@ impl Stack {
         rinha: &Path,
         backend_env: &[(String, String)],
     ) -> Result<(), StackError> {
-        let sockets = self.backend_sockets();
-        let handoff_sockets = self.handoff_sockets();
-        for (i, socket) in sockets.iter().enumerate() {
-            let peer = &sockets[1 - i];
+        let (backends, _) = instances::plan(&self.dir, opts);
+        for (i, backend) in backends.iter().enumerate() {
             let mut env = vec![
-                ("LISTEN".to_string(), format!("unix:{}", socket.display())),
-                ("PEERS".to_string(), format!("unix:{}", peer.display())),
+                ("LISTEN".to_string(), instances::endpoint(&backend.listen)),
+                ("PEERS".to_string(), instances::peers(&backends, i)),
+                (
+                    "PEER_LISTEN".to_string(),
+                    instances::endpoint(&backend.peer),
+                ),
                 ("PROCESSOR_DEFAULT_URL".to_string(), self.default_url()),
                 ("PROCESSOR_FALLBACK_URL".to_string(), self.fallback_url()),
             ];
-            let name = format!("backend-{}", i + 1);
-            if opts.lb_mode == LbMode::Handoff {
-                let listen = format!("unix:{}", handoff_sockets[i].display());
+            let name = &backend.name;
+            if let Some(handoff) = &backend.handoff {
+                let listen = instances::endpoint(handoff);
                 env.push(("HANDOFF_LISTEN".to_string(), listen));
             }
             if opts.journal {
@@ -317,8 +329,8 @@ impl Stack {
             env.extend(backend_env.iter().cloned());
             let log = self.dir.join(format!("{name}.log"));
             self.parts.push(Part::spawn(
-                &name,
-                Addr::Unix(socket.clone()),
+                name,
+                backend.listen.clone(),
                 rinha,
                 &[],
                 &env,
@@ -336,23 +348,25 @@ impl Stack {
         lb: &Path,
         lb_env: Vec<(String, String)>,
     ) -> Result<(), StackError> {
-        let unix_list = |paths: [PathBuf; 2]| -> String {
-            paths
-                .iter()
-                .map(|s| format!("unix:{}", s.display()))
+        let (backends, mode) = instances::plan(&self.dir, opts);
+        let list = |addrs: Vec<&Addr>| -> String {
+            addrs
+                .into_iter()
+                .map(instances::endpoint)
                 .collect::<Vec<_>>()
                 .join(",")
         };
         let mut env = vec![
             ("LISTEN".to_string(), format!("127.0.0.1:{}", opts.lb_port)),
-            ("BACKENDS".to_string(), unix_list(self.backend_sockets())),
+            (
+                "BACKENDS".to_string(),
+                list(backends.iter().map(|b| &b.listen).collect()),
+            ),
         ];
-        if opts.lb_mode == LbMode::Handoff {
+        if mode == LbMode::Handoff {
             env.push(("LB_MODE".to_string(), "handoff".to_string()));
-            env.push((
-                "HANDOFF_BACKENDS".to_string(),
-                unix_list(self.handoff_sockets()),
-            ));
+            let handoffs = backends.iter().filter_map(|b| b.handoff.as_ref());
+            env.push(("HANDOFF_BACKENDS".to_string(), list(handoffs.collect())));
         }
         env.extend(lb_env);
         let log = self.dir.join("rinha-lb.log");
@@ -367,20 +381,13 @@ impl Stack {
         Ok(())
     }
 
-    /// Where the backends listen for the lb and each other.
-    fn backend_sockets(&self) -> [PathBuf; 2] {
-        [
-            self.dir.join("backend-1.sock"),
-            self.dir.join("backend-2.sock"),
-        ]
-    }
-
-    /// Where the backends take handed-over connections (handoff mode).
-    fn handoff_sockets(&self) -> [PathBuf; 2] {
-        [
-            self.dir.join("backend-1.handoff.sock"),
-            self.dir.join("backend-2.handoff.sock"),
-        ]
+    /// The backends' process ids, backend-1 first.
+    pub fn backend_pids(&self) -> Vec<u32> {
+        self.parts
+            .iter()
+            .filter(|p| p.name.starts_with("backend"))
+            .filter_map(Part::pid)
+            .collect()
     }
 
     async fn wait_up(&mut self, up: Duration) -> Result<(), StackError> {
@@ -469,7 +476,7 @@ impl Stack {
             while stops.join_next().await.is_some() {}
         }
         // The journals (`--journal`) can be tens of MB after a long run; the logs stay.
-        for n in 1..=2 {
+        for n in 1..=instances::MAX_INSTANCES {
             let data = self.dir.join(format!("backend-{n}.data"));
             if data.exists() {
                 if let Err(error) = std::fs::remove_dir_all(&data) {

@@ -1,6 +1,7 @@
 //! One child process of the stack: spawned with its output in a log file, waited for until it
 //! accepts connections (or dies), stopped with SIGTERM then SIGKILL.
 
+use std::net::SocketAddrV4;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -15,7 +16,10 @@ const STOP_GRACE: Duration = Duration::from_secs(3);
 /// Where a part listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Addr {
+    /// A port of 127.0.0.1.
     Tcp(u16),
+    /// Another loopback address (`--instances`).
+    At(SocketAddrV4),
     Unix(PathBuf),
 }
 
@@ -23,6 +27,7 @@ impl std::fmt::Display for Addr {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Addr::Tcp(port) => write!(f, "127.0.0.1:{port}"),
+            Addr::At(a) => write!(f, "{a}"),
             Addr::Unix(path) => write!(f, "unix:{}", path.display()),
         }
     }
@@ -94,6 +99,7 @@ impl Part {
                 Addr::Tcp(port) => tokio::net::TcpStream::connect(("127.0.0.1", *port))
                     .await
                     .is_ok(),
+                Addr::At(a) => tokio::net::TcpStream::connect(*a).await.is_ok(),
                 Addr::Unix(path) => tokio::net::UnixStream::connect(path).await.is_ok(),
             };
             if connected {

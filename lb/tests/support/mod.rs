@@ -2,7 +2,8 @@
 //!
 //! A test backend greets every connection with its one-byte id, echoes every byte it reads,
 //! and answers the client's FIN with `EOF` before closing, so a test can tell which backend
-//! served it, check relayed bytes exactly, and see a half-close reach the backend.
+//! served it, check relayed bytes exactly, and see a half-close reach the backend. A frozen
+//! one still accepts (as a `SIGSTOP`ped process's kernel does) and writes nothing until thawed.
 
 #![allow(dead_code)] // each test file uses part of the harness
 
@@ -50,6 +51,7 @@ impl Drop for TempDir {
 
 struct BackendState {
     stopping: AtomicBool,
+    frozen: AtomicBool,
     next_conn: AtomicU64,
     /// Clones of the open connections, so `kill` can cut them.
     open: Mutex<HashMap<u64, UnixStream>>,
@@ -69,6 +71,7 @@ impl TestBackend {
         let listener = UnixListener::bind(path).expect("bind test backend");
         let state = Arc::new(BackendState {
             stopping: AtomicBool::new(false),
+            frozen: AtomicBool::new(false),
             next_conn: AtomicU64::new(0),
             open: Mutex::new(HashMap::new()),
         });
@@ -95,6 +98,16 @@ impl TestBackend {
         for stream in open.values() {
             let _ = stream.shutdown(Shutdown::Both);
         }
+    }
+
+    /// From now on nothing is written (no greeting, no echo) until [`TestBackend::thaw`].
+    pub fn freeze(&self) {
+        self.state.frozen.store(true, Ordering::SeqCst);
+    }
+
+    /// Writes again, what was held first.
+    pub fn thaw(&self) {
+        self.state.frozen.store(false, Ordering::SeqCst);
     }
 
     /// Connections open on this backend now.
@@ -125,14 +138,20 @@ fn accept_loop(listener: UnixListener, id: u8, state: Arc<BackendState>) {
         let spawned = std::thread::Builder::new()
             .stack_size(64 * 1024)
             .spawn(move || {
-                serve_echo(stream, id);
+                serve_echo(stream, id, &state);
                 state.open.lock().unwrap().remove(&key);
             });
         assert!(spawned.is_ok(), "spawn backend connection thread");
     }
 }
 
-fn serve_echo(mut stream: UnixStream, id: u8) {
+fn serve_echo(mut stream: UnixStream, id: u8, state: &BackendState) {
+    let thawed = || {
+        while state.frozen.load(Ordering::SeqCst) && !state.stopping.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    };
+    thawed();
     if stream.write_all(&[id]).is_err() {
         return;
     }
@@ -140,10 +159,12 @@ fn serve_echo(mut stream: UnixStream, id: u8) {
     loop {
         match stream.read(&mut buf) {
             Ok(0) => {
+                thawed();
                 let _ = stream.write_all(EOF_MARK);
                 return;
             }
             Ok(n) => {
+                thawed();
                 if stream.write_all(&buf[..n]).is_err() {
                     return;
                 }

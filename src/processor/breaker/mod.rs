@@ -62,6 +62,9 @@ const PARKED_MAX: usize = 8192;
 pub enum Kind {
     Normal,
     Probe,
+    /// A lookup of an unknown outcome while open, in a lane of its own
+    /// ([`Breaker::try_lookup`]).
+    Lookup,
 }
 
 /// The right to make one call; given back with [`Breaker::success`], [`Breaker::failure`]
@@ -83,13 +86,18 @@ impl Permit {
 /// One processor's breaker on one core.
 #[derive(Debug)]
 pub struct Breaker {
+    /// The processor's name, for the log lines of state changes.
+    name: &'static str,
     failures: Cell<u32>,
     open: Cell<bool>,
     next_probe: Cell<Instant>,
     /// Calls in flight on a probe permit.
     probes: Cell<u32>,
-    /// The most calls in flight on normal permits.
-    cap: u32,
+    /// Whether a lookup is in flight on a [`Kind::Lookup`] permit, and when the next may go.
+    lookup_out: Cell<bool>,
+    next_lookup: Cell<Instant>,
+    /// The most calls in flight on normal permits (changes as replicas come and go).
+    cap: Cell<u32>,
     /// When each call in flight (normal or probe) started, by permit serial: the calls on a
     /// normal permit are the others than `probes`.
     started: RefCell<BTreeMap<u64, Instant>>,
@@ -123,11 +131,14 @@ impl Breaker {
     pub fn with_cap(cap: u32) -> Self {
         let now = Instant::now();
         Breaker {
+            name: "",
             failures: Cell::new(0),
             open: Cell::new(false),
             next_probe: Cell::new(now),
             probes: Cell::new(0),
-            cap: cap.max(1),
+            lookup_out: Cell::new(false),
+            next_lookup: Cell::new(now),
+            cap: Cell::new(cap.max(1)),
             started: RefCell::new(BTreeMap::new()),
             next_serial: Cell::new(0),
             opened_at: Cell::new(None),
@@ -135,6 +146,21 @@ impl Breaker {
             waiting: Cell::new(0),
             ramp_from: Cell::new(None),
             parked: RefCell::new(Vec::new()),
+        }
+    }
+
+    /// The same breaker, naming `name` in its log lines.
+    pub fn named(self, name: &'static str) -> Self {
+        Breaker { name, ..self }
+    }
+
+    /// Sets the cap on calls in flight (this core's share changed with the replicas
+    /// present); senders parked on a smaller one try again. Calls already in flight past a
+    /// smaller cap finish; no new one starts until they are under it.
+    pub fn set_cap(&self, cap: u32) {
+        let old = self.cap.replace(cap.max(1));
+        if cap > old {
+            self.wake_parked();
         }
     }
 
@@ -159,13 +185,18 @@ impl Breaker {
 
     /// Calls in flight on normal permits, the most allowed, and senders waiting for room.
     pub fn load(&self) -> (u32, u32, u32) {
-        (self.in_flight(), self.cap, self.waiting.get())
+        (self.in_flight(), self.cap.get(), self.waiting.get())
+    }
+
+    /// Calls in flight, probes included.
+    pub fn calls(&self) -> u32 {
+        self.started.borrow().len() as u32
     }
 
     /// Calls in flight on normal permits.
     fn in_flight(&self) -> u32 {
         let calls = self.started.borrow().len() as u32;
-        calls.saturating_sub(self.probes.get())
+        calls.saturating_sub(self.probes.get() + u32::from(self.lookup_out.get()))
     }
 
     fn permit(&self, kind: Kind, now: Instant) -> Permit {
@@ -178,16 +209,16 @@ impl Breaker {
     /// The cap on calls in flight at `now`: the slow start's while it binds, else `cap`.
     fn cap_at(&self, now: Instant) -> u32 {
         let Some(from) = self.ramp_from.get() else {
-            return self.cap;
+            return self.cap.get();
         };
         let steps =
             (now.saturating_duration_since(from).as_millis() / RAMP_DOUBLING.as_millis()) as u32;
         let ramp = RAMP_START.checked_shl(steps.min(31)).unwrap_or(u32::MAX);
-        if steps >= RAMP_STEPS || ramp >= self.cap {
+        if steps >= RAMP_STEPS || ramp >= self.cap.get() {
             self.ramp_from.set(None);
             // Whoever still waits on the slow start goes now.
             self.wake_parked();
-            return self.cap;
+            return self.cap.get();
         }
         ramp
     }
@@ -216,6 +247,24 @@ impl Breaker {
             return Some(self.permit(Kind::Probe, now));
         }
         None
+    }
+
+    /// A permit for a lookup of an unknown outcome (`GET /payments/{id}`): closed, as
+    /// [`Breaker::try_admit`]; open, one lookup in flight at most, at most one a
+    /// [`PROBE_INTERVAL`], in a lane of their own: payments pinned here would otherwise wait
+    /// behind the fresh payments that take every probe, and a processor slower than our
+    /// timeout, whose every call ends unknown, closes only through a lookup that finds our
+    /// payment stored.
+    pub fn try_lookup(&self, now: Instant) -> Option<Permit> {
+        if !self.open.get() {
+            return self.try_admit(now);
+        }
+        if self.lookup_out.get() || now < self.next_lookup.get() {
+            return None;
+        }
+        self.lookup_out.set(true);
+        self.next_lookup.set(now + PROBE_INTERVAL);
+        Some(self.permit(Kind::Lookup, now))
     }
 
     /// A permit for a scout: a call to a processor the policy does not choose now, to learn
@@ -314,13 +363,17 @@ impl Breaker {
         parked.push(waker.clone());
     }
 
-    /// The processor answered (any answer that proves it works: 2XX or 422).
+    /// The processor answered (any answer that proves it works: 2XX or 422, or a lookup
+    /// that finds our payment stored).
     pub fn success(&self, permit: Permit) {
         self.release(permit);
         self.failures.set(0);
         if self.open.replace(false) {
             self.opened_at.set(None);
-            tracing::info!("processor recovered: breaker closed, slow start");
+            tracing::info!(
+                processor = self.name,
+                "processor recovered: breaker closed, slow start"
+            );
             self.ramp_from.set(Some(Instant::now()));
             self.wake_parked();
         }
@@ -337,7 +390,11 @@ impl Breaker {
             self.opened_at.set(Some(now));
             // Whoever waits for room decides again: the breaker's price changed.
             self.wake_parked();
-            tracing::info!(failures = n, "processor failing: breaker open");
+            tracing::info!(
+                processor = self.name,
+                failures = n,
+                "processor failing: breaker open"
+            );
         }
     }
 
@@ -357,6 +414,7 @@ impl Breaker {
                 // One slot freed: one sender parked on the cap may take it.
                 self.wake_one();
             }
+            Kind::Lookup => self.lookup_out.set(false),
         }
     }
 
@@ -376,215 +434,4 @@ impl Breaker {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn kind(p: &Option<Permit>) -> Option<Kind> {
-        p.as_ref().map(Permit::kind)
-    }
-
-    /// Fails `n` calls admitted at `now` (opening a closed breaker at `OPEN_AFTER`).
-    fn fail(b: &Breaker, n: u32, now: Instant) {
-        for _ in 0..n {
-            let p = b.try_admit(now).expect("closed: admitted");
-            b.failure(p);
-        }
-    }
-
-    #[test]
-    fn opens_probes_and_closes() {
-        let b = Breaker::new();
-        let t0 = Instant::now();
-        fail(&b, OPEN_AFTER, t0);
-        assert!(b.is_open());
-        assert!(b.failing_for(Instant::now()).is_some());
-        // No probe before the interval, one at it, not two in the same interval.
-        assert_eq!(kind(&b.try_admit(Instant::now())), None);
-        let t1 = Instant::now() + PROBE_INTERVAL;
-        let probe = b.try_admit(t1);
-        assert_eq!(kind(&probe), Some(Kind::Probe));
-        assert_eq!(kind(&b.try_admit(t1)), None);
-        b.failure(probe.unwrap());
-        assert!(b.is_open());
-        let t2 = t1 + PROBE_INTERVAL;
-        let probe = b.try_admit(t2);
-        assert_eq!(kind(&probe), Some(Kind::Probe));
-        b.success(probe.unwrap());
-        assert!(!b.is_open());
-        assert_eq!(b.failing_for(t2), None);
-        assert_eq!(kind(&b.try_admit(t2)), Some(Kind::Normal));
-    }
-
-    #[test]
-    fn senders_parked_on_the_probe_cap_wake_when_it_frees() {
-        let b = std::rc::Rc::new(Breaker::new());
-        fail(&b, OPEN_AFTER, Instant::now());
-        monoio::start::<monoio::time::TimeDriver<monoio::LegacyDriver>, _>(async move {
-            let probe = b.admit().await;
-            assert_eq!(probe.kind(), Kind::Probe);
-            let b2 = b.clone();
-            let waiter = monoio::spawn(async move { b2.admit().await });
-            monoio::time::sleep(Duration::from_millis(20)).await;
-            assert_eq!(b.parked.borrow().len(), 1);
-            b.success(probe);
-            assert_eq!(waiter.await.kind(), Kind::Normal);
-        });
-    }
-
-    /// Opens `b` and closes it again with a successful probe: the slow start begins.
-    fn recover(b: &Breaker) -> Instant {
-        fail(b, OPEN_AFTER, Instant::now());
-        let probe_at = Instant::now() + PROBE_INTERVAL;
-        let probe = b.try_admit(probe_at).expect("a probe");
-        assert_eq!(probe.kind(), Kind::Probe);
-        b.success(probe);
-        assert!(!b.is_open());
-        b.ramp_from.get().expect("closing starts the slow start")
-    }
-
-    #[test]
-    fn slow_start_caps_calls_in_flight_and_doubles_the_cap() {
-        let b = Breaker::with_cap(200);
-        // Never opened: only the breaker's own cap.
-        let now = Instant::now();
-        let permits: Vec<_> = (0..200).map(|_| b.try_admit(now).unwrap()).collect();
-        assert_eq!(kind(&b.try_admit(now)), None, "at the breaker's cap");
-        for p in permits {
-            b.success(p);
-        }
-        let t0 = recover(&b);
-        let mut held: Vec<_> = (0..RAMP_START).map(|_| b.try_admit(t0).unwrap()).collect();
-        assert_eq!(kind(&b.try_admit(t0)), None, "at the slow start's cap");
-        // A call that ends frees its slot, whatever its outcome.
-        b.failure(held.pop().unwrap());
-        held.push(b.try_admit(t0).unwrap());
-        assert_eq!(kind(&b.try_admit(t0)), None);
-        // One doubling later, as many again.
-        let t1 = t0 + RAMP_DOUBLING;
-        for _ in 0..RAMP_START {
-            held.push(b.try_admit(t1).unwrap());
-        }
-        assert_eq!(kind(&b.try_admit(t1)), None);
-        // Once the doubling reaches the breaker's cap, the ramp is over: 200 in all.
-        let end = t0 + RAMP_DOUBLING * 5;
-        while let Some(p) = b.try_admit(end) {
-            held.push(p);
-        }
-        assert_eq!(held.len(), 200);
-        assert!(b.ramp_from.get().is_none());
-    }
-
-    #[test]
-    fn senders_parked_on_the_slow_start_go_as_calls_finish() {
-        let b = std::rc::Rc::new(Breaker::new());
-        recover(&b);
-        monoio::start::<monoio::time::TimeDriver<monoio::LegacyDriver>, _>(async move {
-            let mut permits = Vec::new();
-            for _ in 0..RAMP_START {
-                permits.push(b.admit().await);
-            }
-            let b2 = b.clone();
-            let waiter = monoio::spawn(async move { b2.admit().await });
-            monoio::time::sleep(Duration::from_millis(20)).await;
-            assert_eq!(b.parked.borrow().len(), 1, "the ninth sender waits");
-            b.success(permits.pop().unwrap());
-            assert_eq!(waiter.await.kind(), Kind::Normal);
-            assert_eq!(b.in_flight(), RAMP_START);
-        });
-    }
-
-    #[test]
-    fn the_wait_for_the_next_probe_is_known_while_open_with_no_probe_out() {
-        let b = Breaker::new();
-        let t0 = Instant::now();
-        assert_eq!(b.until_probe(t0), None, "closed");
-        fail(&b, OPEN_AFTER, t0);
-        let opened = Instant::now();
-        assert!(b.until_probe(opened).unwrap() <= PROBE_INTERVAL);
-        let at = opened + PROBE_INTERVAL;
-        assert_eq!(b.until_probe(at), Some(Duration::ZERO));
-        let probe = b.try_admit(at).unwrap();
-        assert_eq!(b.until_probe(at), None, "a probe is out");
-        b.failure(probe);
-        assert_eq!(b.until_probe(at), Some(PROBE_INTERVAL));
-    }
-
-    #[test]
-    fn probes_in_flight_are_capped() {
-        let b = Breaker::new();
-        fail(&b, OPEN_AFTER, Instant::now());
-        let mut t = Instant::now();
-        let mut probes = Vec::new();
-        for _ in 0..MAX_PROBES {
-            t += PROBE_INTERVAL;
-            let p = b.try_admit(t);
-            assert_eq!(kind(&p), Some(Kind::Probe));
-            probes.push(p);
-        }
-        t += PROBE_INTERVAL;
-        assert_eq!(kind(&b.try_admit(t)), None);
-    }
-
-    #[test]
-    fn the_oldest_call_in_flight_is_known_until_it_ends() {
-        let b = Breaker::new();
-        let t0 = Instant::now();
-        assert_eq!(b.oldest_in_flight(t0), None);
-        let first = b.try_admit(t0).unwrap();
-        let second = b.try_admit(t0 + Duration::from_millis(300)).unwrap();
-        let at = t0 + Duration::from_secs(1);
-        assert_eq!(b.oldest_in_flight(at), Some(Duration::from_secs(1)));
-        b.success(first);
-        assert_eq!(b.oldest_in_flight(at), Some(Duration::from_millis(700)));
-        b.cancel(second);
-        assert_eq!(b.oldest_in_flight(at), None);
-        assert_eq!(b.load().0, 0);
-    }
-
-    #[test]
-    fn a_scout_goes_only_while_nothing_else_is_in_flight_and_once_per_interval() {
-        let b = Breaker::new();
-        let t0 = Instant::now() + SCOUT_INTERVAL;
-        let scout = b.try_scout(t0).expect("nothing in flight: a scout");
-        assert_eq!(
-            kind(&b.try_scout(t0 + SCOUT_INTERVAL * 2)),
-            None,
-            "one in flight"
-        );
-        b.success(scout);
-        assert_eq!(kind(&b.try_scout(t0)), None, "not twice per interval");
-        assert!(b.try_scout(t0 + SCOUT_INTERVAL).is_some());
-        // Open: a scout is a probe, also at most once per interval.
-        let b = Breaker::new();
-        fail(&b, OPEN_AFTER, Instant::now());
-        let t1 = Instant::now() + SCOUT_INTERVAL;
-        let probe = b.try_scout(t1);
-        assert_eq!(kind(&probe), Some(Kind::Probe));
-        b.failure(probe.unwrap());
-        assert_eq!(kind(&b.try_scout(t1 + PROBE_INTERVAL)), None);
-        assert!(b.try_scout(t1 + SCOUT_INTERVAL).is_some());
-    }
-
-    #[test]
-    fn a_sender_waiting_for_room_is_counted_and_woken_by_a_call_that_ends() {
-        let b = std::rc::Rc::new(Breaker::with_cap(1));
-        monoio::start::<monoio::time::TimeDriver<monoio::LegacyDriver>, _>(async move {
-            let p = b.try_admit(Instant::now()).unwrap();
-            let b2 = b.clone();
-            let waiter = monoio::spawn(async move {
-                let t = Instant::now();
-                b2.wait_for_room(Duration::from_secs(5)).await;
-                t.elapsed()
-            });
-            monoio::time::sleep(Duration::from_millis(20)).await;
-            assert_eq!(b.load(), (1, 1, 1));
-            b.success(p);
-            assert!(waiter.await < Duration::from_secs(1));
-            assert_eq!(b.load(), (0, 1, 0));
-            // With nothing to wake it, the wait ends at its bound.
-            let t = Instant::now();
-            b.wait_for_room(Duration::from_millis(30)).await;
-            assert!(t.elapsed() >= Duration::from_millis(30));
-        });
-    }
-}
+mod tests;

@@ -1,0 +1,77 @@
+//! A storm of summaries: two `rinha` peering each other, many clients asking both at once
+//! for the same windows and for different ones, while payments are settled. Summaries that
+//! share a pass over the shards (src/summary/aggregator.rs) must answer exactly what one
+//! asked alone answers: every answer equals the processors' own summary of its window.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use uuid::Uuid;
+
+/// ((default count, cents), (fallback count, cents)), as `Instance::summary` answers.
+type Sides = ((u64, u64), (u64, u64));
+
+#[test]
+fn a_storm_of_summaries_is_exact() {
+    const CLIENTS: usize = 64;
+    let dir = TempDir::new();
+    let procs = Processors::start();
+    let (a, b) = pair(&dir.0, "auto", &procs, &[]);
+    let start = now_us();
+    for i in 0..60 {
+        let inst = if i % 2 == 0 { &a } else { &b };
+        assert_eq!(inst.pay(Uuid::new_v4(), "19.90"), 202);
+        if i % 20 == 19 {
+            std::thread::sleep(Duration::from_millis(30));
+        }
+    }
+    assert!(
+        eventually(Duration::from_secs(15), || {
+            let (d, f) = procs.counts();
+            d + f == 60
+        }),
+        "not settled: {:?}",
+        procs.counts()
+    );
+    std::thread::sleep(Duration::from_millis(50));
+    let end = now_us();
+    // Windows on whole milliseconds: everything, the first half, the second half, one shared.
+    let mid = start + (end - start) / 2;
+    let windows: Vec<(String, Sides)> = [(start, mid), (mid + 1000, end), (start, end)]
+        .iter()
+        .map(|&(from, to)| {
+            let (from, to) = (from - from % 1000, to - to % 1000);
+            let q = format!("?from={}&to={}", iso(from), iso(to));
+            (q, procs.window(Some(from), Some(to)))
+        })
+        .chain(std::iter::once((String::new(), procs.window(None, None))))
+        .collect();
+    let (windows, a, b) = (Arc::new(windows), Arc::new(a), Arc::new(b));
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|c| {
+            let (windows, a, b) = (windows.clone(), a.clone(), b.clone());
+            std::thread::spawn(move || {
+                for round in 0..8 {
+                    // Half the storm asks one window at once, the rest spread over the others.
+                    let (q, theirs) = &windows[if c % 2 == 0 {
+                        2
+                    } else {
+                        (c + round) % windows.len()
+                    }];
+                    let inst = if (c + round) % 2 == 0 { &a } else { &b };
+                    assert_eq!(
+                        &inst.summary(q),
+                        theirs,
+                        "client {c} round {round} window {q:?}"
+                    );
+                }
+            })
+        })
+        .collect();
+    for client in clients {
+        client.join().expect("a summary was not exact");
+    }
+}

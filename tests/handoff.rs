@@ -183,9 +183,24 @@ fn handed_over_connections_are_served_like_accepted_ones(driver: &str) {
 fn the_connection_cap_refuses_hand_overs(driver: &str) {
     let backend = Backend::start(driver, &[("MAX_CONNECTIONS", "2")]);
     let lb = FakeLb::new();
-    let (mut first, a) = lb.client(&backend.handoff);
-    let (_second, b) = lb.client(&backend.handoff);
-    assert_eq!((a, b), (Some(ACCEPTED), Some(ACCEPTED)));
+    // Start-up's readiness probe (a connection to the public socket, closed at once) holds a
+    // place until the backend reads its close; a hand-over refused meanwhile is tried again.
+    let accepted = || {
+        let deadline = Instant::now() + Duration::from_secs(3);
+        loop {
+            let (client, answer) = lb.client(&backend.handoff);
+            if answer == Some(ACCEPTED) {
+                return client;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "refused below the cap: {answer:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let mut first = accepted();
+    let _second = accepted();
     // At the cap: refused, and the backend closed its copy (the lb would offer it elsewhere).
     let (mut third, c) = lb.client(&backend.handoff);
     assert_eq!(c, Some(REFUSED));
@@ -338,11 +353,20 @@ fn a_killed_backend_loses_only_its_connections_never_an_acknowledged_payment() {
         )
     });
     std::thread::sleep(Duration::from_millis(2000));
-    // The lb holds no client: each backend holds its own (round-robin: half each).
-    let (held_b1, held_b2) = (
-        client_sockets(b1.pid(), addr.port()),
-        client_sockets(b2.pid(), addr.port()),
-    );
+    // The lb holds no client: each backend holds its own (round-robin: half each). A client
+    // whose hand-over is still in the lb is in neither, so sample until every one is seen.
+    let held = || {
+        (
+            client_sockets(b1.pid(), addr.port()),
+            client_sockets(b2.pid(), addr.port()),
+        )
+    };
+    let (mut held_b1, mut held_b2) = held();
+    let deadline = Instant::now() + Duration::from_millis(500);
+    while held_b1.len() + held_b2.len() < CONNS && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+        (held_b1, held_b2) = held();
+    }
     let (on_b1, on_b2) = (held_b1.len(), held_b2.len());
     let both = held_b1.intersection(&held_b2).count();
     let killed_at = Instant::now();

@@ -86,7 +86,7 @@ async fn process(core: &Rc<CoreState>, p: Queued) {
     let Some((p, attempt)) = begin(core, p, proc, permit).await else {
         return;
     };
-    let sent = Instant::now();
+    let sent = core.shard.sending(attempt.id);
     let result = core
         .upstream(proc)
         .client

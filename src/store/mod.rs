@@ -5,7 +5,7 @@
 //! ([`crate::summary::AsOf`]): a payment in flight then counts if it was old enough to be
 //! stored already (it is awaited, bounded), not if it was younger, even if it lands while
 //! the summary waits. How long a payment takes to be stored is the response time of the
-//! answered attempt sent last before it, and a sender stamps `requestedAt` with that moment
+//! answered attempt sent last at or before it (its own, once it is answered), and a sender stamps `requestedAt` with that moment
 //! rather than its own, which keeps payments stored late out of the checker's windows. The
 //! reasoning: docs/architecture.md, "The store's as-of rule". A window's records are added
 //! up from their sums by `requestedAt` ([`live`]), not one by one. Payments settled longer

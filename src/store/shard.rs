@@ -94,6 +94,19 @@ impl Shard {
         id
     }
 
+    /// The attempt's request is about to be written (its stamp and, with a journal, its
+    /// record on file came first): returns the moment, which is when the attempt counts as
+    /// sent. The sender observes the answer's response time from this same moment, so that
+    /// the attempt's own answer is the estimate the as-of rule finds for it
+    /// ([`Timing::expected_storage`]: the answer sent last at or before it).
+    pub fn sending(&self, attempt: AttemptId) -> Instant {
+        let now = Instant::now();
+        if let Some(f) = self.in_flight.borrow_mut().get_mut(&attempt) {
+            f.sent_at = now;
+        }
+        now
+    }
+
     /// The attempt is known to have stored nothing.
     pub fn end_attempt(&self, attempt: AttemptId) {
         self.in_flight.borrow_mut().remove(&attempt);
@@ -578,6 +591,37 @@ mod tests {
                 .summary(Window::default(), AsOf::now(), Duration::ZERO)
                 .await;
             assert_eq!(t.requests, [2, 0]);
+        });
+    }
+
+    /// Right after a delay rose, the answers seen so far are the old delay's; an attempt
+    /// answered after the moment asked shows by its own response time that it was stored
+    /// after it. That holds only if its answer is observed from the moment it counts as sent
+    /// (a journal's commit lies between the stamp and the send).
+    #[test]
+    fn an_attempt_answered_after_the_moment_asked_is_judged_by_its_own_answer() {
+        rt(async {
+            let s = Shard::new();
+            // Before the rise: answered in 5 ms.
+            s.timing
+                .observe_response(P, Instant::now(), Duration::from_millis(5));
+            let a = s.begin_attempt(1_000, P);
+            monoio::time::sleep(Duration::from_millis(3)).await;
+            let sent = s.sending(a);
+            monoio::time::sleep(Duration::from_millis(50)).await;
+            let as_of = AsOf::now();
+            // Answered later, under the new delay: the processor stored it ~300 ms after it
+            // was sent, well after the moment asked.
+            monoio::time::sleep(Duration::from_millis(5)).await;
+            s.timing
+                .observe_response(P, sent, Duration::from_millis(300));
+            s.record(a, 1_000, 100, P);
+            let t = s.summary(Window::default(), as_of, Duration::ZERO).await;
+            assert_eq!(t.requests, [0, 0], "counted by the old delay's estimate");
+            let t = s
+                .summary(Window::default(), AsOf::now(), Duration::ZERO)
+                .await;
+            assert_eq!(t.requests, [1, 0]);
         });
     }
 

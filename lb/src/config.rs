@@ -272,22 +272,15 @@ impl Config {
     pub fn targets(&self) -> Result<Vec<BackendAddr>, AddrError> {
         match self.lb_mode {
             Mode::Relay => Ok(self.backends.clone()),
-            Mode::Handoff if self.handoff_dir.is_some() => self
-                .handoff_backends
-                .iter()
-                .map(|addr| match addr {
-                    BackendAddr::Unix(_) => Ok(addr.clone()),
-                    _ => Err(AddrError::NotUnix(addr.to_string())),
-                })
-                .collect(),
-            Mode::Handoff if !self.handoff_backends.is_empty() => self
-                .handoff_backends
-                .iter()
-                .map(|addr| match addr {
-                    BackendAddr::Unix(_) => Ok(addr.clone()),
-                    _ => Err(AddrError::NotUnix(addr.to_string())),
-                })
-                .collect(),
+            Mode::Handoff if self.handoff_dir.is_some() || !self.handoff_backends.is_empty() => {
+                self.handoff_backends
+                    .iter()
+                    .map(|addr| match addr {
+                        BackendAddr::Unix(_) => Ok(addr.clone()),
+                        _ => Err(AddrError::NotUnix(addr.to_string())),
+                    })
+                    .collect()
+            }
             Mode::Handoff => self.backends.iter().map(handoff_socket_of).collect(),
         }
     }

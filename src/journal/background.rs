@@ -142,15 +142,7 @@ impl Journal {
         self.reopen = Some(len);
         let batch = self.sync == SyncMode::Batch;
         if batch {
-            if let Err(e) = self
-                .fault(FaultAt::SyncDir)
-                .map_err(JournalError::io(&self.dir))
-                .and_then(|()| dir::sync_dir(&self.dir))
-            {
-                // As in `compact`: only a restart (a replay of what the name holds) is sound.
-                self.poisoned = true;
-                return Err(e);
-            }
+            self.sync_dir_or_poison()?;
         }
         // Preallocated by the helper: nothing to grow here (unless the disk was full).
         let old = self.open_renamed()?;

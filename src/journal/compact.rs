@@ -116,17 +116,7 @@ impl Journal {
         if stop == Step::Renamed {
             return Ok(());
         }
-        if let Err(e) = self
-            .fault(FaultAt::SyncDir)
-            .map_err(JournalError::io(&self.dir))
-            .and_then(|()| dir::sync_dir(&self.dir))
-        {
-            // The name may point at either file after a machine crash, and a retried fsync
-            // can report success for writes it lost: only a restart (a replay of what the
-            // name holds) is sound.
-            self.poisoned = true;
-            return Err(e);
-        }
+        self.sync_dir_or_poison()?;
         self.heal()?;
         tracing::info!(
             path = %self.path.display(),
@@ -225,6 +215,21 @@ impl Journal {
     #[cfg(test)]
     pub(crate) fn fail_at(&mut self, at: FaultAt, errno: i32, times: u32) {
         self.fault.set(Some((at, errno, times)));
+    }
+
+    /// Syncs the directory after a file was renamed in. A failure poisons the journal: the
+    /// name may point at either file after a machine crash, and a retried fsync can report
+    /// success for writes it lost, so only a restart (a replay of what the name holds) is
+    /// sound.
+    pub(super) fn sync_dir_or_poison(&mut self) -> Result<(), JournalError> {
+        let synced = self
+            .fault(FaultAt::SyncDir)
+            .map_err(JournalError::io(&self.dir))
+            .and_then(|()| dir::sync_dir(&self.dir));
+        if synced.is_err() {
+            self.poisoned = true;
+        }
+        synced
     }
 
     #[cfg(test)]

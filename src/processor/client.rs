@@ -305,10 +305,6 @@ mod tests {
 
     use std::rc::Rc;
 
-    use clap::ValueEnum;
-    use rinha_sys::driver::{Driver, IoDriver, RingSize};
-    use rinha_sys::uring::Taskrun;
-
     /// A listener whose accept queue is full, so that a connect to it stays pending (the
     /// kernel drops its SYN), and the connections that filled it.
     fn full_listener() -> (socket2::Socket, SocketAddr, Vec<std::net::TcpStream>) {
@@ -351,15 +347,7 @@ mod tests {
     /// Six calls at once to a processor whose connects hang: only `starts` of them connect,
     /// the rest wait for a turn without opening a socket, and all fail as never sent.
     fn calls_start_in_turns(driver: &str) {
-        let driver = Driver::choose(
-            IoDriver::from_str(driver, true).unwrap(),
-            Taskrun::Defer,
-            RingSize {
-                entries: 64,
-                completions: None,
-            },
-        )
-        .expect("driver");
+        let driver = crate::processor::test_driver(driver);
         let (_listener, addr, _filling) = full_listener();
         for starts in [2, 6] {
             let url = ProcessorUrl::parse(&format!("http://{addr}")).unwrap();

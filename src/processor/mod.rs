@@ -31,3 +31,19 @@ impl Processor {
         }
     }
 }
+
+/// Test support: the driver named by `both_drivers!` (`uring`, `epoll`), with a small ring.
+#[cfg(test)]
+pub(crate) fn test_driver(name: &str) -> rinha_sys::driver::Driver {
+    use clap::ValueEnum;
+    use rinha_sys::driver::{Driver, IoDriver, RingSize};
+    Driver::choose(
+        IoDriver::from_str(name, true).expect("a driver name"),
+        rinha_sys::uring::Taskrun::Defer,
+        RingSize {
+            entries: 64,
+            completions: None,
+        },
+    )
+    .expect("driver")
+}

@@ -99,9 +99,6 @@ fn usable_for(timeout: Duration) -> Duration {
 mod tests {
     use super::*;
 
-    use rinha_sys::driver::{Driver, IoDriver, RingSize};
-    use rinha_sys::uring::Taskrun;
-
     #[test]
     fn an_advertised_timeout_leaves_a_margin() {
         assert_eq!(usable_for(Duration::from_secs(60)), Duration::from_secs(59));
@@ -115,16 +112,7 @@ mod tests {
     /// Three parked connections: one whose server closed it, one past its advertised
     /// timeout, one open: only the open one comes out, and the pool is then empty.
     fn only_open_connections_come_back(driver: &str) {
-        use clap::ValueEnum;
-        let driver = Driver::choose(
-            IoDriver::from_str(driver, true).unwrap(),
-            Taskrun::Defer,
-            RingSize {
-                entries: 64,
-                completions: None,
-            },
-        )
-        .expect("driver");
+        let driver = crate::processor::test_driver(driver);
         driver
             .block_on(async {
                 let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

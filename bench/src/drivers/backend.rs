@@ -16,7 +16,6 @@
 //! CPU comes from every thread's `/proc/PID/task/TID/schedstat` (nanoseconds on a CPU), split
 //! into the cores' threads (`rinha-core-*`: intake and senders) and the rest (router, main).
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -28,6 +27,7 @@ use crate::load::payments;
 use crate::load::{self, LoadSpec, Pace, Report as LoadReport, Target};
 use crate::measure::stats::{median, Spread};
 use crate::measure::table::cell_with_spread;
+use crate::measure::threads;
 use crate::stack::{Addr, Part};
 use rinha_emulator::{self as processor, Running};
 
@@ -318,28 +318,11 @@ struct ThreadCpu {
 }
 
 fn thread_cpu(pid: u32) -> anyhow::Result<ThreadCpu> {
-    let mut cpu = ThreadCpu { all: 0, cores: 0 };
-    let tasks = PathBuf::from(format!("/proc/{pid}/task"));
-    for task in std::fs::read_dir(&tasks).with_context(|| format!("reading {tasks:?}"))? {
-        let dir = task?.path();
-        // A thread that ended between the listing and the read counts as nothing.
-        let (Ok(schedstat), Ok(comm)) = (
-            std::fs::read_to_string(dir.join("schedstat")),
-            std::fs::read_to_string(dir.join("comm")),
-        ) else {
-            continue;
-        };
-        let ns: u64 = schedstat
-            .split_whitespace()
-            .next()
-            .and_then(|v| v.parse().ok())
-            .context("malformed schedstat")?;
-        cpu.all += ns;
-        if comm.starts_with("rinha-core-") {
-            cpu.cores += ns;
-        }
-    }
-    Ok(cpu)
+    let roles = threads::sample(pid)?;
+    Ok(ThreadCpu {
+        all: threads::total(&roles).cpu_ns,
+        cores: roles.get(threads::CORES).map_or(0, |c| c.cpu_ns),
+    })
 }
 
 async fn blocking_load(

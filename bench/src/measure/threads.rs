@@ -36,11 +36,14 @@ impl Cost {
     }
 }
 
+/// The role of a backend's core threads (`rinha-core-*`).
+pub const CORES: &str = "cores (intake, senders)";
+
 /// The role a thread plays, from its name.
 pub fn role(comm: &str) -> &'static str {
     let comm = comm.trim();
     if comm.starts_with("rinha-core-") {
-        "cores (intake, senders)"
+        CORES
     } else if comm == "rinha-router" {
         "summary"
     } else if comm.starts_with("lb-worker-") {
@@ -156,7 +159,7 @@ mod tests {
 
     #[test]
     fn names_the_roles() {
-        assert_eq!(role("rinha-core-0\n"), "cores (intake, senders)");
+        assert_eq!(role("rinha-core-0\n"), CORES);
         assert_eq!(role("rinha-router"), "summary");
         assert_eq!(role("lb-worker-1"), "lb workers");
         assert_eq!(role("rinha"), "other");
@@ -169,7 +172,7 @@ mod tests {
             || sample(pid).unwrap(),
             |before| (before, sample(pid).unwrap()),
         );
-        let spent = spent(&before, &after)["cores (intake, senders)"];
+        let spent = spent(&before, &after)[CORES];
         assert!(spent.cpu_ns > 0 && spent.runs > 0, "{spent:?}");
     }
 }

@@ -81,10 +81,14 @@ impl Journal {
                 scan_fault.map_err(JournalError::io(&path))?;
                 // Its own descriptor: the core's may be replaced while this one reads.
                 let file = File::open(&path).map_err(JournalError::io(&path))?;
-                let mut scan = replay::scan_file(&path, &file, before)?;
+                let mut scan = replay::scan_file_for_compaction(&path, &file, before)?;
                 scan.state.fold_before(cutoff_us);
                 write_fault.map_err(JournalError::io(&tmp))?;
-                let len = dir::write_state(&tmp, &scan.state)?;
+                let head = dir::Head {
+                    file: &file,
+                    range: scan.buckets.clone(),
+                };
+                let len = dir::write_compacted(&tmp, Some(head), &scan.state)?;
                 // Its room too (and that on disk), so that mapping it on the core costs no
                 // `fallocate` and no `fsync` of a file this large. On a full disk there is
                 // none: as after a compaction on the core, the next commit grows the file.

@@ -135,12 +135,16 @@ impl Journal {
             .map_err(JournalError::io(&self.path))?;
         // Read through the file, not the mapping: touching every page of the mapping would
         // make the whole journal resident in this process.
-        let mut scan = replay::scan_file(&self.path, &self.file, before)?;
+        let mut scan = replay::scan_file_for_compaction(&self.path, &self.file, before)?;
         scan.state
             .fold_before(crate::time::now_us() - SETTLED_HORIZON.as_micros() as i64);
         self.fault(FaultAt::WriteTemp)
             .map_err(JournalError::io(tmp))?;
-        let len = dir::write_state(tmp, &scan.state)?;
+        let head = dir::Head {
+            file: &self.file,
+            range: scan.buckets.clone(),
+        };
+        let len = dir::write_compacted(tmp, Some(head), &scan.state)?;
         Ok((len, scan.state.len()))
     }
 

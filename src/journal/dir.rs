@@ -9,6 +9,8 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufWriter, Write};
+use std::ops::Range;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use uuid::Uuid;
@@ -60,6 +62,24 @@ pub fn sync_dir(dir: &Path) -> Result<(), JournalError> {
 /// Writes `state` as a fresh journal at `path` (truncating it) and fsyncs it. Returns its
 /// length. The records are encoded as they are written (never the whole file in memory).
 pub fn write_state(path: &Path, state: &LiveState) -> Result<u64, JournalError> {
+    write_compacted(path, None, state)
+}
+
+/// Where a compaction's new file takes its opening records from as they are: the bytes
+/// `range` of the old journal `file` (the buckets a scan left in place,
+/// [`replay::scan_file_for_compaction`]).
+pub struct Head<'a> {
+    pub file: &'a File,
+    pub range: Range<u64>,
+}
+
+/// [`write_state`], with `head`'s records copied first when there is one (they are
+/// records of the same format: the new file replays them before `state`'s).
+pub fn write_compacted(
+    path: &Path,
+    head: Option<Head<'_>>,
+    state: &LiveState,
+) -> Result<u64, JournalError> {
     let io = || JournalError::io(path);
     let file = OpenOptions::new()
         .write(true)
@@ -70,6 +90,9 @@ pub fn write_state(path: &Path, state: &LiveState) -> Result<u64, JournalError> 
     let mut out = BufWriter::with_capacity(64 << 10, file);
     out.write_all(&MAGIC).map_err(io())?;
     let mut len = MAGIC.len() as u64;
+    if let Some(head) = head {
+        len += copy_range(head, &mut out).map_err(io())?;
+    }
     let mut record = Vec::with_capacity(MAX_RECORD_LEN);
     let mut failed = None;
     state.for_each_event(|event| {
@@ -88,6 +111,20 @@ pub fn write_state(path: &Path, state: &LiveState) -> Result<u64, JournalError> 
     let file = out.into_inner().map_err(|e| io()(e.into_error()))?;
     file.sync_all().map_err(io())?;
     Ok(len)
+}
+
+/// Copies `head`'s bytes to `out` a megabyte at a time (positioned reads: the journal's
+/// descriptor keeps its offset); returns how many.
+fn copy_range(head: Head<'_>, out: &mut impl Write) -> std::io::Result<u64> {
+    let mut buf = vec![0u8; (1 << 20).min(head.range.end - head.range.start) as usize];
+    let mut at = head.range.start;
+    while at < head.range.end {
+        let n = buf.len().min((head.range.end - at) as usize);
+        head.file.read_exact_at(&mut buf[..n], at)?;
+        out.write_all(&buf[..n])?;
+        at += n as u64;
+    }
+    Ok(head.range.end - head.range.start)
 }
 
 /// Writes `state` to `tmp`, then renames it over `path`: `path` holds either its old or its

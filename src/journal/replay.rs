@@ -14,10 +14,11 @@
 //! the file.
 
 use std::fs::File;
+use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use super::record::{self, MAGIC, MAX_RECORD_LEN};
+use super::record::{self, Event, MAGIC, MAX_RECORD_LEN};
 use super::state::LiveState;
 use super::JournalError;
 
@@ -52,6 +53,9 @@ pub struct FileScan {
     /// How many regions were skipped between records, and their bytes in all.
     pub skipped_regions: u64,
     pub skipped_bytes: u64,
+    /// The bytes of the `folded` records that open the file, left unread for a compaction
+    /// to copy as they are ([`scan_file_for_compaction`]); empty otherwise.
+    pub buckets: Range<u64>,
 }
 
 impl FileScan {
@@ -64,6 +68,7 @@ impl FileScan {
             skipped: Vec::new(),
             skipped_regions: 0,
             skipped_bytes: 0,
+            buckets: 0..0,
         }
     }
 
@@ -86,12 +91,36 @@ pub fn scan(path: &Path, bytes: &[u8]) -> Result<FileScan, JournalError> {
 /// Folds the first `limit` bytes of the journal file `file` (at `path`), reading it in
 /// chunks of 1 MiB.
 pub fn scan_file(path: &Path, file: &File, limit: u64) -> Result<FileScan, JournalError> {
+    scan_file_with(path, file, limit, false)
+}
+
+/// [`scan_file`] for a compaction: the `folded` records that open the file (the buckets the
+/// last compaction wrote, in time order: most of a long life's journal) are not folded into
+/// the state but left where they are, [`FileScan::buckets`], for the new file to copy whole.
+/// So a compaction holds only what was appended since the last one, never a second copy of
+/// every bucket the core holds. A purge after them drops them; `folded` records anywhere
+/// else (or after damage) are folded in as [`scan_file`] does.
+pub fn scan_file_for_compaction(
+    path: &Path,
+    file: &File,
+    limit: u64,
+) -> Result<FileScan, JournalError> {
+    scan_file_with(path, file, limit, true)
+}
+
+fn scan_file_with(
+    path: &Path,
+    file: &File,
+    limit: u64,
+    pass_buckets: bool,
+) -> Result<FileScan, JournalError> {
     let io = || JournalError::io(path);
     let mut buf = vec![0u8; CHUNK + MAX_RECORD_LEN];
     let first = read_at(file, &mut buf[..MAGIC.len()], 0, limit).map_err(io())?;
     let Some(mut scanner) = Scanner::start(path, &buf[..first])? else {
         return Ok(FileScan::empty());
     };
+    scanner.passing = pass_buckets && scanner.gap.is_none();
     // `buf[..held]` holds the file from offset `base`; each round tops it up and feeds it.
     let (mut base, mut held) = (first as u64, 0usize);
     loop {
@@ -136,6 +165,9 @@ struct Gap {
 struct Scanner {
     scan: FileScan,
     gap: Option<Gap>,
+    /// Whether `folded` records extend [`FileScan::buckets`] rather than the state: only
+    /// while every record so far was one, right after the magic, with nothing skipped.
+    passing: bool,
 }
 
 impl Scanner {
@@ -146,6 +178,7 @@ impl Scanner {
         let mut scanner = Scanner {
             scan: FileScan::empty(),
             gap: None,
+            passing: false,
         };
         if head.len() < MAGIC.len() {
             return if MAGIC.starts_with(head) || head.iter().all(|&b| b == 0) {
@@ -190,11 +223,17 @@ impl Scanner {
             }
             match record::decode(&bytes[at..]) {
                 Some((event, len)) => {
-                    self.resume(base + at as u64);
-                    self.scan.state.apply(&event);
+                    let start = base + at as u64;
+                    self.resume(start);
+                    let end = start + len as u64;
+                    if self.pass(&event, start) {
+                        self.scan.buckets.end = end;
+                    } else {
+                        self.scan.state.apply(&event);
+                    }
                     self.scan.records += 1;
                     at += len;
-                    self.scan.good_len = base + at as u64;
+                    self.scan.good_len = end;
                 }
                 None => {
                     self.skip(base + at as u64, true);
@@ -205,7 +244,23 @@ impl Scanner {
         at
     }
 
+    /// Whether the record at `start` is one more of the `folded` records that open the file
+    /// (left in place, [`scan_file_for_compaction`]). A purge forgets those as it forgets
+    /// everything before it.
+    fn pass(&mut self, event: &Event, start: u64) -> bool {
+        if matches!(event, Event::Purged) {
+            self.scan.buckets = 0..0;
+        }
+        // Nothing was skipped while passing (`skip` ends it): the records are contiguous.
+        self.passing &= matches!(event, Event::Folded { .. });
+        if self.passing && self.scan.buckets.is_empty() {
+            self.scan.buckets = start..start;
+        }
+        self.passing
+    }
+
     fn skip(&mut self, at: u64, nonzero: bool) {
+        self.passing = false;
         let gap = self.gap.get_or_insert(Gap { start: at, nonzero });
         gap.nonzero |= nonzero;
     }
@@ -348,6 +403,60 @@ mod tests {
         assert_eq!((s.records, s.good_len), (1, bytes.len() as u64));
         assert_eq!(s.skipped[0].offset, 0);
         assert!(s.skipped[0].zeros && s.damaged());
+    }
+
+    /// A compaction's scan leaves the buckets that open the file where they are (its state
+    /// never holds them: a long life's compaction would hold a second copy of every
+    /// bucket), folds in any other bucket, and forgets them all at a purge.
+    #[test]
+    fn a_compaction_scan_leaves_the_opening_buckets_in_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j");
+        let bucket = |at_us| Event::Folded {
+            at_us,
+            bucket: crate::store::Bucket {
+                requests: [1, 0],
+                cents: [5, 0],
+            },
+        };
+        let a = Event::Accepted {
+            id: Uuid::from_u128(1),
+            cents: 1,
+        };
+        let scan_of = |events: &[Event]| {
+            std::fs::write(&path, file(events)).unwrap();
+            let f = File::open(&path).unwrap();
+            scan_file_for_compaction(&path, &f, u64::MAX).unwrap()
+        };
+        let mut one = Vec::new();
+        encode(&mut one, &bucket(0));
+        let len = one.len() as u64;
+
+        let s = scan_of(&[bucket(1), bucket(2), bucket(3), a, bucket(0)]);
+        assert_eq!(s.buckets, 8..8 + 3 * len);
+        assert_eq!((s.records, s.state.folded_len(), s.state.len()), (5, 1, 1));
+        // What the range holds is those three buckets, as the plain scan reads them.
+        let whole = std::fs::read(&path).unwrap();
+        let head = [
+            &MAGIC[..],
+            &whole[s.buckets.start as usize..s.buckets.end as usize],
+        ];
+        let plain = scan(&path, &head.concat()).unwrap();
+        assert_eq!(plain.state.folded_len(), 3);
+
+        let s = scan_of(&[bucket(1), bucket(2), a, Event::Purged, bucket(3)]);
+        assert!(s.buckets.is_empty(), "{:?}", s.buckets);
+        assert_eq!((s.state.folded_len(), s.state.len()), (1, 0));
+
+        // Damage ends the run: what follows it is folded in (and the damage reported).
+        let mut bytes = file(&[bucket(1), bucket(2), bucket(3)]);
+        bytes[8 + len as usize + 10] ^= 0xff;
+        std::fs::write(&path, &bytes).unwrap();
+        let f = File::open(&path).unwrap();
+        let s = scan_file_for_compaction(&path, &f, u64::MAX).unwrap();
+        assert_eq!(s.buckets, 8..8 + len);
+        assert_eq!(s.state.folded_len(), 1);
+        assert!(s.damaged());
     }
 
     /// Every chunk boundary falls somewhere inside some record: the file read in chunks

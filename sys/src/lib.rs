@@ -15,7 +15,7 @@
 //! - [`cap`]: the process-wide connection cap (`MAX_CONNECTIONS`) and its default from memory;
 //! - [`cgroup`]: the memory limit the container sets (`MEMORY_LIMIT_MB`, cgroup v2 or v1);
 //! - [`signals`]: SIGTERM/SIGINT taken by `sigwait`, for graceful shutdown;
-//! - [`sched`]: the threads' scheduler slice (`SCHED_SLICE_US`).
+//! - [`sched`]: the threads' scheduler slice (`SCHED_SLICE_US`) and nice value.
 
 pub mod cap;
 pub mod cgroup;

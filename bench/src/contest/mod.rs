@@ -96,6 +96,15 @@ pub struct Args {
         requires = "summary_storm"
     )]
     pub summary_storm_pause: u64,
+    /// Worker threads of the storm's own runtime (the storm never runs on the instrument's
+    /// workers, so the POSTs' timing does not wait behind its answers).
+    #[arg(long, default_value_t = 1, requires = "summary_storm")]
+    pub summary_storm_threads: usize,
+    /// Nice value of the storm's threads: 19 leaves the CPUs to the stack and the instrument
+    /// first, the nearest this machine gets to storm clients on another host.
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true, requires = "summary_storm",
+          value_parser = clap::value_parser!(i32).range(-20..=19))]
+    pub summary_storm_nice: i32,
     /// Worker threads of the instrument's runtime.
     #[arg(long, default_value_t = 2)]
     pub workers: usize,
@@ -248,7 +257,10 @@ async fn run_against(
     let cost_start = cost::start(measured);
     let ran = run_load(args, t, &mut parties).await;
     let cost = cost_start.finish(ran.recorder.snapshot().counts.success);
-    notes.extend(ran.storm.as_ref().map(storm::Storm::note));
+    notes.extend(ran.storm.as_ref().map(|storm| match storm {
+        Ok(storm) => storm.note(),
+        Err(e) => format!("summary storm did not run: {e:#}"),
+    }));
 
     let teardown = teardown(profile, duration, &mut parties, &ran.recorder, &mut notes).await;
     notes.extend(fee_notes(profile, &teardown.default, &teardown.fallback));
@@ -340,7 +352,7 @@ struct Ran {
     schedule: Vec<stages::Stage>,
     applied: Vec<stages::Applied>,
     held: Vec<progress::Held>,
-    storm: Option<storm::Storm>,
+    storm: Option<anyhow::Result<storm::Storm>>,
 }
 
 /// The run: for the duration, the ramping users, the checker (on `parties`), the stages (on
@@ -387,9 +399,14 @@ async fn run_load(args: &Args, t: &Targets, parties: &mut Parties) -> Ran {
     let storm = async {
         match args.summary_storm {
             0 => None,
-            n => {
-                let pause = Duration::from_millis(args.summary_storm_pause);
-                let storm = storm::run_storm(t.backend.clone(), n, pause, profile, done.clone());
+            clients => {
+                let plan = storm::Plan {
+                    clients,
+                    pause: Duration::from_millis(args.summary_storm_pause),
+                    threads: args.summary_storm_threads,
+                    nice: args.summary_storm_nice,
+                };
+                let storm = storm::run_storm(t.backend.clone(), plan, profile.check, done.clone());
                 Some(storm.await)
             }
         }

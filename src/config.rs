@@ -264,6 +264,14 @@ pub struct Args {
     /// "p99: how much of it is the client's").
     #[arg(long, env = "SCHED_SLICE_US", default_value_t = 100)]
     pub sched_slice_us: u64,
+    /// How much nicer than the cores the summary aggregator's thread (`rinha-router`) runs
+    /// (added to the process's nice value, within the kernel's -20..=19; below 0 needs
+    /// CAP_SYS_NICE): under a storm of summaries it takes the CPUs after the cores, so the
+    /// POSTs' latency does not pay for the summaries' (figures: docs/benchmarks.md, "A storm
+    /// of summaries"); 0 runs it as the cores run.
+    #[arg(long, env = "ROUTER_NICE", default_value_t = 10, allow_negative_numbers = true,
+          value_parser = clap::value_parser!(i32).range(-20..=19))]
+    pub router_nice: i32,
     /// `unix:/path.sock` where `rinha-lb` in hand-over mode passes client connections
     /// (`LB_MODE=handoff`); unset: no hand-over. `{hostname}` stands for the host's name.
     #[arg(long, env = "HANDOFF_LISTEN")]
@@ -328,6 +336,8 @@ pub struct Config {
     pub response_send: ResponseSend,
     /// The threads' scheduler slice (`SCHED_SLICE_US`); `None` keeps the kernel's.
     pub sched_slice: Option<Duration>,
+    /// How much nicer than the cores the summary aggregator runs (`ROUTER_NICE`).
+    pub router_nice: i32,
     /// How processor names are looked up: not a setting (always the system's resolver here);
     /// tests put a slow one in its place.
     pub resolver: Resolver,
@@ -485,6 +495,7 @@ impl Config {
             response_send: args.response_send,
             sched_slice: (args.sched_slice_us > 0)
                 .then(|| Duration::from_micros(args.sched_slice_us)),
+            router_nice: args.router_nice,
             handoff_listen,
             metrics_listen: match args.metrics_listen.as_deref().map(str::trim) {
                 None | Some("") => None,
@@ -718,6 +729,19 @@ mod tests {
             Some(PathBuf::from("/s/b1.handoff.sock"))
         );
         assert!(handoff(&["--handoff-listen", "127.0.0.1:9"]).is_err());
+    }
+
+    #[test]
+    fn the_router_is_nice_10_unless_set_within_the_kernels_range() {
+        let nice = |flags: &[&str]| {
+            let args = Args::try_parse_from(std::iter::once("rinha").chain(flags.iter().copied()))?;
+            Ok::<_, clap::Error>(Config::from_args(args).unwrap().router_nice)
+        };
+        assert_eq!(nice(&[]).unwrap(), 10);
+        assert_eq!(nice(&["--router-nice", "0"]).unwrap(), 0);
+        assert_eq!(nice(&["--router-nice", "-5"]).unwrap(), -5);
+        assert!(nice(&["--router-nice", "20"]).is_err());
+        assert!(nice(&["--router-nice", "-21"]).is_err());
     }
 
     #[test]

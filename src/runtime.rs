@@ -244,6 +244,18 @@ fn prepare_listeners(config: &Config) -> Result<Listeners, StartError> {
     Ok((prepared, handoff_socket, peer_socket))
 }
 
+/// Raises the calling thread's nice value by `by` over the cores' (clamped to the kernel's
+/// -20..=19); a refusal (lowering it without CAP_SYS_NICE) is logged and changes nothing.
+fn be_nicer(by: i32) {
+    let nice = (rinha_sys::sched::current_nice() + by).clamp(-20, 19);
+    match rinha_sys::sched::set_nice(nice) {
+        Ok(()) => tracing::info!(nice, "summary aggregator's nice value"),
+        Err(e) => {
+            tracing::warn!(nice, error = %e, "cannot set the summary aggregator's nice value")
+        }
+    }
+}
+
 /// What one core's thread is started with.
 struct CoreStart {
     id: usize,
@@ -313,8 +325,9 @@ fn log_started(config: &Config, driver: Driver, prepared: &Prepared, handoff: Op
     );
 }
 
-/// Starts the summary aggregator's thread (its own runtime, on the cores' driver), which
-/// also answers the metrics scrapes; returns the handle the cores clone.
+/// Starts the summary aggregator's thread (its own runtime, on the cores' driver, `ROUTER_NICE`
+/// nicer than the cores), which also answers the metrics scrapes; returns the handle the cores
+/// clone.
 fn spawn_aggregator(
     config: &Config,
     driver: Driver,
@@ -328,9 +341,13 @@ fn spawn_aggregator(
         config.peer_timeout,
         config.purge_token.as_deref(),
     );
+    let nicer_by = config.router_nice;
     std::thread::Builder::new()
         .name("rinha-router".into())
         .spawn(move || {
+            if nicer_by != 0 {
+                be_nicer(nicer_by);
+            }
             if let Err(e) = driver.block_on(aggregator.serve(metrics)) {
                 tracing::error!(error = %e, "summary aggregator runtime failed");
             }

@@ -1,7 +1,9 @@
 //! A storm of summaries: two `rinha` peering each other, many clients asking both at once
 //! for the same windows and for different ones, while payments are settled. Summaries that
 //! share a pass over the shards (src/summary/aggregator.rs) must answer exactly what one
-//! asked alone answers: every answer equals the processors' own summary of its window.
+//! asked alone answers: every answer equals the processors' own summary of its window. And
+//! the thread that aggregates them runs nicer than the cores, so that a storm takes the CPUs
+//! after the intake (`ROUTER_NICE`).
 
 mod common;
 
@@ -73,5 +75,41 @@ fn a_storm_of_summaries_is_exact() {
         .collect();
     for client in clients {
         client.join().expect("a summary was not exact");
+    }
+}
+
+/// The nice value of each of `pid`'s threads named `name` (field 19 of its `stat`, counted
+/// after the parenthesised name, which may hold spaces).
+fn nice_of_threads(pid: u32, name: &str) -> Vec<i32> {
+    let mut nices = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let task = task.unwrap().path();
+        let comm = std::fs::read_to_string(task.join("comm")).unwrap_or_default();
+        if comm.trim_end() != name {
+            continue;
+        }
+        let stat = std::fs::read_to_string(task.join("stat")).unwrap();
+        let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+        // Fields from the 3rd (state) on; nice is the 19th.
+        let nice = after_name.split(' ').nth(19 - 3).unwrap();
+        nices.push(nice.parse().unwrap());
+    }
+    nices
+}
+
+#[test]
+fn the_aggregator_runs_nicer_than_the_cores() {
+    for (setting, nicer_by) in [(None, 10), (Some("3"), 3), (Some("0"), 0)] {
+        let extra: Vec<(&str, &str)> = setting.map(|n| ("ROUTER_NICE", n)).into_iter().collect();
+        let solo = Solo::start("auto", &extra);
+        let pid = solo.inst.pid();
+        let cores = nice_of_threads(pid, "rinha-core-0");
+        let router = nice_of_threads(pid, "rinha-router");
+        assert_eq!((cores.len(), router.len()), (1, 1), "threads of {pid}");
+        assert_eq!(
+            router[0],
+            (cores[0] + nicer_by).min(19),
+            "ROUTER_NICE={setting:?}: router at {router:?}, core 0 at {cores:?}"
+        );
     }
 }

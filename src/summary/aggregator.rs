@@ -6,7 +6,9 @@
 //! A storm of summaries costs the cores little: summaries of one window as of one moment
 //! (the moment rounded up to the end of its millisecond, the resolution of every stamp) share one
 //! pass over the shards and one call to each peer, and at most [`MAX_SCANS`] passes are under
-//! way at once; the rest wait here, on this thread, not in the cores' queues. An answer
+//! way at once; the rest wait here, on this thread, not in the cores' queues. The thread runs
+//! `ROUTER_NICE` nicer than the cores, so under a storm it takes the CPUs after their intake
+//! (and, running less often, shares each pass among more summaries). An answer
 //! depends only on the window and the moment, never on when the pass runs (the as-of rule),
 //! so sharing and waiting change no count.
 //!

@@ -2,6 +2,7 @@
 //! clean shutdown, 1 if the server could not start, 2 for a bad configuration, 3 when a
 //! core's journal became unusable (`journal::commit::EXIT_JOURNAL`: the restart replays it).
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -14,6 +15,8 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        // Styles only for a terminal: a file, a pipe or a log collector gets plain text.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let config = match Config::from_args(Args::parse()) {
         Ok(c) => c,

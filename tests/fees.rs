@@ -63,3 +63,23 @@ fn processor_fees_set_the_fees(driver: &str) {
     assert!(!log.contains("cannot read the processor's fee"), "{log}");
 }
 both_drivers!(processor_fees_set_the_fees);
+
+/// The log a file receives is plain text: no terminal styles around its fields, so a collector
+/// or a `grep` for `processor="default"` reads what a terminal shows.
+#[test]
+fn the_log_in_a_file_is_plain_text() {
+    let solo = Solo::start("auto", &[("PROCESSOR_TOKEN", "not-the-token")]);
+    assert!(
+        eventually(Duration::from_secs(5), || solo
+            .inst
+            .log_text()
+            .contains("processor=\"default\"")),
+        "no field written as such: {}",
+        solo.inst.log_text()
+    );
+    let log = solo.inst.log_text();
+    assert!(
+        !log.contains('\u{1b}'),
+        "terminal styles in a file: {log:?}"
+    );
+}

@@ -54,8 +54,7 @@ fn checked_load(
 /// open.
 fn breaker_states(log: &str, processor: &str) -> Vec<bool> {
     let named = format!("processor=\"{processor}\"");
-    plain(log)
-        .lines()
+    log.lines()
         .filter(|l| l.contains(&named))
         .filter_map(|l| {
             if l.contains("breaker closed") {
@@ -67,25 +66,6 @@ fn breaker_states(log: &str, processor: &str) -> Vec<bool> {
             }
         })
         .collect()
-}
-
-/// `log` without its ANSI styles (the log's fields are styled even in a file).
-fn plain(log: &str) -> String {
-    let mut out = String::with_capacity(log.len());
-    let mut chars = log.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            // CSI: up to and including the final letter.
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 /// Both processors take 300 ms and we wait 200: every call ends unknown, yet every payment

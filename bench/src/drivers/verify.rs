@@ -34,7 +34,7 @@ pub enum VerifyError {
 }
 
 /// The `driver=` value of `program`'s start line in `log`, if the line is there.
-/// ANSI colour codes (tracing's default on any writer) are skipped.
+/// ANSI colour codes are skipped (a build before `rinha` wrote plain text to a file styled it).
 pub fn driver_in_log(log: &str, program: &str) -> Option<String> {
     let needle = format!("{program} started ");
     log.lines()

@@ -200,6 +200,8 @@ fn prepare_storage(config: &Config) -> Result<(), StartError> {
         // Before any core opens its file: the core count may differ from the last run.
         Some(dir) => {
             crate::journal::rebalance(dir, config.workers)?;
+            // A long life's sealed buckets go to unnamed files beside the journal.
+            crate::store::spill::keep_in(dir);
             tracing::info!(dir = %dir.display(), sync = ?config.journal_sync, "journal on");
         }
         None => tracing::info!(

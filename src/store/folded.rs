@@ -25,7 +25,9 @@ pub const SETTLED_HORIZON: Duration = Duration::from_secs(60);
 pub const SEAL_LAG: Duration = Duration::from_secs(10);
 
 /// The payments of one `requestedAt`, per processor.
+/// `repr(C)`: sealed blocks hold one and are spilled as their bytes (`super::sealed`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[repr(C)]
 pub struct Bucket {
     pub requests: [u64; 2],
     pub cents: [u64; 2],

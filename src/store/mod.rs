@@ -17,6 +17,7 @@ pub mod folded;
 pub mod live;
 pub mod sealed;
 pub mod shard;
+pub mod spill;
 pub mod timing;
 
 pub use folded::{Bucket, Folded, SEAL_LAG, SETTLED_HORIZON};

@@ -7,8 +7,17 @@
 //! `BLOCK` decodes. The bytes live in 64 KiB pages (a block never spans two), and the
 //! blocks in chunks of `CHUNK`, so that growing never copies either: a `Vec` of a long
 //! life's blocks would copy megabytes in one fold step each time it doubled.
+//!
+//! With a journal, a page or chunk that is full moves to the core's spill file
+//! ([`super::spill`]) and is read back through its mapping: the heap keeps one page, one
+//! chunk and a few bytes per 64 KiB spilled, however long the life. A spill that fails (a
+//! full disk) keeps them on the heap, and the next full page tries again.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use super::folded::Bucket;
+use super::spill::{self, SpillFile};
 
 /// Buckets per block.
 const BLOCK: usize = 64;
@@ -19,7 +28,10 @@ const CHUNK: usize = 1024;
 /// The most one bucket takes encoded: five varints of at most 10 bytes.
 const MAX_ENTRY: usize = 50;
 
+/// Laid out without padding (`repr(C)`, integers only, `_pad` filling the tail), so a full
+/// chunk is written to the spill file as its bytes and read back in place.
 #[derive(Debug, Clone, Copy)]
+#[repr(C)]
 struct Block {
     first_at_us: i64,
     /// Running totals of every bucket before this block.
@@ -27,20 +39,82 @@ struct Block {
     page: u32,
     offset: u32,
     len: u32,
+    _pad: u32,
+}
+
+const _: () = assert!(std::mem::size_of::<Block>() == 8 + 32 + 4 * 4);
+
+/// A page of bytes or a chunk of blocks: on the heap while it fills (and while the spill
+/// file refuses it), then in the spill file.
+#[derive(Debug, Clone)]
+enum Slab<T> {
+    Held(Vec<T>),
+    Spilled { at: u64, len: usize },
+}
+
+impl<T> Slab<T> {
+    fn held_mut(&mut self) -> &mut Vec<T> {
+        match self {
+            Slab::Held(v) => v,
+            // Only full pages and chunks spill, never the last one, which is the one written.
+            Slab::Spilled { .. } => unreachable!("the last page and chunk stay on the heap"),
+        }
+    }
 }
 
 /// The sealed buckets of one core.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Clone)]
 pub struct Sealed {
     /// Every chunk but the last holds `CHUNK` blocks; none is ever reallocated.
-    chunks: Vec<Vec<Block>>,
-    pages: Vec<Vec<u8>>,
+    chunks: Vec<Slab<Block>>,
+    pages: Vec<Slab<u8>>,
+    spill: Spill,
     total: Bucket,
     last_at_us: Option<i64>,
     buckets: usize,
 }
 
+/// Where full pages and chunks go, and how far they went.
+#[derive(Debug, Clone)]
+struct Spill {
+    /// Where the file is made at the first full page; `None` when memory only, or once it
+    /// could not be made.
+    dir: Option<PathBuf>,
+    /// Shared by a clone (a rebalance's copy): both only append to it.
+    file: Option<Arc<SpillFile>>,
+    /// The pages and chunks before these were spilled (or are a clone's, held).
+    pages: usize,
+    chunks: usize,
+    /// The last append failed, and said so: said again only after one succeeds.
+    failing: bool,
+}
+
+impl Default for Sealed {
+    /// Spilling into the process's `DATA_DIR`, if it has one ([`spill::keep_in`]).
+    fn default() -> Self {
+        Sealed::new(spill::dir())
+    }
+}
+
 impl Sealed {
+    /// Empty, spilling full pages and chunks into a file made in `dir` (`None`: never).
+    pub fn new(dir: Option<&Path>) -> Self {
+        Sealed {
+            chunks: Vec::new(),
+            pages: Vec::new(),
+            spill: Spill {
+                dir: dir.map(Path::to_path_buf),
+                file: None,
+                pages: 0,
+                chunks: 0,
+                failing: false,
+            },
+            total: Bucket::default(),
+            last_at_us: None,
+            buckets: 0,
+        }
+    }
+
     /// The last bucket's `requestedAt`: only later ones may be appended.
     pub fn last_at_us(&self) -> Option<i64> {
         self.last_at_us
@@ -49,30 +123,45 @@ impl Sealed {
     /// Appends the bucket of `at_us`, which must come after [`Sealed::last_at_us`].
     pub fn push(&mut self, at_us: i64, bucket: &Bucket) {
         debug_assert!(self.last_at_us.is_none_or(|l| at_us > l));
-        let last = self.chunks.last().and_then(|c| c.last());
-        let new_block = last.is_none_or(|b| b.len as usize == BLOCK);
+        let new_block = self.last_block().is_none_or(|b| b.len as usize == BLOCK);
+        let mut full = false;
         let prev = if new_block {
-            let room = self.pages.last().map_or(0, |p| p.capacity() - p.len());
+            let room = match self.pages.last() {
+                Some(Slab::Held(p)) => p.capacity() - p.len(),
+                _ => 0,
+            };
             if room < BLOCK * MAX_ENTRY {
-                self.pages.push(Vec::with_capacity(PAGE));
+                self.pages.push(Slab::Held(Vec::with_capacity(PAGE)));
+                full = self.pages.len() > 1;
             }
             let page = self.pages.len() - 1;
-            if self.chunks.last().is_none_or(|c| c.len() == CHUNK) {
-                self.chunks.push(Vec::with_capacity(CHUNK));
+            let offset = self.pages[page].held_mut().len() as u32;
+            let chunk_full = match self.chunks.last_mut() {
+                None => true,
+                Some(c) => c.held_mut().len() == CHUNK,
+            };
+            if chunk_full {
+                self.chunks.push(Slab::Held(Vec::with_capacity(CHUNK)));
+                full |= self.chunks.len() > 1;
             }
-            let chunk = self.chunks.last_mut().expect("just made room");
-            chunk.push(Block {
+            let before = self.total;
+            self.last_chunk_mut().push(Block {
                 first_at_us: at_us,
-                before: self.total,
+                before,
                 page: page as u32,
-                offset: self.pages[page].len() as u32,
+                offset,
                 len: 0,
+                _pad: 0,
             });
             at_us
         } else {
             self.last_at_us.unwrap_or(at_us)
         };
-        let page = self.pages.last_mut().expect("a block has a page");
+        let page = self
+            .pages
+            .last_mut()
+            .expect("a block has a page")
+            .held_mut();
         // Stamps are whole milliseconds: a delta in them takes a byte or two.
         let delta = (at_us - prev) as u64;
         let tagged = if delta % 1000 == 0 {
@@ -84,19 +173,96 @@ impl Sealed {
         for n in bucket.requests.iter().chain(&bucket.cents) {
             put(page, *n);
         }
-        if let Some(b) = self.chunks.last_mut().and_then(|c| c.last_mut()) {
+        if let Some(b) = self.last_chunk_mut().last_mut() {
             b.len += 1;
         }
         self.total.add(bucket);
         self.last_at_us = Some(at_us);
         self.buckets += 1;
+        if full {
+            self.spill_full();
+        }
+    }
+
+    fn last_block(&self) -> Option<&Block> {
+        match self.chunks.last()? {
+            Slab::Held(c) => c.last(),
+            Slab::Spilled { .. } => unreachable!("the last chunk stays on the heap"),
+        }
+    }
+
+    fn last_chunk_mut(&mut self) -> &mut Vec<Block> {
+        self.chunks
+            .last_mut()
+            .expect("a block has a chunk")
+            .held_mut()
+    }
+
+    /// Moves the full pages and chunks not spilled yet to the spill file, oldest first,
+    /// stopping at the first refusal (they stay on the heap; the next full page tries again).
+    fn spill_full(&mut self) {
+        let Some(file) = self.spill.file() else {
+            return;
+        };
+        let result = (|| {
+            while self.spill.pages + 1 < self.pages.len() {
+                let slab = &mut self.pages[self.spill.pages];
+                if let Slab::Held(bytes) = slab {
+                    let at = file.append(bytes)?;
+                    *slab = Slab::Spilled {
+                        at,
+                        len: bytes.len(),
+                    };
+                }
+                self.spill.pages += 1;
+            }
+            while self.spill.chunks + 1 < self.chunks.len() {
+                let slab = &mut self.chunks[self.spill.chunks];
+                if let Slab::Held(blocks) = slab {
+                    let at = file.append(block_bytes(blocks))?;
+                    *slab = Slab::Spilled {
+                        at,
+                        len: blocks.len(),
+                    };
+                }
+                self.spill.chunks += 1;
+            }
+            Ok(())
+        })();
+        self.spill.outcome(result);
+    }
+
+    /// Page `i`'s bytes.
+    fn page(&self, i: usize) -> &[u8] {
+        match &self.pages[i] {
+            Slab::Held(bytes) => bytes,
+            Slab::Spilled { at, len } => self.spilled().bytes(*at, *len),
+        }
+    }
+
+    /// Chunk `i`'s blocks.
+    fn chunk(&self, i: usize) -> &[Block] {
+        match &self.chunks[i] {
+            Slab::Held(blocks) => blocks,
+            Slab::Spilled { at, len } => blocks_of(
+                self.spilled()
+                    .bytes(*at, len * std::mem::size_of::<Block>()),
+            ),
+        }
+    }
+
+    fn spilled(&self) -> &SpillFile {
+        self.spill
+            .file
+            .as_deref()
+            .expect("a spilled slab has a file")
     }
 
     /// Running totals of every bucket at or before `t`.
     pub fn upto(&self, t: i64) -> Bucket {
         // Every chunk has a block: the last one that starts at or before `t` holds it.
-        let c = self.chunks.partition_point(|c| c[0].first_at_us <= t);
-        let Some(chunk) = c.checked_sub(1).map(|c| &self.chunks[c]) else {
+        let c = partition(self.chunks.len(), |c| self.chunk(c)[0].first_at_us <= t);
+        let Some(chunk) = c.checked_sub(1).map(|c| self.chunk(c)) else {
             return Bucket::default();
         };
         let block = &chunk[chunk.partition_point(|b| b.first_at_us <= t) - 1];
@@ -113,17 +279,19 @@ impl Sealed {
 
     /// Calls `f` with every bucket in time order.
     pub fn for_each(&self, mut f: impl FnMut(i64, &Bucket)) {
-        for block in self.chunks.iter().flatten() {
-            self.each_in(block, |at, b| {
-                f(at, b);
-                true
-            });
+        for c in 0..self.chunks.len() {
+            for block in self.chunk(c) {
+                self.each_in(block, |at, b| {
+                    f(at, b);
+                    true
+                });
+            }
         }
     }
 
     /// Decodes `block`'s buckets in order while `f` says go on.
     fn each_in(&self, block: &Block, mut f: impl FnMut(i64, &Bucket) -> bool) {
-        let bytes = &self.pages[block.page as usize][block.offset as usize..];
+        let bytes = &self.page(block.page as usize)[block.offset as usize..];
         let mut at = 0;
         let mut t = block.first_at_us;
         for _ in 0..block.len {
@@ -160,6 +328,77 @@ impl Sealed {
     pub fn is_empty(&self) -> bool {
         self.buckets == 0
     }
+}
+
+impl Spill {
+    /// The file, made at the first call.
+    fn file(&mut self) -> Option<Arc<SpillFile>> {
+        if self.file.is_none() {
+            let dir = self.dir.as_deref()?;
+            match SpillFile::create(dir) {
+                Ok(f) => self.file = Some(Arc::new(f)),
+                Err(error) => {
+                    tracing::warn!(
+                        dir = %dir.display(),
+                        %error,
+                        "sealed buckets stay on the heap: no spill file can be made there"
+                    );
+                    self.dir = None;
+                    return None;
+                }
+            }
+        }
+        self.file.clone()
+    }
+
+    fn outcome(&mut self, result: std::io::Result<()>) {
+        match result {
+            Ok(()) => {
+                if std::mem::take(&mut self.failing) {
+                    tracing::info!("sealed buckets spill again");
+                }
+            }
+            Err(error) if !self.failing => {
+                self.failing = true;
+                tracing::warn!(%error, "sealed buckets stay on the heap until the spill file takes them");
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+/// The first index in `0..n` for which `pred` is false (`pred` holds for a prefix), as
+/// `slice::partition_point`.
+fn partition(n: usize, pred: impl Fn(usize) -> bool) -> usize {
+    let (mut lo, mut hi) = (0, n);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if pred(mid) {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    lo
+}
+
+/// A chunk's bytes, as written to the spill file.
+fn block_bytes(blocks: &[Block]) -> &[u8] {
+    // SAFETY: `Block` is `repr(C)` of integers with no padding (its size is its fields'),
+    // so every byte is initialized; `u8` has no alignment to keep.
+    unsafe { std::slice::from_raw_parts(blocks.as_ptr().cast(), std::mem::size_of_val(blocks)) }
+}
+
+/// The blocks `block_bytes` wrote, read in place.
+fn blocks_of(bytes: &[u8]) -> &[Block] {
+    let size = std::mem::size_of::<Block>();
+    assert!(
+        bytes.as_ptr().align_offset(std::mem::align_of::<Block>()) == 0 && bytes.len() % size == 0,
+        "spilled blocks are aligned and whole"
+    );
+    // SAFETY: aligned and a whole number of blocks (checked above); any bytes are a valid
+    // `Block` (integers only), and these are `block_bytes`' of real blocks.
+    unsafe { std::slice::from_raw_parts(bytes.as_ptr().cast(), bytes.len() / size) }
 }
 
 /// Appends `v` as a LEB128 varint.
@@ -227,10 +466,9 @@ mod tests {
         assert_eq!(back, naive);
     }
 
-    /// Across chunks too: the totals at and around every block's first bucket.
-    #[test]
-    fn running_totals_across_chunks() {
-        let mut s = Sealed::default();
+    /// Across chunks too: the totals at and around every block's first bucket; returns
+    /// the store, filled.
+    fn across_chunks(mut s: Sealed) -> Sealed {
         let n = 2 * CHUNK * BLOCK + 100;
         let mut sums = Vec::with_capacity(n);
         let mut acc = Bucket::default();
@@ -258,5 +496,76 @@ mod tests {
             seen += 1;
         });
         assert_eq!(seen as usize, n);
+        s
+    }
+
+    /// Pages and chunks held on the heap.
+    fn held(s: &Sealed) -> (usize, usize) {
+        let pages = s.pages.iter().filter(|p| matches!(p, Slab::Held(_)));
+        let chunks = s.chunks.iter().filter(|c| matches!(c, Slab::Held(_)));
+        (pages.count(), chunks.count())
+    }
+
+    #[test]
+    fn running_totals_across_chunks() {
+        let s = across_chunks(Sealed::new(None));
+        assert!(s.pages.len() > 3);
+        assert_eq!(held(&s), (s.pages.len(), 3), "memory only: all on the heap");
+    }
+
+    /// Spilled, the same answers, with one page and one chunk left on the heap; a clone
+    /// (a rebalance's copy) shares the file and both go on answering their own buckets.
+    #[test]
+    fn spilled_pages_and_chunks_answer_the_same() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = across_chunks(Sealed::new(Some(dir.path())));
+        assert_eq!(held(&s), (1, 1));
+        let file = s.spill.file.clone().expect("a spill file was made");
+        assert!(file.len() as usize >= (s.pages.len() - 1) * PAGE / 2);
+
+        let mut a = s.clone();
+        let mut b = s;
+        let last = a.last_at_us().unwrap();
+        let (total, one) = (
+            a.total(),
+            Bucket::of(crate::processor::Processor::Fallback, 5),
+        );
+        for k in 1..=(PAGE as i64) {
+            a.push(last + k * 1000, &one);
+            if k % 2 == 0 {
+                b.push(last + k * 1000, &one);
+            }
+        }
+        let (mut want_a, mut want_b) = (total, total);
+        for _ in 0..PAGE {
+            want_a.add(&one);
+        }
+        for _ in 0..PAGE / 2 {
+            want_b.add(&one);
+        }
+        assert_eq!(a.upto(i64::MAX), want_a);
+        assert_eq!(b.upto(i64::MAX), want_b);
+        assert_eq!(a.upto(last), total);
+        assert_eq!(held(&a), (1, 1));
+        assert_eq!(held(&b), (1, 1));
+    }
+
+    /// A spill file that refuses appends (a full disk): what it took stays there, the rest
+    /// stays on the heap, and every answer is the same.
+    #[test]
+    fn a_refused_spill_keeps_the_buckets_on_the_heap() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = SpillFile::with_reserve(dir.path(), 3 * PAGE).unwrap();
+        let mut s = Sealed::new(None);
+        s.spill.file = Some(Arc::new(file));
+        let s = across_chunks(s);
+        let (pages, chunks) = held(&s);
+        assert!(
+            pages > 1 && pages < s.pages.len(),
+            "{pages} of {}",
+            s.pages.len()
+        );
+        assert_eq!(chunks, 3, "refused after the pages took the room");
+        assert!(s.spill.failing);
     }
 }

@@ -213,10 +213,7 @@ fn free(maps: Vec<Map>) {
         .map(|m| m.capacity() * std::mem::size_of::<(Uuid, u64)>())
         .sum();
     if bytes > FREE_ON_CORE_MAX {
-        let _ = std::thread::Builder::new()
-            .name("rinha-free".into())
-            .stack_size(64 << 10)
-            .spawn(move || drop(maps));
+        crate::free::off_core(maps);
     }
 }
 

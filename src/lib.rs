@@ -23,10 +23,10 @@
 //! - [`processor`]: the processors as a core sees them: client and circuit breaker.
 //! - [`store`]: the per-core shard of processed payments and the in-flight rule.
 //! - [`summary`]: summaries and purges across shards and peers: windows, JSON, the
-//!   aggregator thread and the peers.
-//! - [`metrics`]: per-core counters and the `GET /metrics` listener (`METRICS_LISTEN`).
 //!   aggregator thread and the peers; [`replicas`]: which peers there are (listed, or
 //!   found through DNS and remembered once seen).
+//! - [`metrics`]: per-core counters and the `GET /metrics` listener (`METRICS_LISTEN`).
+//! - [`free`]: large things (maps, spill files) freed on a helper thread, not the core.
 //! - [`time`]: the timestamps, as text and as microseconds.
 //! - [`journal`]: the per-core append-only journal (durability, replay, compaction), and
 //!   how a core uses it ([`journal::commit`]: when a record is on file; group commit).
@@ -40,6 +40,7 @@ pub mod config;
 pub mod conn;
 pub mod core_state;
 pub mod fees;
+pub mod free;
 pub mod handoff;
 pub mod http;
 pub mod ids;

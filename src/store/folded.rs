@@ -159,8 +159,11 @@ impl Folded {
     }
 
     pub fn clear(&mut self) {
-        // A purge gives the memory back.
-        self.sealed = Sealed::default();
+        // A purge gives the memory back, and the spill file's blocks: off the core.
+        let sealed = std::mem::take(&mut self.sealed);
+        if !sealed.is_empty() {
+            crate::free::off_core(sealed);
+        }
         self.open.clear();
     }
 }
@@ -209,5 +212,39 @@ mod tests {
             all.add(b);
         });
         assert_eq!(all.requests.iter().sum::<u64>(), 200);
+    }
+
+    /// A purge gives the spill file back (its blocks freed on a helper thread) and the
+    /// store starts empty.
+    #[test]
+    fn a_purge_closes_the_spill_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let open_spills = || {
+            std::fs::read_dir("/proc/self/fd")
+                .unwrap()
+                .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+                .filter(|target| target.starts_with(dir.path()))
+                .count()
+        };
+        let mut f = Folded {
+            sealed: Sealed::new(Some(dir.path())),
+            open: BTreeMap::new(),
+        };
+        for n in 0..100_000i64 {
+            f.add(n * 1000, &Bucket::of(Processor::Default, 1990));
+        }
+        f.seal(i64::MAX, usize::MAX);
+        assert_eq!(open_spills(), 1, "full pages spilled");
+        f.clear();
+        assert!(f.is_empty());
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while open_spills() > 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the spill file stayed open"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(f.window(Window::default()), Totals::default());
     }
 }

@@ -6,65 +6,19 @@
 
 mod common;
 
-use std::ffi::CString;
 use std::io::Write;
 use std::os::unix::net::UnixStream;
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{Processors, TempDir};
-
-/// A memory cgroup made for the test under this process's own, removed on drop.
-struct MemoryCgroup(PathBuf);
-
-impl MemoryCgroup {
-    fn create(name: &str, limit: u64) -> Result<MemoryCgroup, String> {
-        let own = std::fs::read_to_string("/proc/self/cgroup").map_err(|e| e.to_string())?;
-        let path = own
-            .lines()
-            .find_map(|l| l.split_once(":memory:").map(|(_, p)| p.to_owned()))
-            .ok_or("no cgroup v1 memory controller")?;
-        let dir = PathBuf::from(format!("/sys/fs/cgroup/memory{path}")).join(name);
-        std::fs::create_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        let cg = MemoryCgroup(dir);
-        cg.write("memory.limit_in_bytes", &limit.to_string())?;
-        Ok(cg)
-    }
-
-    fn write(&self, file: &str, value: &str) -> Result<(), String> {
-        std::fs::write(self.0.join(file), value).map_err(|e| format!("{file}: {e}"))
-    }
-
-    fn read(&self, file: &str) -> u64 {
-        let text = std::fs::read_to_string(self.0.join(file)).unwrap();
-        text.trim().parse().unwrap()
-    }
-}
-
-impl Drop for MemoryCgroup {
-    fn drop(&mut self) {
-        // The cgroup can go once its processes have (the caller kills them first).
-        for _ in 0..100 {
-            if std::fs::remove_dir(&self.0).is_ok() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
+use rinha_sys::cgroup::MemoryCgroup;
 
 /// Starts `rinha` inside `cg` (it joins before `exec`, so it reads the cgroup's limit at
 /// start, and every byte it takes is charged there).
 fn start_in(cg: &MemoryCgroup, dir: &TempDir, procs: &Processors) -> (Child, PathBuf) {
     let socket = dir.0.join("m.sock");
-    let procs_file = CString::new(
-        cg.0.join("cgroup.procs")
-            .into_os_string()
-            .into_encoded_bytes(),
-    )
-    .unwrap();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_rinha"));
     cmd.env_clear()
         .env("LISTEN", format!("unix:{}", socket.display()))
@@ -77,18 +31,7 @@ fn start_in(cg: &MemoryCgroup, dir: &TempDir, procs: &Processors) -> (Child, Pat
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(dir.0.join("m.log")).unwrap());
-    // SAFETY: between fork and exec only async-signal-safe calls: open, write, close, on a
-    // path prepared before the fork. Writing "0" moves the writer itself.
-    unsafe {
-        cmd.pre_exec(move || {
-            let fd = libc::open(procs_file.as_ptr(), libc::O_WRONLY);
-            if fd < 0 || libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
-                return Err(std::io::Error::last_os_error());
-            }
-            libc::close(fd);
-            Ok(())
-        });
-    }
+    cg.run_inside(&mut cmd);
     let child = cmd.spawn().expect("spawn rinha");
     let deadline = Instant::now() + Duration::from_secs(10);
     while UnixStream::connect(&socket).is_err() {

@@ -11,16 +11,15 @@
 #[allow(unused_imports)]
 mod support;
 
-use std::ffi::CString;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use rinha_sys::cgroup::MemoryCgroup;
 use support::{field, wait_until, TempDir, TestBackend};
 
 /// The lb's limit in the contest's compose file.
@@ -30,42 +29,6 @@ const LIMIT: u64 = 50 << 20;
 const RELAY_CLIENTS: usize = 3000;
 /// Clients in the hand-over flood: past the most the lb holds by default (4096).
 const HANDOFF_CLIENTS: usize = 5000;
-
-/// A memory cgroup made for the test under this process's own, removed on drop.
-struct MemoryCgroup(PathBuf);
-
-impl MemoryCgroup {
-    fn create(name: &str, limit: u64) -> Result<MemoryCgroup, String> {
-        let own = std::fs::read_to_string("/proc/self/cgroup").map_err(|e| e.to_string())?;
-        let path = own
-            .lines()
-            .find_map(|l| l.split_once(":memory:").map(|(_, p)| p.to_owned()))
-            .ok_or("no cgroup v1 memory controller")?;
-        let dir = PathBuf::from(format!("/sys/fs/cgroup/memory{path}")).join(name);
-        std::fs::create_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        let cg = MemoryCgroup(dir);
-        std::fs::write(cg.0.join("memory.limit_in_bytes"), limit.to_string())
-            .map_err(|e| format!("memory.limit_in_bytes: {e}"))?;
-        Ok(cg)
-    }
-
-    fn read(&self, file: &str) -> u64 {
-        let text = std::fs::read_to_string(self.0.join(file)).unwrap();
-        text.trim().parse().unwrap()
-    }
-}
-
-impl Drop for MemoryCgroup {
-    fn drop(&mut self) {
-        // The cgroup can go once its processes have (the test kills the lb first).
-        for _ in 0..100 {
-            if std::fs::remove_dir(&self.0).is_ok() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
 
 /// `rinha-lb` started inside a cgroup, killed on drop.
 struct CgroupLb {
@@ -78,12 +41,6 @@ impl CgroupLb {
     /// Starts the lb inside `cg` (it joins before `exec`, so it reads the cgroup's limit at
     /// start and every byte it takes is charged there).
     fn start(cg: &MemoryCgroup, backends: &[&Path], env: &[(&str, &str)]) -> CgroupLb {
-        let procs = CString::new(
-            cg.0.join("cgroup.procs")
-                .into_os_string()
-                .into_encoded_bytes(),
-        )
-        .unwrap();
         let list: Vec<String> = backends
             .iter()
             .map(|p| format!("unix:{}", p.display()))
@@ -97,18 +54,7 @@ impl CgroupLb {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
-        // SAFETY: between fork and exec only async-signal-safe calls: open, write, close, on
-        // a path prepared before the fork. Writing "0" moves the writer itself.
-        unsafe {
-            cmd.pre_exec(move || {
-                let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
-                if fd < 0 || libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                libc::close(fd);
-                Ok(())
-            });
-        }
+        cg.run_inside(&mut cmd);
         let mut child = cmd.spawn().expect("spawn rinha-lb");
         let stderr = child.stderr.take().unwrap();
         let log = Arc::new(Mutex::new(Vec::new()));

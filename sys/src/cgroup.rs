@@ -1,6 +1,12 @@
 //! The memory a process may use (`MEMORY_LIMIT_MB`, cgroup v2 `memory.max`, cgroup v1
 //! `memory.limit_in_bytes`, else the machine's), read once at start so both servers derive
-//! their connection caps (and the backend its queues) from the same reading.
+//! their connection caps (and the backend its queues) from the same reading; and
+//! [`MemoryCgroup`], the group a memory test runs a server in.
+
+use std::ffi::CString;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::Command;
 
 /// The memory this process may use and where that was read: `MEMORY_LIMIT_MB`, else the
 /// cgroup v2 limit, else the cgroup v1 one, else the machine's memory (`None` if nothing
@@ -62,6 +68,78 @@ fn mem_total(meminfo: &str) -> Option<u64> {
     let kib = meminfo.lines().find_map(|l| l.strip_prefix("MemTotal:"))?;
     let kib: u64 = kib.trim().trim_end_matches("kB").trim().parse().ok()?;
     Some(kib * 1024)
+}
+
+/// A cgroup v1 memory group made under this process's own, for a test that runs a server
+/// inside a limit and reads what it was charged; removed on drop (once its processes are
+/// gone: the caller kills them first). Needs a writable v1 memory hierarchy (root).
+#[derive(Debug)]
+pub struct MemoryCgroup(PathBuf);
+
+impl MemoryCgroup {
+    /// The group `name` with `memory.limit_in_bytes` set to `limit`; the error says why
+    /// none can be made here (no v1 memory controller, not root), for a test to skip.
+    pub fn create(name: &str, limit: u64) -> Result<MemoryCgroup, String> {
+        let own = std::fs::read_to_string("/proc/self/cgroup").map_err(|e| e.to_string())?;
+        let path = own
+            .lines()
+            .find_map(|l| l.split_once(":memory:").map(|(_, p)| p.to_owned()))
+            .ok_or("no cgroup v1 memory controller")?;
+        let dir = PathBuf::from(format!("/sys/fs/cgroup/memory{path}")).join(name);
+        std::fs::create_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let cg = MemoryCgroup(dir);
+        std::fs::write(cg.0.join("memory.limit_in_bytes"), limit.to_string())
+            .map_err(|e| format!("memory.limit_in_bytes: {e}"))?;
+        Ok(cg)
+    }
+
+    /// A number the group reports (`memory.max_usage_in_bytes`, say).
+    ///
+    /// # Panics
+    /// When the file is missing or not a number: the test's own mistake.
+    pub fn read(&self, file: &str) -> u64 {
+        let text =
+            std::fs::read_to_string(self.0.join(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
+        text.trim()
+            .parse()
+            .unwrap_or_else(|e| panic!("{file}: {e}"))
+    }
+
+    /// Makes `cmd`'s process join the group before `exec`, so it reads the group's limit at
+    /// start and every byte it takes is charged here.
+    pub fn run_inside(&self, cmd: &mut Command) {
+        let procs = CString::new(
+            self.0
+                .join("cgroup.procs")
+                .into_os_string()
+                .into_encoded_bytes(),
+        )
+        .expect("a path has no NUL");
+        // SAFETY: between fork and exec only async-signal-safe calls: open, write, close, on
+        // a path prepared before the fork. Writing "0" moves the writer itself.
+        unsafe {
+            cmd.pre_exec(move || {
+                let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
+                if fd < 0 || libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                libc::close(fd);
+                Ok(())
+            });
+        }
+    }
+}
+
+impl Drop for MemoryCgroup {
+    fn drop(&mut self) {
+        // The group can go once its processes have.
+        for _ in 0..100 {
+            if std::fs::remove_dir(&self.0).is_ok() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
 }
 
 #[cfg(test)]

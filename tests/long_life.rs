@@ -202,13 +202,19 @@ fn thread_events() -> [i64; 4] {
     [u.ru_minflt, u.ru_majflt, u.ru_nvcsw, u.ru_nivcsw]
 }
 
+/// One step: its number, wall time, on-CPU time, and events during it ([`thread_events`]).
+type Step = (u64, Duration, Duration, [i64; 4]);
+
 /// How long each step of one kind held the core: wall time, and on-CPU time.
 struct Stalls {
     what: &'static str,
     wall: Histogram,
     cpu: Histogram,
-    /// The steps that took longest on the CPU: (step, wall, cpu, events during it).
-    worst: Vec<(u64, Duration, Duration, [i64; 4])>,
+    /// The steps that took longest on the CPU.
+    worst: Vec<Step>,
+    /// The steps that took longest in wall time: whether they were preempted (involuntary
+    /// switches) or waited in the kernel (voluntary ones) tells the host from the code.
+    slowest: Vec<Step>,
 }
 
 impl Stalls {
@@ -218,6 +224,7 @@ impl Stalls {
             wall: Histogram::new(),
             cpu: Histogram::new(),
             worst: Vec::with_capacity(6),
+            slowest: Vec::with_capacity(6),
         }
     }
 
@@ -229,12 +236,10 @@ impl Stalls {
         let (c1, t1) = (thread_cpu(), Instant::now());
         let e1 = thread_events();
         let (wall, cpu) = (t1 - t0, c1 - c0);
-        if self.worst.len() < 5 || cpu > self.worst[4].2 {
-            let events = [0, 1, 2, 3].map(|i| e1[i] - e0[i]);
-            self.worst.push((self.wall.n, wall, cpu, events));
-            self.worst.sort_by_key(|w| std::cmp::Reverse(w.2));
-            self.worst.truncate(5);
-        }
+        let events = [0, 1, 2, 3].map(|i| e1[i] - e0[i]);
+        let step = (self.wall.n, wall, cpu, events);
+        keep_top(&mut self.worst, step, |w| w.2);
+        keep_top(&mut self.slowest, step, |w| w.1);
         self.wall.add(wall);
         self.cpu.add(cpu);
         out
@@ -249,12 +254,24 @@ impl Stalls {
             self.wall.show(),
             self.cpu.show()
         );
-        for (n, wall, cpu, [minflt, majflt, nvcsw, nivcsw]) in &self.worst {
-            println!(
-                "  step {n}: wall {wall:.1?}, on-CPU {cpu:.1?}, page faults {minflt} minor \
-                 {majflt} major, context switches {nvcsw} voluntary {nivcsw} involuntary"
-            );
+        for (label, steps) in [("on the CPU", &self.worst), ("in wall time", &self.slowest)] {
+            println!("  longest {label}:");
+            for (n, wall, cpu, [minflt, majflt, nvcsw, nivcsw]) in steps {
+                println!(
+                    "    step {n}: wall {wall:.1?}, on-CPU {cpu:.1?}, page faults {minflt} minor \
+                     {majflt} major, context switches {nvcsw} voluntary {nivcsw} involuntary"
+                );
+            }
         }
+    }
+}
+
+/// Keeps the five steps of `steps` with the largest `key`, largest first.
+fn keep_top(steps: &mut Vec<Step>, step: Step, key: impl Fn(&Step) -> Duration) {
+    if steps.len() < 5 || key(&step) > key(&steps[4]) {
+        steps.push(step);
+        steps.sort_by_key(|w| std::cmp::Reverse(key(w)));
+        steps.truncate(5);
     }
 }
 

@@ -13,9 +13,9 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::thread::JoinHandle;
 
 use super::compact::FaultAt;
+use super::helper::Helper;
 use super::writer::{preallocate, Journal};
 use super::{dir, replay, JournalError, SyncMode};
 use crate::store::SETTLED_HORIZON;
@@ -29,7 +29,7 @@ const CATCH_UP: u64 = 64 << 10;
 pub struct Background {
     /// Bytes of the journal the helper folds; what follows is copied at the finish.
     before: u64,
-    helper: JoinHandle<Result<Written, JournalError>>,
+    helper: Helper<Result<Written, JournalError>>,
 }
 
 /// What the helper wrote: the temp file's length and the payments it holds.
@@ -74,9 +74,7 @@ impl Journal {
         // The helper cannot reach the journal's fault hook (tests): it takes its verdicts.
         let faults =
             [FaultAt::Scan, FaultAt::WriteTemp, FaultAt::Preallocate].map(|at| self.fault(at));
-        let helper = std::thread::Builder::new()
-            .name("rinha-compact".into())
-            .spawn(move || {
+        let helper = Helper::spawn("rinha-compact", move || {
                 let [scan_fault, write_fault, room_fault] = faults;
                 scan_fault.map_err(JournalError::io(&path))?;
                 // Its own descriptor: the core's may be replaced while this one reads.
@@ -157,18 +155,16 @@ impl Journal {
         // lose in a machine crash anyway. Its failure poisons the journal all the same, once
         // [`Journal::settle`] sees it.
         let sync = (!batch).then(|| (self.dir.clone(), self.fault(FaultAt::SyncDir)));
-        let spawned = std::thread::Builder::new()
-            .name("rinha-compact".into())
-            .spawn(move || {
-                let synced = match sync {
-                    Some((dir, fault)) => fault
-                        .map_err(JournalError::io(&dir))
-                        .and_then(|()| dir::sync_dir(&dir)),
-                    None => Ok(()),
-                };
-                drop(old);
-                synced
-            });
+        let spawned = Helper::spawn("rinha-compact", move || {
+            let synced = match sync {
+                Some((dir, fault)) => fault
+                    .map_err(JournalError::io(&dir))
+                    .and_then(|()| dir::sync_dir(&dir)),
+                None => Ok(()),
+            };
+            drop(old);
+            synced
+        });
         match spawned {
             Ok(helper) => self.settling = Some(helper),
             Err(e) if !batch => {
@@ -223,30 +219,28 @@ impl Journal {
         let (path, tmp) = (self.path.clone(), dir::tmp_path(&self.dir, self.core));
         let (to, batch) = (self.len, self.sync == SyncMode::Batch);
         let fault = self.fault(FaultAt::CopyTail);
-        let helper = std::thread::Builder::new()
-            .name("rinha-compact".into())
-            .spawn(move || {
-                fault.map_err(JournalError::io(&tmp))?;
-                // What the core copied into its mapping is in the page cache: a read sees it.
-                let src = File::open(&path).map_err(JournalError::io(&path))?;
-                let mut bytes = vec![0u8; (to - from) as usize];
-                src.read_exact_at(&mut bytes, from)
-                    .map_err(JournalError::io(&path))?;
-                let dst = OpenOptions::new()
-                    .write(true)
-                    .open(&tmp)
-                    .map_err(JournalError::io(&tmp))?;
-                dst.write_all_at(&bytes, written.len)
-                    .map_err(JournalError::io(&tmp))?;
-                if batch {
-                    dst.sync_data().map_err(JournalError::io(&tmp))?;
-                }
-                Ok(Written {
-                    len: written.len + bytes.len() as u64,
-                    live: written.live,
-                })
+        let helper = Helper::spawn("rinha-compact", move || {
+            fault.map_err(JournalError::io(&tmp))?;
+            // What the core copied into its mapping is in the page cache: a read sees it.
+            let src = File::open(&path).map_err(JournalError::io(&path))?;
+            let mut bytes = vec![0u8; (to - from) as usize];
+            src.read_exact_at(&mut bytes, from)
+                .map_err(JournalError::io(&path))?;
+            let dst = OpenOptions::new()
+                .write(true)
+                .open(&tmp)
+                .map_err(JournalError::io(&tmp))?;
+            dst.write_all_at(&bytes, written.len)
+                .map_err(JournalError::io(&tmp))?;
+            if batch {
+                dst.sync_data().map_err(JournalError::io(&tmp))?;
+            }
+            Ok(Written {
+                len: written.len + bytes.len() as u64,
+                live: written.live,
             })
-            .map_err(JournalError::io(&self.path))?;
+        })
+        .map_err(JournalError::io(&self.path))?;
         Ok(Background { before: to, helper })
     }
 
@@ -282,7 +276,7 @@ impl Journal {
     /// Drops a compaction: waits for the helper, then removes what it wrote (a purge
     /// compacts at once, and its state replaces everything the helper read).
     pub fn abandon_compaction(&mut self, bg: Background) {
-        let _ = bg.helper.join();
+        let _ = bg.helper.take();
         let _ = dir::remove_if_exists(&dir::tmp_path(&self.dir, self.core));
     }
 
@@ -302,8 +296,11 @@ impl Journal {
     }
 }
 
-fn join<T>(helper: JoinHandle<Result<T, JournalError>>, path: &Path) -> Result<T, JournalError> {
-    helper.join().unwrap_or_else(|_| {
+fn join<T: Send + Sync + 'static>(
+    helper: Helper<Result<T, JournalError>>,
+    path: &Path,
+) -> Result<T, JournalError> {
+    helper.take().unwrap_or_else(|| {
         Err(JournalError::io(path)(io::Error::other(
             "compaction helper panicked",
         )))

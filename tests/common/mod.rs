@@ -304,13 +304,17 @@ pub fn read_response(s: &mut impl Read) -> (u16, String) {
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
-        let n = s.read(&mut byte).expect("read");
-        assert!(
-            n > 0,
-            "connection closed mid-response: {:?}",
-            String::from_utf8_lossy(&head)
-        );
-        head.push(byte[0]);
+        // `read_exact` retries a read a signal interrupted: with a read timeout set, even a
+        // stop and continue of the process interrupts one (signal(7)); one did in a
+        // `scripts/test` run (`a_slow_reader_gets_every_answer_in_order::epoll`).
+        match s.read_exact(&mut byte) {
+            Ok(()) => head.push(byte[0]),
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => panic!(
+                "connection closed mid-response: {:?}",
+                String::from_utf8_lossy(&head)
+            ),
+            Err(e) => panic!("read: {e}"),
+        }
     }
     let head = String::from_utf8_lossy(&head).to_string();
     let len = head

@@ -403,8 +403,11 @@ fn a_killed_backend_loses_only_its_connections_never_an_acknowledged_payment() {
         "too little load: {}",
         outcome.ok.len()
     );
+    // Bounded, as the lb's own tests settle: the last clients' sockets close a moment after
+    // their answers (one was still open when read at once, in a `scripts/test` run).
     assert!(
-        fd_count(lb.pid()) <= lb_fds_before,
+        eventually(Duration::from_secs(5), || fd_count(lb.pid())
+            <= lb_fds_before),
         "the lb keeps descriptors: {} (before the load {lb_fds_before})",
         fd_count(lb.pid())
     );

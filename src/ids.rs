@@ -213,7 +213,7 @@ fn free(maps: Vec<Map>) {
         .map(|m| m.capacity() * std::mem::size_of::<(Uuid, u64)>())
         .sum();
     if bytes > FREE_ON_CORE_MAX {
-        crate::free::off_core(maps);
+        crate::helper::off_core(maps);
     }
 }
 

@@ -26,7 +26,8 @@
 //!   aggregator thread and the peers; [`replicas`]: which peers there are (listed, or
 //!   found through DNS and remembered once seen).
 //! - [`metrics`]: per-core counters and the `GET /metrics` listener (`METRICS_LISTEN`).
-//! - [`free`]: large things (maps, spill files) freed on a helper thread, not the core.
+//! - [`helper`]: helper threads for background work (a compaction's steps, freeing large
+//!   maps and spill files), behind the cores and never joined once done.
 //! - [`time`]: the timestamps, as text and as microseconds.
 //! - [`journal`]: the per-core append-only journal (durability, replay, compaction), and
 //!   how a core uses it ([`journal::commit`]: when a record is on file; group commit).
@@ -40,8 +41,8 @@ pub mod config;
 pub mod conn;
 pub mod core_state;
 pub mod fees;
-pub mod free;
 pub mod handoff;
+pub mod helper;
 pub mod http;
 pub mod ids;
 pub mod journal;

@@ -15,9 +15,9 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use super::compact::FaultAt;
-use super::helper::Helper;
 use super::writer::{preallocate, Journal};
 use super::{dir, replay, JournalError, SyncMode};
+use crate::helper::Helper;
 use crate::store::SETTLED_HORIZON;
 
 /// Records committed while the helper worked that the core copies itself when it finishes;

@@ -84,7 +84,6 @@ pub mod background;
 pub mod commit;
 pub mod compact;
 pub mod dir;
-mod helper;
 pub mod record;
 pub mod replay;
 mod slot;
@@ -97,7 +96,6 @@ mod tests;
 use std::path::PathBuf;
 
 pub use dir::{rebalance, replay_dir};
-pub use helper::{behind_the_cores, HELPER_NICE};
 pub use writer::{Journal, DEFAULT_COMPACT_THRESHOLD};
 
 /// The payment processor an attempt went to or a confirmation came from (on file as one

@@ -64,7 +64,7 @@ pub struct Journal {
     pub(super) reopen: Option<u64>,
     /// The helper that syncs the directory after a background compaction's rename
     /// (`JOURNAL_SYNC=none`) and drops the old file: [`Journal::settle`] checks its result.
-    pub(super) settling: Option<super::helper::Helper<Result<(), JournalError>>>,
+    pub(super) settling: Option<crate::helper::Helper<Result<(), JournalError>>>,
     /// Tests only: the next syncs fail, as on a disk that reports a write error.
     #[cfg(test)]
     pub(super) fail_syncs: bool,

@@ -162,7 +162,7 @@ impl Folded {
         // A purge gives the memory back, and the spill file's blocks: off the core.
         let sealed = std::mem::take(&mut self.sealed);
         if !sealed.is_empty() {
-            crate::free::off_core(sealed);
+            crate::helper::off_core(sealed);
         }
         self.open.clear();
     }

@@ -13,6 +13,7 @@
 //! chunk and a few bytes per 64 KiB spilled, however long the life. A spill that fails (a
 //! full disk) keeps them on the heap, and the next full page tries again.
 
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -49,7 +50,11 @@ const _: () = assert!(std::mem::size_of::<Block>() == 8 + 32 + 4 * 4);
 #[derive(Debug, Clone)]
 enum Slab<T> {
     Held(Vec<T>),
-    Spilled { at: u64, len: usize },
+    /// `len` items at `at` in the spill file.
+    Spilled {
+        at: u64,
+        len: usize,
+    },
 }
 
 impl<T> Slab<T> {
@@ -204,50 +209,28 @@ impl Sealed {
         let Some(file) = self.spill.file() else {
             return;
         };
-        let result = (|| {
-            while self.spill.pages + 1 < self.pages.len() {
-                let slab = &mut self.pages[self.spill.pages];
-                if let Slab::Held(bytes) = slab {
-                    let at = file.append(bytes)?;
-                    *slab = Slab::Spilled {
-                        at,
-                        len: bytes.len(),
-                    };
-                }
-                self.spill.pages += 1;
-            }
-            while self.spill.chunks + 1 < self.chunks.len() {
-                let slab = &mut self.chunks[self.spill.chunks];
-                if let Slab::Held(blocks) = slab {
-                    let at = file.append(block_bytes(blocks))?;
-                    *slab = Slab::Spilled {
-                        at,
-                        len: blocks.len(),
-                    };
-                }
-                self.spill.chunks += 1;
-            }
-            Ok(())
-        })();
+        let result = spill_slabs(&mut self.pages, &mut self.spill.pages, &file)
+            .and_then(|()| spill_slabs(&mut self.chunks, &mut self.spill.chunks, &file));
         self.spill.outcome(result);
     }
 
     /// Page `i`'s bytes.
     fn page(&self, i: usize) -> &[u8] {
-        match &self.pages[i] {
-            Slab::Held(bytes) => bytes,
-            Slab::Spilled { at, len } => self.spilled().bytes(*at, *len),
-        }
+        self.slab(&self.pages[i])
     }
 
     /// Chunk `i`'s blocks.
     fn chunk(&self, i: usize) -> &[Block] {
-        match &self.chunks[i] {
-            Slab::Held(blocks) => blocks,
-            Slab::Spilled { at, len } => blocks_of(
-                self.spilled()
-                    .bytes(*at, len * std::mem::size_of::<Block>()),
-            ),
+        self.slab(&self.chunks[i])
+    }
+
+    /// What `slab` holds, on the heap or read back from the spill file.
+    fn slab<'a, T: Spillable>(&'a self, slab: &'a Slab<T>) -> &'a [T] {
+        match slab {
+            Slab::Held(held) => held,
+            Slab::Spilled { at, len } => {
+                T::from_bytes(self.spilled().bytes(*at, len * std::mem::size_of::<T>()))
+            }
         }
     }
 
@@ -351,7 +334,7 @@ impl Spill {
         self.file.clone()
     }
 
-    fn outcome(&mut self, result: std::io::Result<()>) {
+    fn outcome(&mut self, result: io::Result<()>) {
         match result {
             Ok(()) => {
                 if std::mem::take(&mut self.failing) {
@@ -382,23 +365,60 @@ fn partition(n: usize, pred: impl Fn(usize) -> bool) -> usize {
     lo
 }
 
-/// A chunk's bytes, as written to the spill file.
-fn block_bytes(blocks: &[Block]) -> &[u8] {
-    // SAFETY: `Block` is `repr(C)` of integers with no padding (its size is its fields'),
-    // so every byte is initialized; `u8` has no alignment to keep.
-    unsafe { std::slice::from_raw_parts(blocks.as_ptr().cast(), std::mem::size_of_val(blocks)) }
+/// What a page or a chunk holds, written to the spill file as its bytes and read back in
+/// place.
+trait Spillable: Sized {
+    fn as_bytes(items: &[Self]) -> &[u8];
+    fn from_bytes(bytes: &[u8]) -> &[Self];
 }
 
-/// The blocks `block_bytes` wrote, read in place.
-fn blocks_of(bytes: &[u8]) -> &[Block] {
-    let size = std::mem::size_of::<Block>();
-    assert!(
-        bytes.as_ptr().align_offset(std::mem::align_of::<Block>()) == 0 && bytes.len() % size == 0,
-        "spilled blocks are aligned and whole"
-    );
-    // SAFETY: aligned and a whole number of blocks (checked above); any bytes are a valid
-    // `Block` (integers only), and these are `block_bytes`' of real blocks.
-    unsafe { std::slice::from_raw_parts(bytes.as_ptr().cast(), bytes.len() / size) }
+impl Spillable for u8 {
+    fn as_bytes(items: &[u8]) -> &[u8] {
+        items
+    }
+
+    fn from_bytes(bytes: &[u8]) -> &[u8] {
+        bytes
+    }
+}
+
+impl Spillable for Block {
+    fn as_bytes(blocks: &[Block]) -> &[u8] {
+        // SAFETY: `Block` is `repr(C)` of integers with no padding (its size is its
+        // fields'), so every byte is initialized; `u8` has no alignment to keep.
+        unsafe { std::slice::from_raw_parts(blocks.as_ptr().cast(), std::mem::size_of_val(blocks)) }
+    }
+
+    fn from_bytes(bytes: &[u8]) -> &[Block] {
+        let size = std::mem::size_of::<Block>();
+        assert!(
+            bytes.as_ptr().align_offset(std::mem::align_of::<Block>()) == 0
+                && bytes.len() % size == 0,
+            "spilled blocks are aligned and whole"
+        );
+        // SAFETY: aligned and a whole number of blocks (checked above); any bytes are a
+        // valid `Block` (integers only), and these are `as_bytes`' of real blocks.
+        unsafe { std::slice::from_raw_parts(bytes.as_ptr().cast(), bytes.len() / size) }
+    }
+}
+
+/// Moves the full slabs from `*next` on (every one but the last, which is being written) to
+/// `file`, oldest first; stops at the first refusal, `*next` at the slab refused.
+fn spill_slabs<T: Spillable>(
+    slabs: &mut [Slab<T>],
+    next: &mut usize,
+    file: &SpillFile,
+) -> io::Result<()> {
+    while *next + 1 < slabs.len() {
+        let slab = &mut slabs[*next];
+        if let Slab::Held(held) = slab {
+            let at = file.append(T::as_bytes(held))?;
+            let len = held.len();
+            *slab = Slab::Spilled { at, len };
+        }
+        *next += 1;
+    }
+    Ok(())
 }
 
 /// Appends `v` as a LEB128 varint.

@@ -111,7 +111,8 @@ impl SpillFile {
         // A short write left behind is overwritten by the next append at the same place.
         self.file.write_all_at(bytes, at)?;
         *next = end.next_multiple_of(ALIGN);
-        self.written.fetch_max(end, Ordering::Release);
+        // Appends are serialized by `next`: each ends past the one before.
+        self.written.store(end, Ordering::Release);
         Ok(at)
     }
 

@@ -272,6 +272,11 @@ pub struct Args {
     #[arg(long, env = "ROUTER_NICE", default_value_t = 10, allow_negative_numbers = true,
           value_parser = clap::value_parser!(i32).range(-20..=19))]
     pub router_nice: i32,
+    /// Public summaries this instance lets through a second, after a burst of a tenth of
+    /// that; the rest wait for their turn, at most 500 ms (figures: docs/benchmarks.md, "A
+    /// storm of summaries"). 0: unbounded.
+    #[arg(long, env = "SUMMARY_RATE", default_value_t = 1000)]
+    pub summary_rate: u32,
     /// `unix:/path.sock` where `rinha-lb` in hand-over mode passes client connections
     /// (`LB_MODE=handoff`); unset: no hand-over. `{hostname}` stands for the host's name.
     #[arg(long, env = "HANDOFF_LISTEN")]
@@ -338,6 +343,8 @@ pub struct Config {
     pub sched_slice: Option<Duration>,
     /// How much nicer than the cores the summary aggregator runs (`ROUTER_NICE`).
     pub router_nice: i32,
+    /// Public summaries answered a second at most (`SUMMARY_RATE`); 0: unbounded.
+    pub summary_rate: u32,
     /// How processor names are looked up: not a setting (always the system's resolver here);
     /// tests put a slow one in its place.
     pub resolver: Resolver,
@@ -496,6 +503,7 @@ impl Config {
             sched_slice: (args.sched_slice_us > 0)
                 .then(|| Duration::from_micros(args.sched_slice_us)),
             router_nice: args.router_nice,
+            summary_rate: args.summary_rate,
             handoff_listen,
             metrics_listen: match args.metrics_listen.as_deref().map(str::trim) {
                 None | Some("") => None,
@@ -742,6 +750,18 @@ mod tests {
         assert_eq!(nice(&["--router-nice", "-5"]).unwrap(), -5);
         assert!(nice(&["--router-nice", "20"]).is_err());
         assert!(nice(&["--router-nice", "-21"]).is_err());
+    }
+
+    #[test]
+    fn summaries_are_paced_at_1000_a_second_unless_set_and_0_is_unbounded() {
+        let rate = |flags: &[&str]| {
+            let args = Args::try_parse_from(std::iter::once("rinha").chain(flags.iter().copied()))?;
+            Ok::<_, clap::Error>(Config::from_args(args).unwrap().summary_rate)
+        };
+        assert_eq!(rate(&[]).unwrap(), 1000);
+        assert_eq!(rate(&["--summary-rate", "0"]).unwrap(), 0);
+        assert_eq!(rate(&["--summary-rate", "250"]).unwrap(), 250);
+        assert!(rate(&["--summary-rate", "-1"]).is_err());
     }
 
     #[test]

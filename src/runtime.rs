@@ -342,6 +342,7 @@ fn spawn_aggregator(
         Replicas::new(config.peers.clone(), watch, config.peer_forget),
         config.peer_timeout,
         config.purge_token.as_deref(),
+        config.summary_rate,
     );
     let nicer_by = config.router_nice;
     std::thread::Builder::new()

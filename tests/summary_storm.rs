@@ -3,12 +3,13 @@
 //! share a pass over the shards (src/summary/aggregator.rs) must answer exactly what one
 //! asked alone answers: every answer equals the processors' own summary of its window. And
 //! the thread that aggregates them runs nicer than the cores, so that a storm takes the CPUs
-//! after the intake (`ROUTER_NICE`).
+//! after the intake (`ROUTER_NICE`), and public summaries past `SUMMARY_RATE` wait for their
+//! turn, never a peer's.
 
 mod common;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::*;
 use uuid::Uuid;
@@ -112,4 +113,35 @@ fn the_aggregator_runs_nicer_than_the_cores() {
             "ROUTER_NICE={setting:?}: router at {router:?}, core 0 at {cores:?}"
         );
     }
+}
+
+/// Past `SUMMARY_RATE` a public summary waits for its turn, at most 500 ms, and is answered
+/// all the same; a peer's internal summary is never paced.
+#[test]
+fn a_public_summary_past_summary_rate_waits_its_turn_an_internal_one_never() {
+    // 1 a second, a burst of 1: after the first, turns are a second apart.
+    let solo = Solo::start("auto", &[("SUMMARY_RATE", "1")]);
+    let asked = Instant::now();
+    for _ in 0..3 {
+        let (status, body) = solo.inst.get("/payments-summary");
+        assert_eq!(status, 200, "{body}");
+    }
+    // The second goes after the longest wait (its turn was a second away), the third at its
+    // turn, a second after the first.
+    assert!(
+        asked.elapsed() >= Duration::from_secs(1),
+        "{:?}",
+        asked.elapsed()
+    );
+    // Paced, ten internal ones would take 5 s at least.
+    let asked = Instant::now();
+    for _ in 0..10 {
+        let (status, body) = solo.inst.get_as_peer("/internal/payments-summary");
+        assert_eq!(status, 200, "internal: {body}");
+    }
+    assert!(
+        asked.elapsed() < Duration::from_millis(2500),
+        "{:?}",
+        asked.elapsed()
+    );
 }

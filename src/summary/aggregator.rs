@@ -8,9 +8,11 @@
 //! pass over the shards and one call to each peer, and at most [`MAX_SCANS`] passes are under
 //! way at once; the rest wait here, on this thread, not in the cores' queues. The thread runs
 //! `ROUTER_NICE` nicer than the cores, so under a storm it takes the CPUs after their intake
-//! (and, running less often, shares each pass among more summaries). An answer
-//! depends only on the window and the moment, never on when the pass runs (the as-of rule),
-//! so sharing and waiting change no count.
+//! (and, running less often, shares each pass among more summaries). Public summaries past
+//! `SUMMARY_RATE` wait for their turn ([`super::pace`]), at most 500 ms, so a storm in a closed
+//! loop asks little faster than that.
+//! An answer depends only on the window and the moment, never on when the pass runs (the
+//! as-of rule), so sharing and waiting change no count.
 //!
 //! A summary is all or nothing: a shard or a peer that does not answer within the bound
 //! makes it fail with a 5XX, never answer half the data. Each shard applies the in-flight
@@ -37,6 +39,7 @@ use crate::config::Endpoint;
 use crate::metrics::{CoreSample, Scrape, Source, SummaryStats};
 use crate::replicas::Replicas;
 
+use super::pace::Pace;
 use super::peers::{self, PeerError};
 use super::window::{AsOf, Totals, Window};
 
@@ -176,6 +179,8 @@ pub struct Aggregator {
     scans: Semaphore,
     /// What as-of moments are rounded from (to whole milliseconds after it).
     epoch: Instant,
+    /// The turns of public summaries (`SUMMARY_RATE`); `None`: unbounded.
+    pace: Option<Pace>,
 }
 
 /// Where a summary's answer goes, and when it was asked (for the metrics' wait).
@@ -190,12 +195,14 @@ struct Shared {
 }
 
 impl Aggregator {
-    /// The aggregator of these shards and peers, and the handle cores clone.
+    /// The aggregator of these shards and peers, answering at most `summary_rate` public
+    /// summaries a second (0: unbounded), and the handle cores clone.
     pub fn new(
         shards: Vec<flume::Sender<ShardCmd>>,
         peers: Replicas,
         peer_timeout: Duration,
         purge_token: Option<&str>,
+        summary_rate: u32,
     ) -> (Self, AggregatorHandle) {
         let (tx, rx) = flume::unbounded::<AggregatorCmd>();
         let aggregator = Aggregator {
@@ -208,6 +215,7 @@ impl Aggregator {
             sharing: RefCell::new(HashMap::new()),
             scans: Semaphore::new(MAX_SCANS),
             epoch: Instant::now(),
+            pace: Pace::new(summary_rate),
         };
         (aggregator, AggregatorHandle { tx })
     }
@@ -243,7 +251,11 @@ impl Aggregator {
                 include_peers,
                 reply,
             } => {
-                self.shared_summary(window, as_of, include_peers, (reply, Instant::now()))
+                let asked = Instant::now();
+                if include_peers {
+                    self.take_turn(asked).await;
+                }
+                self.shared_summary(window, as_of, include_peers, (reply, asked))
                     .await
             }
             AggregatorCmd::Purge {
@@ -251,6 +263,16 @@ impl Aggregator {
                 reply,
             } => {
                 let _ = reply.send(self.purge(include_peers).await);
+            }
+        }
+    }
+
+    /// Waits for the turn of a public summary asked at `asked` (at most [`super::pace::MAX_WAIT`]).
+    async fn take_turn(&self, asked: Instant) {
+        if let Some(pace) = &self.pace {
+            let start = pace.turn(asked);
+            if start > asked {
+                monoio::time::sleep(start - asked).await;
             }
         }
     }
@@ -477,9 +499,9 @@ mod tests {
         });
     }
 
-    /// An aggregator over two fake shards and no peer; returns its handle, the scans the
-    /// shards made and the most one shard ran at once.
-    fn aggregator() -> (AggregatorHandle, Rc<Cell<usize>>, Rc<Cell<usize>>) {
+    /// An aggregator over two fake shards and no peer, pacing public summaries at `rate`;
+    /// returns its handle, the scans the shards made and the most one shard ran at once.
+    fn aggregator(rate: u32) -> (AggregatorHandle, Rc<Cell<usize>>, Rc<Cell<usize>>) {
         let (scans, peak) = (Rc::new(Cell::new(0)), Rc::new(Cell::new(0)));
         let mut shards = Vec::new();
         for _ in 0..2 {
@@ -492,6 +514,7 @@ mod tests {
             Replicas::fixed(Vec::new()),
             Duration::from_secs(2),
             None,
+            rate,
         );
         monoio::spawn(aggregator.serve(None));
         (handle, scans, peak)
@@ -509,7 +532,7 @@ mod tests {
     #[test]
     fn identical_summaries_share_one_scan_and_answer_exactly() {
         rt(async {
-            let (handle, scans, _) = aggregator();
+            let (handle, scans, _) = aggregator(0);
             let as_of = AsOf(Instant::now());
             let alone = handle.summary(window(7), as_of, false).await.unwrap();
             assert_eq!(alone.requests, [14, 0]);
@@ -540,6 +563,7 @@ mod tests {
             Replicas::fixed(Vec::new()),
             Duration::ZERO,
             None,
+            0,
         );
         for micros in [0, 1, 999, 1000, 1001, 123_456] {
             let at = aggregator.epoch + Duration::from_micros(micros);
@@ -555,7 +579,7 @@ mod tests {
     #[test]
     fn a_storm_of_different_summaries_is_exact_and_bounded() {
         rt(async {
-            let (handle, scans, peak) = aggregator();
+            let (handle, scans, peak) = aggregator(0);
             let asks: Vec<_> = (0..40)
                 .map(|n| {
                     let handle = handle.clone();
@@ -570,6 +594,69 @@ mod tests {
             }
             assert_eq!(scans.get(), 80);
             assert!(peak.get() <= MAX_SCANS, "{} scans at once", peak.get());
+        });
+    }
+
+    /// Public summaries past the rate wait their turn, and each is exact:
+    /// 30 at once at 100 a second (a burst of 10, then one every 10 ms) take at least 200 ms.
+    #[test]
+    fn public_summaries_past_the_rate_wait_their_turn() {
+        rt(async {
+            let (handle, _, _) = aggregator(100);
+            let start = Instant::now();
+            let asks: Vec<_> = (0..30)
+                .map(|n| {
+                    let handle = handle.clone();
+                    monoio::spawn(async move {
+                        let totals = handle.summary(window(n), AsOf::now(), true).await;
+                        (n, totals, start.elapsed())
+                    })
+                })
+                .collect();
+            let mut took = Vec::new();
+            for ask in asks {
+                let (n, totals, elapsed) = ask.await;
+                assert_eq!(totals.unwrap().requests, [2 * n as u64, 0]);
+                took.push(elapsed);
+            }
+            // Turns are slots 10 ms apart from the 11th on: the 30th starts 200 ms in.
+            assert!(took[29] >= Duration::from_millis(200), "{took:?}");
+            assert!(
+                took.windows(2).all(|w| w[0] <= w[1]),
+                "out of order: {took:?}"
+            );
+        });
+    }
+
+    /// A public summary whose turn is further than the longest wait goes after that wait,
+    /// answered all the same; a peer's internal summaries are never paced (the peer paced its
+    /// public one).
+    #[test]
+    fn past_the_longest_wait_a_public_summary_goes_and_internal_ones_never_wait() {
+        rt(async {
+            // 1 a second: the second turn is 1 s away, past the 500 ms wait.
+            let (handle, _, _) = aggregator(1);
+            let first = handle.summary(window(1), AsOf::now(), true).await;
+            assert_eq!(first.unwrap().requests, [2, 0]);
+            let asked = Instant::now();
+            let second = handle.summary(window(1), AsOf::now(), true).await;
+            assert_eq!(second.unwrap().requests, [2, 0]);
+            assert!(
+                asked.elapsed() >= crate::summary::pace::MAX_WAIT,
+                "{:?}",
+                asked.elapsed()
+            );
+            // Paced, 20 internal ones would take 10 s at least.
+            let asked = Instant::now();
+            for n in 0..20 {
+                let internal = handle.summary(window(n), AsOf::now(), false).await;
+                assert_eq!(internal.unwrap().requests, [2 * n as u64, 0]);
+            }
+            assert!(
+                asked.elapsed() < Duration::from_secs(5),
+                "{:?}",
+                asked.elapsed()
+            );
         });
     }
 }

@@ -1,10 +1,11 @@
 //! `GET /payments-summary` and the purge, across shards and instances: what a summary asks
 //! and answers ([`window`]), its JSON ([`codec`]), the aggregator thread that fans it out to
-//! the shards and the peers and adds their answers up ([`aggregator`]), and the peers
-//! themselves ([`peers`]).
+//! the shards and the peers and adds their answers up ([`aggregator`]), how fast it lets
+//! public ones through ([`pace`]), and the peers themselves ([`peers`]).
 
 pub mod aggregator;
 pub mod codec;
+pub mod pace;
 pub mod peers;
 pub mod window;
 

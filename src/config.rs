@@ -553,6 +553,16 @@ pub fn max_connections_for(memory: u64) -> usize {
 mod tests {
     use super::*;
 
+    /// `rinha` with these flags.
+    fn parse(flags: &[&str]) -> Result<Args, clap::Error> {
+        Args::try_parse_from(std::iter::once("rinha").chain(flags.iter().copied()))
+    }
+
+    /// The valid configuration of `rinha` with these flags.
+    fn config(flags: &[&str]) -> Config {
+        Config::from_args(parse(flags).unwrap()).unwrap()
+    }
+
     #[test]
     fn endpoints() {
         assert_eq!(
@@ -585,10 +595,6 @@ mod tests {
         assert_eq!(queue_capacity_for(150 << 20, 1), 196_608);
         assert_eq!(queue_capacity_for(150 << 20, 2), 98_304);
         assert_eq!(queue_capacity_for(1, 4), 1);
-        let config = |flags: &[&str]| {
-            let args = Args::parse_from(std::iter::once("rinha").chain(flags.iter().copied()));
-            Config::from_args(args).unwrap()
-        };
         let c = config(&["--workers", "2", "--memory-limit-mb", "150"]);
         assert_eq!(c.queue_capacity, 98_304);
         assert!(
@@ -619,10 +625,6 @@ mod tests {
         assert_eq!(max_connections_for(64 << 20), 682);
         assert_eq!(max_connections_for(1), 1);
         assert_eq!(max_connections_for(1 << 40), MAX_CONNECTIONS);
-        let config = |flags: &[&str]| {
-            let args = Args::parse_from(std::iter::once("rinha").chain(flags.iter().copied()));
-            Config::from_args(args).unwrap()
-        };
         let c = config(&["--memory-limit-mb", "150"]);
         assert_eq!(c.max_connections, 1600);
         assert!(c.connections_basis.contains("MEMORY_LIMIT_MB"));
@@ -657,10 +659,6 @@ mod tests {
 
     #[test]
     fn each_core_of_each_instance_takes_a_share_of_the_processors_admission() {
-        let config = |flags: &[&str]| {
-            let args = Args::parse_from(std::iter::once("rinha").chain(flags.iter().copied()));
-            Config::from_args(args).unwrap()
-        };
         // Two instances of two cores: a quarter each; senders fill both processors' shares.
         let c = config(&[
             "--workers",
@@ -728,7 +726,7 @@ mod tests {
     #[test]
     fn the_handoff_socket_is_a_unix_one_or_none() {
         let handoff = |flags: &[&str]| {
-            let args = Args::parse_from(std::iter::once("rinha").chain(flags.iter().copied()));
+            let args = parse(flags).unwrap();
             Config::from_args(args).map(|c| c.handoff_listen)
         };
         assert_eq!(handoff(&[]).unwrap(), None);
@@ -742,7 +740,7 @@ mod tests {
     #[test]
     fn the_router_is_nice_10_unless_set_within_the_kernels_range() {
         let nice = |flags: &[&str]| {
-            let args = Args::try_parse_from(std::iter::once("rinha").chain(flags.iter().copied()))?;
+            let args = parse(flags)?;
             Ok::<_, clap::Error>(Config::from_args(args).unwrap().router_nice)
         };
         assert_eq!(nice(&[]).unwrap(), 10);
@@ -755,7 +753,7 @@ mod tests {
     #[test]
     fn summaries_are_paced_at_1000_a_second_unless_set_and_0_is_unbounded() {
         let rate = |flags: &[&str]| {
-            let args = Args::try_parse_from(std::iter::once("rinha").chain(flags.iter().copied()))?;
+            let args = parse(flags)?;
             Ok::<_, clap::Error>(Config::from_args(args).unwrap().summary_rate)
         };
         assert_eq!(rate(&[]).unwrap(), 1000);
@@ -767,7 +765,7 @@ mod tests {
     #[test]
     fn sched_slice_is_100_us_unless_set_and_0_keeps_the_kernels() {
         let slice = |flags: &[&str]| {
-            let args = Args::parse_from(std::iter::once("rinha").chain(flags.iter().copied()));
+            let args = parse(flags).unwrap();
             Config::from_args(args).unwrap().sched_slice
         };
         assert_eq!(slice(&[]), Some(Duration::from_micros(100)));
@@ -781,7 +779,7 @@ mod tests {
     #[test]
     fn taskrun_mode_defaults_to_defer_and_is_chosen_by_name() {
         let config = |flags: &[&str]| {
-            let args = Args::parse_from(std::iter::once("rinha").chain(flags.iter().copied()));
+            let args = parse(flags).unwrap();
             Config::from_args(args).unwrap().uring_taskrun
         };
         assert_eq!(config(&[]), Taskrun::Defer);

@@ -1,5 +1,6 @@
 //! The scheduler slice of the calling thread (`SCHED_SLICE_US`), set before the servers start
-//! their threads so that every thread inherits it, and its nice value.
+//! their threads so that every thread inherits it, its nice value, and the CPUs it may run on
+//! (the benchmarks' binding of a server apart from its clients).
 //!
 //! Linux 6.6+ schedules ordinary threads by EEVDF: a thread that wakes runs at once only if
 //! its deadline (when it became runnable plus its slice) comes before the running thread's;
@@ -86,6 +87,45 @@ pub fn current_slice() -> Option<Duration> {
         .map(Duration::from_nanos)
 }
 
+/// The CPUs the calling thread may run on, in order.
+pub fn affinity() -> io::Result<Vec<usize>> {
+    // SAFETY: an all-zero cpu_set_t is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: sched_getaffinity(2) on thread 0 (the caller) writes at most `size_of` bytes.
+    let rc = unsafe { libc::sched_getaffinity(0, size_of::<libc::cpu_set_t>(), &mut set) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: CPU_ISSET reads the set for an index below its capacity.
+    Ok((0..libc::CPU_SETSIZE as usize)
+        .filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &set) })
+        .collect())
+}
+
+/// Binds the calling thread to `cpus` (none is refused); threads it starts afterwards
+/// inherit the binding.
+pub fn pin(cpus: &[usize]) -> io::Result<()> {
+    // SAFETY: an all-zero cpu_set_t is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    for &cpu in cpus {
+        if cpu >= libc::CPU_SETSIZE as usize {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("no CPU {cpu}"),
+            ));
+        }
+        // SAFETY: `cpu` is below the set's capacity, checked above.
+        unsafe { libc::CPU_SET(cpu, &mut set) };
+    }
+    // SAFETY: sched_setaffinity(2) on thread 0 (the caller) reads `size_of` bytes of `set`.
+    let rc = unsafe { libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -110,6 +150,26 @@ mod tests {
         .unwrap();
         assert_eq!((own, child), (7, 7));
         assert_eq!(current_nice(), before);
+    }
+
+    /// A binding is the thread's own and its children inherit it; an empty one is refused.
+    #[test]
+    fn a_binding_is_the_threads_own_and_inherited() {
+        let before = affinity().unwrap();
+        let first = before[0];
+        let (own, child, empty) = std::thread::spawn(move || {
+            pin(&[first]).unwrap();
+            (
+                affinity().unwrap(),
+                std::thread::spawn(|| affinity().unwrap()).join().unwrap(),
+                pin(&[]).is_err(),
+            )
+        })
+        .join()
+        .unwrap();
+        assert_eq!((own.clone(), child), (vec![first], vec![first]));
+        assert!(empty, "an empty binding was taken");
+        assert_eq!(affinity().unwrap(), before);
     }
 
     /// On a kernel with custom slices (6.12+), the slice asked for is the one reported, and a

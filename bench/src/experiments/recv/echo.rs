@@ -28,7 +28,7 @@ const READ_SIZE: usize = 4096;
 
 /// A receive path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum Mode {
     /// Edge-triggered epoll; `recv(2)` until `EAGAIN`, `send(2)` (what monoio's legacy driver
     /// and mio do).
@@ -39,6 +39,16 @@ pub enum Mode {
     /// io_uring, one multishot `RECV` per connection (Linux 6.0) that picks a buffer from a
     /// ring of provided buffers (5.19) for each message and stays armed.
     Multishot,
+    /// `multishot`, with every connection's descriptor registered with the ring (5.1) and its
+    /// receive and its sends naming the registered one: io_uring with its own features.
+    MultishotFixed,
+}
+
+impl Mode {
+    /// Whether the path receives through a multishot receive over provided buffers.
+    pub fn multishot(self) -> bool {
+        matches!(self, Mode::Multishot | Mode::MultishotFixed)
+    }
 }
 
 /// How the io_uring paths send their responses (epoll always calls `send(2)`).
@@ -59,6 +69,10 @@ pub struct Setup {
     pub taskrun: Taskrun,
     /// Provided buffers in the multishot ring (a power of two).
     pub buffers: u16,
+    /// The server thread bound to one CPU and its clients to the others, so every answer
+    /// wakes a client on another CPU whatever the path (unbound, where the scheduler places
+    /// a woken client differs between paths and that dominates a message's cost).
+    pub pin: bool,
 }
 
 /// What the server did.
@@ -96,7 +110,7 @@ pub fn serve(
     let cpu = thread_cpu_seconds();
     let mut served = match setup.mode {
         Mode::Epoll => epoll(&mut conns)?,
-        Mode::Uring | Mode::Multishot => uring(&mut conns, setup)?,
+        Mode::Uring | Mode::Multishot | Mode::MultishotFixed => uring(&mut conns, setup)?,
     };
     served.cpu_secs = thread_cpu_seconds() - cpu;
     Ok(served)
@@ -232,6 +246,30 @@ fn user_data(index: usize, op: u64) -> u64 {
     ((index as u64) << 1) | op
 }
 
+/// How an entry names a connection: by its descriptor, or by its index among the descriptors
+/// registered with the ring (no descriptor lookup and reference count per operation).
+#[derive(Clone, Copy)]
+enum Desc {
+    Plain(RawFd),
+    Fixed(u32),
+}
+
+/// Builds an entry on `$desc`, binding `$target` to the descriptor type the opcode takes.
+macro_rules! on {
+    ($desc:expr, $target:ident => $build:expr) => {
+        match $desc {
+            Desc::Plain(fd) => {
+                let $target = types::Fd(fd);
+                $build
+            }
+            Desc::Fixed(index) => {
+                let $target = types::Fixed(index);
+                $build
+            }
+        }
+    };
+}
+
 /// The memory the kernel reads into. It must outlive every armed receive, so it is made
 /// before the ring and, when a run fails with receives still armed, never freed.
 enum ReadMemory {
@@ -242,24 +280,24 @@ enum ReadMemory {
 }
 
 impl ReadMemory {
-    /// The receive to arm for connection `index` on `fd`.
-    fn receive(&mut self, index: usize, fd: RawFd) -> squeue::Entry {
-        let fd = types::Fd(fd);
+    /// The receive to arm for connection `index`, named by `desc`.
+    fn receive(&mut self, index: usize, desc: Desc) -> squeue::Entry {
         match self {
             ReadMemory::Own(buffers) => {
                 let buf = &mut buffers[index];
-                opcode::Recv::new(fd, buf.as_mut_ptr(), buf.len() as u32).build()
+                on!(desc, fd => opcode::Recv::new(fd, buf.as_mut_ptr(), buf.len() as u32).build())
             }
-            ReadMemory::Provided(_) => opcode::RecvMulti::new(fd, GROUP).build(),
+            ReadMemory::Provided(_) => on!(desc, fd => opcode::RecvMulti::new(fd, GROUP).build()),
         }
         .user_data(user_data(index, RECV))
     }
 }
 
 fn uring(conns: &mut [Conn], setup: Setup) -> io::Result<Served> {
-    let mut memory = match setup.mode {
-        Mode::Multishot => ReadMemory::Provided(BufferRing::new(setup.buffers)?),
-        _ => ReadMemory::Own(conns.iter().map(|_| vec![0u8; READ_SIZE]).collect()),
+    let mut memory = if setup.mode.multishot() {
+        ReadMemory::Provided(BufferRing::new(setup.buffers)?)
+    } else {
+        ReadMemory::Own(conns.iter().map(|_| vec![0u8; READ_SIZE]).collect())
     };
     let served = uring_loop(conns, setup, &mut memory);
     if served.is_err() {
@@ -280,8 +318,23 @@ fn uring_loop(conns: &mut [Conn], setup: Setup, memory: &mut ReadMemory) -> io::
     if let ReadMemory::Provided(provided) = memory {
         provided.register(&ring)?;
     }
+    let fixed = setup.mode == Mode::MultishotFixed;
+    if fixed {
+        let fds: Vec<RawFd> = conns.iter().map(|conn| conn.fd.as_raw_fd()).collect();
+        ring.submitter().register_files(&fds)?;
+    }
+    let desc = |index: usize, fd: RawFd| {
+        if fixed {
+            Desc::Fixed(index as u32)
+        } else {
+            Desc::Plain(fd)
+        }
+    };
     for (index, conn) in conns.iter().enumerate() {
-        push(&mut ring, &memory.receive(index, conn.fd.as_raw_fd()))?;
+        push(
+            &mut ring,
+            &memory.receive(index, desc(index, conn.fd.as_raw_fd())),
+        )?;
     }
     let mut served = Served::default();
     let mut open = conns.len();
@@ -319,12 +372,12 @@ fn uring_loop(conns: &mut [Conn], setup: Setup, memory: &mut ReadMemory) -> io::
                 match setup.send {
                     Send::Direct => respond_now(fd)?,
                     Send::Ring => {
-                        let send = opcode::Send::new(
-                            types::Fd(fd),
+                        let send = on!(desc(index, fd), fd => opcode::Send::new(
+                            fd,
                             RESPONSE.as_ptr(),
                             RESPONSE.len() as u32,
                         )
-                        .build()
+                        .build())
                         .user_data(user_data(index, SEND));
                         push(&mut ring, &send)?;
                     }
@@ -344,7 +397,7 @@ fn uring_loop(conns: &mut [Conn], setup: Setup, memory: &mut ReadMemory) -> io::
                 }
             };
             if ended {
-                push(&mut ring, &memory.receive(index, fd))?;
+                push(&mut ring, &memory.receive(index, desc(index, fd)))?;
             }
         }
     }

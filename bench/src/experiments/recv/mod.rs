@@ -33,6 +33,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use clap::ValueEnum;
+use rinha_sys::sched;
 use rinha_sys::uring::Taskrun;
 
 use crate::load::{self, post_payment_request, LoadSpec, Pace, Target};
@@ -53,7 +55,7 @@ pub struct Args {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "epoll,uring,multishot"
+        default_value = "epoll,uring,multishot,multishot-fixed"
     )]
     pub modes: Vec<Mode>,
     /// Client connections, one thread each.
@@ -74,6 +76,10 @@ pub struct Args {
     /// Provided buffers in the multishot ring (a power of two, 4 KiB each).
     #[arg(long, default_value_t = 256)]
     pub buffers: u16,
+    /// Binds the server thread to the first CPU this process may use and the clients to the
+    /// others (needs two or more).
+    #[arg(long)]
+    pub pin: bool,
     /// Also write every run and the medians as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -116,9 +122,26 @@ pub fn measure(
     let addr = listener.local_addr()?;
     let request = request();
     let request_len = request.len();
+    let cpus = sched::affinity()?;
+    let placement = match (setup.pin, cpus.split_first()) {
+        (false, _) => None,
+        (true, Some((&server, clients))) if !clients.is_empty() => Some((server, clients)),
+        (true, _) => bail!("--pin needs two CPUs or more; this process may use {cpus:?}"),
+    };
+    // The client threads inherit this thread's binding while they start; the server's thread
+    // binds itself to its own CPU.
+    if let Some((_, clients)) = placement {
+        sched::pin(clients)?;
+    }
+    let server_cpu = placement.map(|(cpu, _)| cpu);
     let server = std::thread::Builder::new()
         .name("recv-echo".into())
-        .spawn(move || echo::serve(&listener, connections, request_len, setup))?;
+        .spawn(move || {
+            if let Some(cpu) = server_cpu {
+                sched::pin(&[cpu])?;
+            }
+            echo::serve(&listener, connections, request_len, setup)
+        })?;
     let pace = match rate {
         Some(rate) => Pace::Open {
             rate_per_sec: rate as f64,
@@ -134,6 +157,9 @@ pub fn measure(
         duration,
         requests: None,
     });
+    if placement.is_some() {
+        sched::pin(&cpus)?;
+    }
     // The load's connections are closed now. A client thread that never got a request due
     // never connected: empty connections take its place, so the server's accept ends.
     for _ in 0..connections {
@@ -173,7 +199,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if args.modes.is_empty() || args.rates.is_empty() || args.connections == 0 {
         bail!("--modes, --rates and --connections need at least one each");
     }
-    if args.modes.contains(&Mode::Multishot) && !args.buffers.is_power_of_two() {
+    if args.modes.iter().any(|mode| mode.multishot()) && !args.buffers.is_power_of_two() {
         bail!("--buffers must be a power of two (the kernel's ring of provided buffers)");
     }
     let mut samples = Vec::new();
@@ -189,6 +215,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     send: args.send,
                     taskrun: args.taskrun,
                     buffers: args.buffers,
+                    pin: args.pin,
                 };
                 let duration = Duration::from_secs(args.duration);
                 let mut sample = measure(setup, args.connections, rate, duration)?;
@@ -216,6 +243,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             "send": args.send,
             "taskrun": format!("{:?}", args.taskrun).to_lowercase(),
             "buffers": args.buffers,
+            "pin": args.pin,
             "samples": samples,
         });
         std::fs::write(path, serde_json::to_string_pretty(&json)?)
@@ -248,10 +276,22 @@ fn table(args: &Args, samples: &[Sample]) -> String {
     let base = args.modes[0];
     let head = format!(
         "rinha-bench recv: {} connections, {} s per run, medians over {} run(s) (lowest-highest \
-         in parentheses); io_uring sends: {:?}, task work: {:?}\n\n",
-        args.connections, args.duration, args.rounds, args.send, args.taskrun
+         in parentheses); io_uring sends: {:?}, task work: {:?}{}\n\n",
+        args.connections,
+        args.duration,
+        args.rounds,
+        args.send,
+        args.taskrun,
+        if args.pin {
+            "; server and clients on their own CPUs"
+        } else {
+            ""
+        }
     );
-    let name = |mode: Mode| format!("{mode:?}").to_lowercase();
+    let name = |mode: Mode| {
+        mode.to_possible_value()
+            .map_or_else(String::new, |value| value.get_name().to_owned())
+    };
     let mut columns = vec!["load".to_owned(), "figure".to_owned()];
     columns.extend(args.modes.iter().map(|&mode| name(mode)));
     columns.extend(
@@ -295,6 +335,7 @@ mod tests {
             send,
             taskrun: Taskrun::Defer,
             buffers,
+            pin: false,
         }
     }
 
@@ -302,7 +343,7 @@ mod tests {
     /// answer, and a request left unanswered fails its client after 10 s).
     #[test]
     fn every_path_answers_every_request_once() {
-        for mode in [Mode::Epoll, Mode::Uring, Mode::Multishot] {
+        for mode in Mode::value_variants().iter().copied() {
             for send in [Send::Ring, Send::Direct] {
                 let sample = measure(setup(mode, send, 64), 4, None, Duration::from_millis(300))
                     .unwrap_or_else(|e| panic!("{mode:?} {send:?}: {e:#}"));
@@ -365,6 +406,41 @@ mod tests {
             });
         assert_eq!(length, Some(bytes.len() - head));
         assert_eq!(request.method, Some("POST"));
+    }
+
+    /// Bound apart (or refused with fewer than two CPUs), every path still answers every
+    /// request, and the calling thread's binding is given back afterwards.
+    #[test]
+    fn a_pinned_run_answers_every_request_and_gives_the_binding_back() {
+        let cpus = sched::affinity().unwrap();
+        if cpus.len() < 2 {
+            let err = measure(
+                Setup {
+                    pin: true,
+                    ..setup(Mode::Epoll, Send::Ring, 64)
+                },
+                2,
+                None,
+                Duration::from_millis(50),
+            )
+            .unwrap_err();
+            assert!(format!("{err:#}").contains("two CPUs"), "{err:#}");
+            return;
+        }
+        for mode in [Mode::Epoll, Mode::MultishotFixed] {
+            let sample = measure(
+                Setup {
+                    pin: true,
+                    ..setup(mode, Send::Ring, 64)
+                },
+                4,
+                None,
+                Duration::from_millis(300),
+            )
+            .unwrap_or_else(|e| panic!("{mode:?}: {e:#}"));
+            assert!(sample.messages > 100, "{mode:?}: {sample:?}");
+            assert_eq!(sched::affinity().unwrap(), cpus);
+        }
     }
 
     #[test]

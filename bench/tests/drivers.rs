@@ -4,43 +4,16 @@
 //! the comparison. Needs `rinha` and `rinha-lb` built next to `rinha-bench`
 //! (`cargo build -p rinha -p rinha-lb`; the test builds them when they are missing).
 
+mod stack_support;
+
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
+
+use stack_support::{free_port, stack_bins};
 
 use rinha_bench::drivers::{compare, Args, Driver, Run, MEASURED};
 use rinha_bench::measure::stats::Spread;
-
-/// The directory holding `rinha-bench` (and `rinha`, `rinha-lb` of the same profile).
-fn profile_dir() -> PathBuf {
-    Path::new(env!("CARGO_BIN_EXE_rinha-bench"))
-        .parent()
-        .expect("a directory")
-        .to_path_buf()
-}
-
-/// `rinha` and `rinha-lb`, built first (same profile) with cargo when missing.
-fn stack_bins() -> (PathBuf, PathBuf) {
-    let dir = profile_dir();
-    let (rinha, lb) = (dir.join("rinha"), dir.join("rinha-lb"));
-    if !(rinha.is_file() && lb.is_file()) {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut build = std::process::Command::new(cargo);
-        build
-            .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-            .args(["build", "-p", "rinha", "-p", "rinha-lb"]);
-        if !cfg!(debug_assertions) {
-            build.arg("--release");
-        }
-        assert!(build.status().expect("cargo runs").success(), "{build:?}");
-    }
-    (rinha, lb)
-}
-
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("addr").port()
-}
 
 /// Short-run flags on free ports with the given backend binary.
 fn args(rinha: &Path, lb: &Path) -> Args {

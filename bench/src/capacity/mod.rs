@@ -21,7 +21,7 @@ use crate::contest::backlog::Backlog;
 use crate::contest::totals::{backend_totals, processor_totals, quiet_and_purge};
 use crate::load::{self, payments, LoadSpec, Pace, Report as LoadReport, Target};
 use crate::measure::table::{cell, Table};
-use crate::stack::{Stack, StackOpts};
+use crate::stack::{run_until_interrupted, Stack, StackOpts};
 
 /// Cents of every payment (`payments::writer` sends 19.90).
 const PAYMENT_CENTS: i64 = 1990;
@@ -86,11 +86,7 @@ pub struct Step {
 
 /// Runs `rinha-bench capacity`.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
-    let ramp = runtime.block_on(capacity(&args))?;
+    let ramp = run_until_interrupted(2, capacity(&args))?;
     print!("{}", table(&args, &ramp.steps));
     // Whether a quota bound at all: without throttling, the ramp ended on something else.
     for (group, waited) in &ramp.throttled {
@@ -125,17 +121,20 @@ pub struct Ramp {
     pub throttled: Vec<(String, Duration)>,
 }
 
-/// Starts the stack under its quotas, ramps, stops it whatever happened.
+/// Starts the stack under its quotas, ramps, stops it whatever happened. Dropped before its
+/// end (an interrupted run), it still leaves nothing behind: the stack goes first (its
+/// children are killed), then the groups it was in, once empty.
 pub async fn capacity(args: &Args) -> anyhow::Result<Ramp> {
     anyhow::ensure!(
         args.step > 0.0 && args.start_rate > 0.0,
         "rates must be positive"
     );
+    // Made before the stack so that it is dropped after it.
+    let mut quotas = cgroup::Quotas::default();
     let stack = Stack::start(&compose_like(args))
         .await
         .context("starting the stack")?;
     eprint!("{}", stack.describe());
-    let mut quotas = cgroup::Quotas::default();
     let result = match limit(args, &stack, &mut quotas) {
         Ok(()) => ramp(args, &stack).await,
         Err(e) => Err(e),

@@ -92,11 +92,7 @@ pub struct Outcome {
 
 /// Runs `rinha-bench soak`.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
-    let outcome = runtime.block_on(soak(&args))?;
+    let outcome = crate::stack::run_until_interrupted(2, soak(&args))?;
     print!("{}", outcome.table);
     let measured = outcome.ok - outcome.warmup_ok;
     println!(

@@ -180,11 +180,17 @@ pub fn run_until_interrupted<T>(
         .worker_threads(workers)
         .enable_all()
         .build()?;
-    runtime.block_on(async {
+    let done = runtime.block_on(async {
         tokio::select! {
-            done = work => done,
-            _ = shutdown_signal() => anyhow::bail!("interrupted"),
+            done = work => Some(done),
+            _ = shutdown_signal() => None,
         }
+    });
+    done.unwrap_or_else(|| {
+        // A load's client threads (blocking tasks) keep to their schedule and would hold a
+        // dropped runtime for the rest of it: they end with the process instead.
+        runtime.shutdown_background();
+        anyhow::bail!("interrupted")
     })
 }
 

@@ -107,6 +107,10 @@ pub struct Breaker {
     next_scout: Cell<Instant>,
     /// Senders waiting in [`Breaker::wait_for_room`].
     waiting: Cell<u32>,
+    /// The waiter for room whose timer the others rely on (its number among the timers
+    /// armed, and when it ends), while one is armed; the timers armed so far.
+    watch: Cell<Option<(u64, Instant)>>,
+    watches: Cell<u64>,
     /// When the breaker last closed, while the slow start still binds.
     ramp_from: Cell<Option<Instant>>,
     /// Senders parked until a probe slot frees (woken by `release`, not by polling: with
@@ -144,6 +148,8 @@ impl Breaker {
             opened_at: Cell::new(None),
             next_scout: Cell::new(now),
             waiting: Cell::new(0),
+            watch: Cell::new(None),
+            watches: Cell::new(0),
             ramp_from: Cell::new(None),
             parked: RefCell::new(Vec::new()),
         }
@@ -297,22 +303,45 @@ impl Breaker {
 
     /// Waits until a call ends or the breaker changes state, or at most `max`: the caller
     /// then decides again where its payment goes. Counted in [`Breaker::load`] meanwhile.
+    ///
+    /// The waiters share one timer: a waiter arms one only when the one the others rely on
+    /// (the watch) would end after its own bound, and takes the watch over; the end of the
+    /// watch's wait, however it comes, wakes every waiter. While a processor fails, every
+    /// sender of the core waits here for the same next probe: one timer each cost about a
+    /// third of the core's CPU in the timer wheel's bookkeeping (docs/benchmarks.md, "What a
+    /// payment costs"), and they all ended at once anyway. A waiter may so be woken before
+    /// its own bound (at a shorter one's), never after it.
     pub async fn wait_for_room(&self, max: Duration) {
-        self.waiting.set(self.waiting.get() + 1);
-        let mut woken = false;
-        let _ = monoio::time::timeout(
-            max,
-            poll_fn(|cx| {
-                if woken {
-                    return Poll::Ready(());
-                }
-                woken = true;
-                self.park(cx.waker());
-                Poll::Pending
-            }),
-        )
-        .await;
-        self.waiting.set(self.waiting.get().saturating_sub(1));
+        let until = Instant::now() + max;
+        let watch = self
+            .watch
+            .get()
+            .is_none_or(|(_, armed)| until < armed)
+            .then(|| {
+                let number = self.watches.get() + 1;
+                self.watches.set(number);
+                self.watch.set(Some((number, until)));
+                number
+            });
+        let waiting = Waiting::new(self, watch);
+        let parked = poll_fn(|cx| {
+            if waiting.parked_as.borrow().is_some() {
+                return Poll::Ready(());
+            }
+            *waiting.parked_as.borrow_mut() = Some(cx.waker().clone());
+            self.park(cx.waker());
+            Poll::Pending
+        });
+        if watch.is_some() {
+            let _ = monoio::time::timeout(max, parked).await;
+        } else {
+            parked.await;
+        }
+    }
+
+    /// Timers armed by waiters for room so far.
+    pub fn watches(&self) -> u64 {
+        self.watches.get()
     }
 
     /// Waits for a permit.
@@ -425,10 +454,60 @@ impl Breaker {
         }
     }
 
+    /// Wakes every parked waiter. Called with no borrow of `parked` held: a woken waiter
+    /// runs later, on its own turn.
     fn wake_parked(&self) {
         let parked = std::mem::take(&mut *self.parked.borrow_mut());
         for w in parked {
             w.wake();
+        }
+    }
+}
+
+/// A waiter for room, counted in [`Breaker::load`] while it waits. One that holds the watch
+/// (`watch`: it armed the timer the others rely on, and no shorter one took over) wakes every
+/// other when its wait ends, however it ends (its timer, a wake, its sender dropped): they
+/// then decide again, and one arms the next timer. One whose watch was taken over ends on
+/// its own timer without waking anyone.
+struct Waiting<'a> {
+    breaker: &'a Breaker,
+    /// The number of the timer it armed, if it armed one.
+    watch: Option<u64>,
+    /// Its waker, once parked.
+    parked_as: RefCell<Option<Waker>>,
+}
+
+impl<'a> Waiting<'a> {
+    fn new(breaker: &'a Breaker, watch: Option<u64>) -> Self {
+        breaker.waiting.set(breaker.waiting.get() + 1);
+        Waiting {
+            breaker,
+            watch,
+            parked_as: RefCell::new(None),
+        }
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        let b = self.breaker;
+        b.waiting.set(b.waiting.get().saturating_sub(1));
+        let Some(number) = self.watch else {
+            // Woken, so its waker left the parked list with the wake.
+            return;
+        };
+        if let Some(own) = self.parked_as.get_mut().take() {
+            // Ended by its timer, its waker may still be parked: neither the wake of every
+            // waiter below (it would wake this very sender, whose next wait would then end at
+            // once) nor a release's wake_one may spend itself on it.
+            b.parked.borrow_mut().retain(|w| !w.will_wake(&own));
+        }
+        if b.watch
+            .get()
+            .is_some_and(|(watching, _)| watching == number)
+        {
+            b.watch.set(None);
+            b.wake_parked();
         }
     }
 }

@@ -211,6 +211,128 @@ fn a_sender_waiting_for_room_is_counted_and_woken_by_a_call_that_ends() {
     });
 }
 
+/// Runs `test` on a runtime with timers, as the cores do.
+fn on_core(test: impl std::future::Future<Output = ()>) {
+    monoio::start::<monoio::time::TimeDriver<monoio::LegacyDriver>, _>(test);
+}
+
+/// Spawns `n` senders that each wait once for room on `b` with bound `max`; each gives how
+/// long it waited.
+fn waiters(
+    b: &std::rc::Rc<Breaker>,
+    n: usize,
+    max: Duration,
+) -> Vec<monoio::task::JoinHandle<Duration>> {
+    (0..n)
+        .map(|_| {
+            let b = b.clone();
+            monoio::spawn(async move {
+                let t = Instant::now();
+                b.wait_for_room(max).await;
+                t.elapsed()
+            })
+        })
+        .collect()
+}
+
+/// How long a waiter waited; fails if it is still parked 2 s on (nothing woke it).
+async fn woken(waiter: monoio::task::JoinHandle<Duration>) -> Duration {
+    monoio::time::timeout(Duration::from_secs(2), waiter)
+        .await
+        .expect("a sender stayed parked with nothing to wake it")
+}
+
+/// Fifty senders waiting for room with the same bound arm one timer between them, and its
+/// end wakes them all.
+#[test]
+fn senders_waiting_for_room_share_one_timer_and_all_wake_at_its_end() {
+    let b = std::rc::Rc::new(Breaker::with_cap(1));
+    on_core(async move {
+        let _held = b.try_admit(Instant::now()).unwrap();
+        let waiting = waiters(&b, 50, Duration::from_millis(30));
+        monoio::time::sleep(Duration::from_millis(5)).await;
+        assert_eq!(b.load(), (1, 1, 50));
+        for waiter in waiting {
+            let waited = woken(waiter).await;
+            assert!(waited >= Duration::from_millis(20), "{waited:?}");
+            assert!(waited < Duration::from_secs(1), "{waited:?}");
+        }
+        assert_eq!(b.watches(), 1);
+        assert_eq!(b.load(), (1, 1, 0));
+    });
+}
+
+/// A sender whose bound ends before the armed timer's arms its own, and its end wakes the
+/// sender with the longer bound too: nobody waits past their bound, some wake before it.
+#[test]
+fn a_shorter_bound_arms_its_own_timer_and_its_end_wakes_every_waiter() {
+    let b = std::rc::Rc::new(Breaker::with_cap(1));
+    on_core(async move {
+        let _held = b.try_admit(Instant::now()).unwrap();
+        let long = waiters(&b, 1, Duration::from_secs(5));
+        let short = waiters(&b, 1, Duration::from_millis(20));
+        for waiter in short.into_iter().chain(long) {
+            let waited = woken(waiter).await;
+            assert!(waited < Duration::from_secs(1), "{waited:?}");
+        }
+        assert_eq!(b.watches(), 2);
+    });
+}
+
+/// Two senders waiting again and again with different bounds do not wake each other
+/// forever: the one whose timer was taken over ends on it without waking anyone.
+#[test]
+fn senders_that_wait_again_do_not_wake_each_other_forever() {
+    let b = std::rc::Rc::new(Breaker::with_cap(1));
+    on_core(async move {
+        let _held = b.try_admit(Instant::now()).unwrap();
+        let returns = std::rc::Rc::new(Cell::new(0u32));
+        let deadline = Instant::now() + Duration::from_millis(300);
+        let loops: Vec<_> = [Duration::from_secs(5), Duration::from_millis(20)]
+            .into_iter()
+            .map(|max| {
+                let (b, returns) = (b.clone(), returns.clone());
+                monoio::spawn(async move {
+                    while Instant::now() < deadline {
+                        b.wait_for_room(max).await;
+                        returns.set(returns.get() + 1);
+                    }
+                })
+            })
+            .collect();
+        monoio::time::sleep(Duration::from_millis(400)).await;
+        // The short one returns about 15 times, each time waking the long one: ~30.
+        assert!(returns.get() < 200, "{} returns in 0.3 s", returns.get());
+        // The long one still waits out its bound, or its partner's next end.
+        drop(loops);
+    });
+}
+
+/// A sender dropped while it keeps the timer for the others wakes them: none is left parked
+/// with nothing to wake it.
+#[test]
+fn a_dropped_sender_holding_the_timer_wakes_the_others() {
+    let b = std::rc::Rc::new(Breaker::with_cap(1));
+    on_core(async move {
+        let _held = b.try_admit(Instant::now()).unwrap();
+        let b2 = b.clone();
+        let dropped = monoio::spawn(async move {
+            monoio::select! {
+                _ = b2.wait_for_room(Duration::from_secs(5)) => {}
+                _ = monoio::time::sleep(Duration::from_millis(20)) => {}
+            }
+        });
+        monoio::time::sleep(Duration::from_millis(2)).await;
+        let others = waiters(&b, 3, Duration::from_secs(5));
+        dropped.await;
+        for waiter in others {
+            woken(waiter).await;
+        }
+        assert_eq!(b.watches(), 1);
+        assert_eq!(b.load(), (1, 1, 0));
+    });
+}
+
 /// While open, lookups have a lane of their own: fresh payments holding the probe do not
 /// keep them out, and one that finds our payment stored closes the breaker.
 #[test]

@@ -308,8 +308,8 @@ impl Breaker {
     /// (the watch) would end after its own bound, and takes the watch over; the end of the
     /// watch's wait, however it comes, wakes every waiter. While a processor fails, every
     /// sender of the core waits here for the same next probe: one timer each cost about a
-    /// third of the core's CPU in the timer wheel's bookkeeping (docs/benchmarks.md, "What a
-    /// payment costs"), and they all ended at once anyway. A waiter may so be woken before
+    /// third of the core's CPU meanwhile, in the timer wheel's bookkeeping (docs/benchmarks.md,
+    /// "What a payment costs"), and they all ended at once anyway. A waiter may so be woken before
     /// its own bound (at a shorter one's), never after it.
     pub async fn wait_for_room(&self, max: Duration) {
         let until = Instant::now() + max;
@@ -454,9 +454,12 @@ impl Breaker {
         }
     }
 
-    /// Wakes every parked waiter. Called with no borrow of `parked` held: a woken waiter
-    /// runs later, on its own turn.
+    /// Wakes every parked waiter. Nobody is left relying on the watch's timer: the next to
+    /// wait arms one (the watch's holder, woken too, then leaves without waking them all a
+    /// second time). Called with no borrow of `parked` held: a woken waiter runs later, on
+    /// its own turn.
     fn wake_parked(&self) {
+        self.watch.set(None);
         let parked = std::mem::take(&mut *self.parked.borrow_mut());
         for w in parked {
             w.wake();
@@ -493,7 +496,8 @@ impl Drop for Waiting<'_> {
         let b = self.breaker;
         b.waiting.set(b.waiting.get().saturating_sub(1));
         let Some(number) = self.watch else {
-            // Woken, so its waker left the parked list with the wake.
+            // Without a timer a wait ends only when woken, and the wake took its waker off
+            // the list.
             return;
         };
         if let Some(own) = self.parked_as.get_mut().take() {

@@ -308,6 +308,37 @@ fn senders_that_wait_again_do_not_wake_each_other_forever() {
     });
 }
 
+/// A wake of every waiter (a cap that grew, here) wakes each once, the watch's holder too,
+/// also when another sender parked before it: it does not wake them all a second time.
+#[test]
+fn a_wake_of_every_waiter_wakes_each_once() {
+    let b = std::rc::Rc::new(Breaker::with_cap(1));
+    on_core(async move {
+        let _held = b.try_admit(Instant::now()).unwrap();
+        let returns = std::rc::Rc::new(Cell::new(0u32));
+        // The first parks with the long bound; the second takes the watch with a shorter one.
+        let loops: Vec<_> = [Duration::from_secs(5), Duration::from_secs(2)]
+            .into_iter()
+            .map(|max| {
+                let (b, returns) = (b.clone(), returns.clone());
+                monoio::spawn(async move {
+                    loop {
+                        b.wait_for_room(max).await;
+                        returns.set(returns.get() + 1);
+                    }
+                })
+            })
+            .collect();
+        monoio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!((b.load().2, b.watches()), (2, 2));
+        b.set_cap(2);
+        monoio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(returns.get(), 2, "one return each");
+        assert_eq!(b.load().2, 2, "both wait again");
+        drop(loops);
+    });
+}
+
 /// A sender dropped while it keeps the timer for the others wakes them: none is left parked
 /// with nothing to wake it.
 #[test]

@@ -10,15 +10,14 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
 
-use stack_support::{free_port, stack_bins};
+use stack_support::{stack_bins, stack_flags};
 
 use rinha_bench::drivers::{compare, Args, Driver, Run, MEASURED};
 use rinha_bench::measure::stats::Spread;
 
 /// Short-run flags on free ports with the given backend binary.
 fn args(rinha: &Path, lb: &Path) -> Args {
-    let (lb_port, default_port, fallback_port) = (free_port(), free_port(), free_port());
-    Args::from_flags([
+    let run = [
         "--rounds",
         "1",
         "--duration",
@@ -40,21 +39,9 @@ fn args(rinha: &Path, lb: &Path) -> Args {
         "--saturation-connections",
         "4",
         "--quiet",
-        "--no-build",
-        "--lb-port",
-        &lb_port.to_string(),
-        "--default-port",
-        &default_port.to_string(),
-        "--fallback-port",
-        &fallback_port.to_string(),
-        "--rinha-bin",
-        rinha.to_str().expect("utf-8 path"),
-        "--lb-bin",
-        lb.to_str().expect("utf-8 path"),
-        "--bench-bin",
-        env!("CARGO_BIN_EXE_rinha-bench"),
-    ])
-    .expect("flags")
+    ];
+    let (stack, _) = stack_flags(rinha, lb);
+    Args::from_flags(run.map(String::from).into_iter().chain(stack)).expect("flags")
 }
 
 fn close(a: f64, b: f64) -> bool {

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use stack_support::{free_port, stack_bins};
+use stack_support::{stack_bins, stack_flags};
 
 /// Where the command makes its groups (`capacity/cgroup.rs`).
 const CPU_ROOT: &str = "/sys/fs/cgroup/cpu";
@@ -30,11 +30,17 @@ fn groups_of(pid: u32) -> Vec<PathBuf> {
         .unwrap_or_default()
 }
 
+/// The fields of `/proc/<pid>/stat` after the command name (which is in parentheses and may
+/// hold spaces): the state letter first, then the parent's pid, ...; None once it is gone.
+fn stat_fields(pid: u32) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields = stat.rsplit_once(')')?.1.split_whitespace();
+    Some(fields.map(str::to_owned).collect())
+}
+
 /// The state letter of process `pid` (`R`, `S`, `Z`, ...), None once it is gone.
 fn state(pid: u32) -> Option<char> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The state follows the command name, which is in parentheses and may hold spaces.
-    stat.rsplit_once(')')?.1.trim_start().chars().next()
+    stat_fields(pid)?.first()?.chars().next()
 }
 
 /// Whether process `pid` still runs (a zombie has ended: only its parent's reaping is left).
@@ -50,18 +56,7 @@ fn children_of(pid: u32) -> Vec<u32> {
     proc_dir
         .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
         .filter(|&child| {
-            std::fs::read_to_string(format!("/proc/{child}/stat"))
-                .ok()
-                .and_then(|stat| {
-                    let fields = stat
-                        .rsplit_once(')')?
-                        .1
-                        .split_whitespace()
-                        .nth(1)?
-                        .to_owned();
-                    fields.parse::<u32>().ok()
-                })
-                == Some(pid)
+            stat_fields(child).and_then(|fields| fields.get(1)?.parse::<u32>().ok()) == Some(pid)
         })
         .collect()
 }
@@ -82,30 +77,16 @@ fn wait_for(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
 /// the test's; and the lb's port.
 fn start(command: &str, flags: &[&str]) -> (Child, u16) {
     let (rinha, lb) = stack_bins();
-    let ports = [free_port(), free_port(), free_port()].map(|port| port.to_string());
+    let (stack, lb_port) = stack_flags(&rinha, &lb);
     let child = Command::new(env!("CARGO_BIN_EXE_rinha-bench"))
         .arg(command)
         .args(flags)
-        .args([
-            "--no-build",
-            "--lb-port",
-            &ports[0],
-            "--default-port",
-            &ports[1],
-            "--fallback-port",
-            &ports[2],
-            "--rinha-bin",
-            rinha.to_str().expect("utf-8 path"),
-            "--lb-bin",
-            lb.to_str().expect("utf-8 path"),
-            "--bench-bin",
-            env!("CARGO_BIN_EXE_rinha-bench"),
-        ])
+        .args(stack)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .expect("rinha-bench starts");
-    (child, ports[0].parse().expect("a port"))
+    (child, lb_port)
 }
 
 /// Waits until `run` is under load (`loaded`), sends it SIGTERM, and asserts that it ends

@@ -30,7 +30,31 @@ pub fn stack_bins() -> (PathBuf, PathBuf) {
 }
 
 /// A port that was free a moment ago (bound on port 0, then released).
-pub fn free_port() -> u16 {
+fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     listener.local_addr().expect("addr").port()
+}
+
+/// The flags that run the stack from `rinha`, `lb` and this `rinha-bench` at free ports,
+/// without building: `--no-build`, the lb's and both processors' ports, `--rinha-bin`,
+/// `--lb-bin`, `--bench-bin`; and the lb's port.
+pub fn stack_flags(rinha: &Path, lb: &Path) -> (Vec<String>, u16) {
+    let lb_port = free_port();
+    let path = |bin: &Path| bin.to_str().expect("utf-8 path").to_owned();
+    let flags = [
+        "--no-build".to_owned(),
+        "--lb-port".to_owned(),
+        lb_port.to_string(),
+        "--default-port".to_owned(),
+        free_port().to_string(),
+        "--fallback-port".to_owned(),
+        free_port().to_string(),
+        "--rinha-bin".to_owned(),
+        path(rinha),
+        "--lb-bin".to_owned(),
+        path(lb),
+        "--bench-bin".to_owned(),
+        env!("CARGO_BIN_EXE_rinha-bench").to_owned(),
+    ];
+    (flags.to_vec(), lb_port)
 }

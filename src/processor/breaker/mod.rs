@@ -325,10 +325,12 @@ impl Breaker {
             });
         let waiting = Waiting::new(self, watch);
         let parked = poll_fn(|cx| {
-            if waiting.parked_as.borrow().is_some() {
+            if waiting.parked.replace(true) {
                 return Poll::Ready(());
             }
-            *waiting.parked_as.borrow_mut() = Some(cx.waker().clone());
+            if waiting.watch.is_some() {
+                waiting.own.set(Some(cx.waker().clone()));
+            }
             self.park(cx.waker());
             Poll::Pending
         });
@@ -476,8 +478,10 @@ struct Waiting<'a> {
     breaker: &'a Breaker,
     /// The number of the timer it armed, if it armed one.
     watch: Option<u64>,
-    /// Its waker, once parked.
-    parked_as: RefCell<Option<Waker>>,
+    /// Whether it parked; its waker, once parked, if it armed a timer (to take it off the
+    /// list when the timer ends its wait).
+    parked: Cell<bool>,
+    own: Cell<Option<Waker>>,
 }
 
 impl<'a> Waiting<'a> {
@@ -486,7 +490,8 @@ impl<'a> Waiting<'a> {
         Waiting {
             breaker,
             watch,
-            parked_as: RefCell::new(None),
+            parked: Cell::new(false),
+            own: Cell::new(None),
         }
     }
 }
@@ -500,7 +505,7 @@ impl Drop for Waiting<'_> {
             // the list.
             return;
         };
-        if let Some(own) = self.parked_as.get_mut().take() {
+        if let Some(own) = self.own.take() {
             // Ended by its timer, its waker may still be parked: neither the wake of every
             // waiter below (it would wake this very sender, whose next wait would then end at
             // once) nor a release's wake_one may spend itself on it.

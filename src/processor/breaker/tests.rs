@@ -6,6 +6,11 @@ fn kind(p: &Option<Permit>) -> Option<Kind> {
     p.as_ref().map(Permit::kind)
 }
 
+/// Runs `test` on a runtime with timers, as the cores do.
+fn on_core(test: impl std::future::Future<Output = ()>) {
+    monoio::start::<monoio::time::TimeDriver<monoio::LegacyDriver>, _>(test);
+}
+
 /// Fails `n` calls admitted at `now` (opening a closed breaker at `OPEN_AFTER`).
 fn fail(b: &Breaker, n: u32, now: Instant) {
     for _ in 0..n {
@@ -42,7 +47,7 @@ fn opens_probes_and_closes() {
 fn senders_parked_on_the_probe_cap_wake_when_it_frees() {
     let b = std::rc::Rc::new(Breaker::new());
     fail(&b, OPEN_AFTER, Instant::now());
-    monoio::start::<monoio::time::TimeDriver<monoio::LegacyDriver>, _>(async move {
+    on_core(async move {
         let probe = b.admit().await;
         assert_eq!(probe.kind(), Kind::Probe);
         let b2 = b.clone();
@@ -101,7 +106,7 @@ fn slow_start_caps_calls_in_flight_and_doubles_the_cap() {
 fn senders_parked_on_the_slow_start_go_as_calls_finish() {
     let b = std::rc::Rc::new(Breaker::new());
     recover(&b);
-    monoio::start::<monoio::time::TimeDriver<monoio::LegacyDriver>, _>(async move {
+    on_core(async move {
         let mut permits = Vec::new();
         for _ in 0..RAMP_START {
             permits.push(b.admit().await);
@@ -191,7 +196,7 @@ fn a_scout_goes_only_while_nothing_else_is_in_flight_and_once_per_interval() {
 #[test]
 fn a_sender_waiting_for_room_is_counted_and_woken_by_a_call_that_ends() {
     let b = std::rc::Rc::new(Breaker::with_cap(1));
-    monoio::start::<monoio::time::TimeDriver<monoio::LegacyDriver>, _>(async move {
+    on_core(async move {
         let p = b.try_admit(Instant::now()).unwrap();
         let b2 = b.clone();
         let waiter = monoio::spawn(async move {
@@ -209,11 +214,6 @@ fn a_sender_waiting_for_room_is_counted_and_woken_by_a_call_that_ends() {
         b.wait_for_room(Duration::from_millis(30)).await;
         assert!(t.elapsed() >= Duration::from_millis(30));
     });
-}
-
-/// Runs `test` on a runtime with timers, as the cores do.
-fn on_core(test: impl std::future::Future<Output = ()>) {
-    monoio::start::<monoio::time::TimeDriver<monoio::LegacyDriver>, _>(test);
 }
 
 /// Spawns `n` senders that each wait once for room on `b` with bound `max`; each gives how
@@ -240,6 +240,26 @@ async fn woken(waiter: monoio::task::JoinHandle<Duration>) -> Duration {
     monoio::time::timeout(Duration::from_secs(2), waiter)
         .await
         .expect("a sender stayed parked with nothing to wake it")
+}
+
+/// Spawns a sender per bound that waits for room on `b` again and again until `until`;
+/// counts the waits that ended.
+fn waiting_again(
+    b: &std::rc::Rc<Breaker>,
+    bounds: [Duration; 2],
+    until: Instant,
+) -> std::rc::Rc<Cell<u32>> {
+    let returns = std::rc::Rc::new(Cell::new(0u32));
+    for max in bounds {
+        let (b, returns) = (b.clone(), returns.clone());
+        monoio::spawn(async move {
+            while Instant::now() < until {
+                b.wait_for_room(max).await;
+                returns.set(returns.get() + 1);
+            }
+        });
+    }
+    returns
 }
 
 /// Fifty senders waiting for room with the same bound arm one timer between them, and its
@@ -286,25 +306,11 @@ fn senders_that_wait_again_do_not_wake_each_other_forever() {
     let b = std::rc::Rc::new(Breaker::with_cap(1));
     on_core(async move {
         let _held = b.try_admit(Instant::now()).unwrap();
-        let returns = std::rc::Rc::new(Cell::new(0u32));
-        let deadline = Instant::now() + Duration::from_millis(300);
-        let loops: Vec<_> = [Duration::from_secs(5), Duration::from_millis(20)]
-            .into_iter()
-            .map(|max| {
-                let (b, returns) = (b.clone(), returns.clone());
-                monoio::spawn(async move {
-                    while Instant::now() < deadline {
-                        b.wait_for_room(max).await;
-                        returns.set(returns.get() + 1);
-                    }
-                })
-            })
-            .collect();
+        let bounds = [Duration::from_secs(5), Duration::from_millis(20)];
+        let returns = waiting_again(&b, bounds, Instant::now() + Duration::from_millis(300));
         monoio::time::sleep(Duration::from_millis(400)).await;
         // The short one returns about 15 times, each time waking the long one: ~30.
         assert!(returns.get() < 200, "{} returns in 0.3 s", returns.get());
-        // The long one still waits out its bound, or its partner's next end.
-        drop(loops);
     });
 }
 
@@ -315,27 +321,15 @@ fn a_wake_of_every_waiter_wakes_each_once() {
     let b = std::rc::Rc::new(Breaker::with_cap(1));
     on_core(async move {
         let _held = b.try_admit(Instant::now()).unwrap();
-        let returns = std::rc::Rc::new(Cell::new(0u32));
         // The first parks with the long bound; the second takes the watch with a shorter one.
-        let loops: Vec<_> = [Duration::from_secs(5), Duration::from_secs(2)]
-            .into_iter()
-            .map(|max| {
-                let (b, returns) = (b.clone(), returns.clone());
-                monoio::spawn(async move {
-                    loop {
-                        b.wait_for_room(max).await;
-                        returns.set(returns.get() + 1);
-                    }
-                })
-            })
-            .collect();
+        let bounds = [Duration::from_secs(5), Duration::from_secs(2)];
+        let returns = waiting_again(&b, bounds, Instant::now() + Duration::from_secs(60));
         monoio::time::sleep(Duration::from_millis(10)).await;
         assert_eq!((b.load().2, b.watches()), (2, 2));
         b.set_cap(2);
         monoio::time::sleep(Duration::from_millis(50)).await;
         assert_eq!(returns.get(), 2, "one return each");
         assert_eq!(b.load().2, 2, "both wait again");
-        drop(loops);
     });
 }
 
